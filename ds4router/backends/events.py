@@ -1,0 +1,107 @@
+"""The events every backend yields, local or cloud, so sessions and UIs treat them alike.
+
+A stream is zero or more ``TextDelta``/``ReasoningDelta``, then ``Usage`` (when
+anything was produced or the provider reported it), then exactly one of
+``Done`` or ``Failed``. ``Failed.after_tokens`` tells a session whether text
+already reached the user: only a failure before any token may fall back to
+another backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+ErrorKind = Literal[
+    "auth",
+    "rate_limit",
+    "timeout",
+    "context_window",
+    "content_policy",
+    "unavailable",
+    "bad_request",
+    "cancelled",
+    "internal",
+]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
+
+# Kinds where trying again later (or elsewhere) may succeed; the others need the
+# user to change something (a key, the prompt, the model).
+RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limit", "timeout", "unavailable"})
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """Visible chain-of-thought text, for models that stream it separately."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request.
+
+    ``input_tokens`` includes ``cached_input_tokens`` (as OpenAI reports prompt
+    tokens); ``output_tokens`` includes ``reasoning_tokens`` (as OpenAI reports
+    completion tokens). ``estimated`` is true when the provider did not report
+    usage and the counts come from a local tokenizer.
+    """
+
+    input_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Usage.{name} cannot be negative")
+
+
+@dataclass(frozen=True)
+class Done:
+    """The stream ended normally; ``finish_reason`` as the model gave it (stop, length, ...)."""
+
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The stream ended in an error.
+
+    ``message`` is one line a user can act on; it never contains an API key.
+    ``retryable``: trying again later or on another backend may succeed.
+    ``after_tokens``: some text had already been streamed when it failed.
+    """
+
+    kind: ErrorKind
+    message: str
+    retryable: bool
+    after_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ERROR_KINDS:
+            raise ValueError(
+                f"unknown error kind {self.kind!r}; use one of {', '.join(ERROR_KINDS)}"
+            )
+
+
+Event = TextDelta | ReasoningDelta | Usage | Done | Failed
+
+
+def failed(kind: ErrorKind, message: str, *, after_tokens: bool = False) -> Failed:
+    """A ``Failed`` whose ``retryable`` follows from its kind."""
+    return Failed(kind, message, kind in RETRYABLE_KINDS, after_tokens)

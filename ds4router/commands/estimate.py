@@ -1,0 +1,128 @@
+"""``ds4router estimate``: a month of usage priced on 40+ cloud models and on local hardware."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ds4router.errors import Ds4RouterError
+
+if TYPE_CHECKING:
+    from pricing.catalog import PriceCatalog
+
+FORMATS = ("table", "json", "csv", "md")
+DEFAULT_PROFILE = "m3-max-q2"
+
+
+@click.command("estimate")
+@click.option("--output-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Output tokens a month.")
+@click.option("--input-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N", help="Input (prompt) tokens a month.")
+@click.option("--cached-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              metavar="F", help="Share of the input read from the provider's prompt cache.")
+@click.option("--models", "models", multiple=True, metavar="M",
+              help="Models to price (repeat or comma-separate); default: --top.")
+@click.option("--top", type=click.IntRange(min=1), default=40, show_default=True,
+              help="How many well-known chat models to price when --models is not given.")
+@click.option("--prices", default=None, metavar="SHEET|FILE",
+              help="Price as of a dated sheet in configs/prices (e.g. 2026-11), or add a sheet file.")
+@click.option("--local-profile", default=DEFAULT_PROFILE, show_default=True, metavar="NAME|FILE",
+              help="Local hardware profile (configs/local_profiles) or a YAML file.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--from-ledger", is_flag=True,
+              help="Use a real month of traffic from the ledger instead of --*-tokens.")
+@click.option("--month", default=None, metavar="YYYY-MM",
+              help="With --from-ledger: the month (UTC); default: this month.")
+@click.option("--project", "project_name", default=None, metavar="P",
+              help="With --from-ledger: only this project's traffic.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    output_tokens: int | None,
+    input_tokens: int,
+    cached_share: float,
+    models: tuple[str, ...],
+    top: int,
+    prices: str | None,
+    local_profile: str,
+    fmt: str,
+    from_ledger: bool,
+    month: str | None,
+    project_name: str | None,
+) -> None:
+    """Monthly cost per model for a usage profile, the local cost, and where local wins."""
+    from ds4router import paths
+    from ds4router.config import load_config
+    from pricing.errors import PricingError
+    from pricing.estimate_render import render_estimate
+    from pricing.estimator import estimate, usage_from_profile
+    from pricing.profiles import load_profile
+
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    loaded = load_config(obj.get("project"))
+    try:
+        configs = paths.configs_dir()
+    except FileNotFoundError as exc:
+        raise Ds4RouterError(str(exc)) from None
+    try:
+        catalog = _catalog(configs / "prices", prices, loaded.config.pricing.overrides)
+        if from_ledger:
+            usage = _ledger_usage(paths.database_path(), month, project_name)
+        else:
+            if output_tokens is None:
+                raise Ds4RouterError(
+                    "give --output-tokens N (tokens generated a month), or --from-ledger"
+                )
+            usage = usage_from_profile(output_tokens, input_tokens, cached_share)
+        names = [m.strip() for group in models for m in group.split(",") if m.strip()]
+        if not names:
+            names = catalog.featured(top)
+        profile = load_profile(local_profile, configs / "local_profiles")
+        result = estimate(catalog, names, usage, profile)
+        text = render_estimate(result, fmt)
+    except PricingError as exc:
+        raise Ds4RouterError(str(exc)) from None
+    for name, suggestions in result.unknown:
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+        click.echo(f"warning: no price for {name!r} (shown as unpriced){hint}", err=True)
+    click.echo(text, nl=False)
+
+
+def _catalog(sheets_dir: Path, prices: str | None, overrides: dict[str, Any]) -> PriceCatalog:
+    from pricing.catalog import PriceCatalog
+    from pricing.sheets import load_sheet, sheet_files
+
+    plain = {name: rates.model_dump(exclude_none=True) for name, rates in overrides.items()}
+    if prices is None:
+        return PriceCatalog.load(sheets_dir, plain)
+    candidate = Path(prices).expanduser()
+    if candidate.is_file():
+        return PriceCatalog.load(sheets_dir, plain, extra_sheets=[candidate])
+    named = sheets_dir / f"{prices}.yaml"
+    if named.is_file():
+        as_of = load_sheet(named).as_of_date
+        return PriceCatalog.load(sheets_dir, plain, as_of=as_of)
+    known = ", ".join(p.stem for p in sheet_files(sheets_dir)) or "none"
+    raise Ds4RouterError(f"--prices {prices}: no such file or sheet; sheets: {known}")
+
+
+def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> Any:
+    from pricing.ledger import Ledger, check_month
+
+    month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    check_month(month)
+    scope = f" for project {project}" if project else ""
+    if not db_path.exists():
+        raise Ds4RouterError(f"no ledger at {db_path} yet; run some requests or use --output-tokens")
+    with Ledger(db_path) as ledger:
+        requests, usage = ledger.usage_totals(month, project)
+    if usage.output_tokens == 0:
+        raise Ds4RouterError(
+            f"the ledger has no output tokens in {month}{scope} ({requests} requests); "
+            "pick another --month or use --output-tokens"
+        )
+    return usage

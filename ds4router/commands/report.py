@@ -1,0 +1,80 @@
+"""``ds4router report``: a month of the cost ledger as table, csv, json, md or html."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from ds4router.errors import Ds4RouterError
+
+FORMATS = ("table", "csv", "json", "md", "html")
+
+
+@click.command("report")
+@click.option("--month", default=None, metavar="YYYY-MM", help="Month (UTC); default: this month.")
+@click.option(
+    "--project",
+    "project_name",
+    default=None,
+    metavar="P",
+    help="Only this project's requests (default: all projects).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to FILE instead of standard output.",
+)
+@click.pass_context
+def command(
+    ctx: click.Context, month: str | None, project_name: str | None, fmt: str, output: Path | None
+) -> None:
+    """Monthly cost report: totals, breakdowns, savings, budget, unpriced requests."""
+    from ds4router import paths
+    from ds4router.config import load_config
+    from pricing.budget import budget_for_month
+    from pricing.errors import PricingError
+    from pricing.ledger import Ledger, check_month
+    from pricing.report import build_report, build_report_from_rows, render
+
+    now = dt.datetime.now(dt.UTC)
+    month = month or now.strftime("%Y-%m")
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    loaded = load_config(obj.get("project"))
+    budget_cfg = loaded.config.budget
+    budget_project = project_name or loaded.project_name
+    db_path = paths.database_path()
+    try:
+        check_month(month)
+        if db_path.exists():
+            with Ledger(db_path) as ledger:
+                spent = ledger.spent(month, budget_project)
+                budget = budget_for_month(
+                    budget_cfg.monthly_usd, spent, budget_cfg.warn_at, month, now
+                )
+                report = build_report(
+                    ledger, month, project_name, budget=budget, budget_project=budget_project, now=now
+                )
+        else:
+            # No ledger yet: an empty report, without creating the database.
+            budget = budget_for_month(budget_cfg.monthly_usd, 0.0, budget_cfg.warn_at, month, now)
+            report = build_report_from_rows(
+                [], month, project_name, budget=budget, budget_project=budget_project, now=now
+            )
+        text = render(report, fmt)
+    except PricingError as exc:
+        raise Ds4RouterError(str(exc)) from None
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise Ds4RouterError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote the {month} report ({fmt}) to {output}")

@@ -1,0 +1,252 @@
+"""The configuration's shape: pydantic v2 models, strict (unknown keys are errors).
+
+Only the config boundary uses pydantic; the rest of the code reads these models
+or plain values taken from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ds4router.levels import PrivacyLevel
+
+TASK_TYPES: tuple[str, ...] = (
+    "boilerplate",
+    "explain",
+    "refactor",
+    "tests",
+    "debug",
+    "architecture",
+    "agent",
+    "batch",
+    "chat",
+)
+
+_TARGET_RE = re.compile(r"^(local|refuse|cloud:[A-Za-z0-9_.\-/:@]+)$")
+
+
+def check_target(value: str) -> str:
+    """A route target: ``local``, ``refuse`` or ``cloud:<litellm model id>``."""
+    if not _TARGET_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a target; use 'local', 'refuse' or 'cloud:<model id>' "
+            "(for example 'cloud:openai/gpt-4.1')"
+        )
+    return value
+
+
+Target = Annotated[str, Field(description="local | refuse | cloud:<model>")]
+Fraction = Annotated[float, Field(ge=0.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathRule(Strict):
+    glob: str
+    level: PrivacyLevel
+
+
+class DetectorLevels(Strict):
+    secrets: PrivacyLevel = PrivacyLevel.SECRET
+    pii: PrivacyLevel = PrivacyLevel.CONFIDENTIAL
+    disabled: list[str] = Field(default_factory=list)
+
+
+class PrivacyConfig(Strict):
+    default: PrivacyLevel = PrivacyLevel.INTERNAL
+    cloud_max_privacy: PrivacyLevel = PrivacyLevel.INTERNAL
+    allow_downgrade: bool = False
+    paths: list[PathRule] = Field(default_factory=list)
+    detectors: DetectorLevels = Field(default_factory=DetectorLevels)
+    allowlist: list[str] = Field(
+        default_factory=list, description="regexes; a finding whose text matches is ignored"
+    )
+
+    @field_validator("allowlist")
+    @classmethod
+    def _regexes_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"allowlist pattern {pattern!r} is not a regex: {exc}") from exc
+        return value
+
+
+class RuleWhen(Strict):
+    privacy: list[PrivacyLevel] | None = None
+    task: list[str] | None = None
+    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    over_budget: bool | None = None
+    local_healthy: bool | None = None
+    cloud_healthy: bool | None = None
+
+
+class RouteRule(Strict):
+    name: str
+    when: RuleWhen = Field(default_factory=RuleWhen)
+    to: Target
+
+    @field_validator("to")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return check_target(value)
+
+
+class FallbackConfig(Strict):
+    cloud_unavailable: Target | None = "local"
+    local_unavailable: Target | None = None
+
+    @field_validator("cloud_unavailable", "local_unavailable")
+    @classmethod
+    def _targets(cls, value: str | None) -> str | None:
+        return None if value is None else check_target(value)
+
+
+class BudgetConfig(Strict):
+    monthly_usd: float | None = Field(default=None, ge=0)
+    warn_at: list[Fraction] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    when_exceeded: Target = "local"
+
+    @field_validator("when_exceeded")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return check_target(value)
+
+
+class PriceRates(Strict):
+    """USD per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)
+
+
+class PricingConfig(Strict):
+    reference_model: str | None = "anthropic/claude-opus-4-7"
+    overrides: dict[str, PriceRates] = Field(default_factory=dict)
+
+
+class CloudModel(Strict):
+    name: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "api_key_env takes the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                "never the key itself"
+            )
+        return value
+
+
+class CloudTimeouts(Strict):
+    connect_s: float = Field(default=10.0, gt=0)
+    first_token_s: float = Field(default=60.0, gt=0)
+    total_s: float = Field(default=600.0, gt=0)
+
+
+class CloudConfig(Strict):
+    models: list[CloudModel] = Field(default_factory=list)
+    timeouts: CloudTimeouts = Field(default_factory=CloudTimeouts)
+    retries: int = Field(default=2, ge=0, le=10)
+
+
+class EngineConfig(Strict):
+    model_path: str | None = None
+    kv_cache_dir: str | None = None
+    kv_ram_gb: float = Field(default=8.0, ge=0)
+    kv_disk_gb: float = Field(default=64.0, ge=0)
+
+
+class PowerConfig(Strict):
+    watts: float = Field(default=90.0, ge=0)
+    source: Literal["auto", "configured"] = "auto"
+
+
+class HardwareConfig(Strict):
+    price_usd: float = Field(default=0.0, ge=0)
+    lifetime_years: float = Field(default=3.0, gt=0)
+    hours_per_day: float = Field(default=8.0, gt=0, le=24)
+    inference_share: float = Field(default=1.0, ge=0, le=1)
+
+
+class LocalConfig(Strict):
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    electricity_usd_per_kwh: float = Field(default=0.17, ge=0)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+
+
+class TaskSpec(Strict):
+    """Features of one task type: each keyword or regex that matches adds its weight."""
+
+    keywords: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("patterns")
+    @classmethod
+    def _regexes_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a regex: {exc}") from exc
+        return value
+
+
+class ClassifierConfig(Strict):
+    min_score: float = Field(default=1.0, ge=0)
+    fallback: str = "chat"
+    tasks: dict[str, TaskSpec] = Field(default_factory=dict)
+
+
+class Config(Strict):
+    project: str | None = None
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    routes: list[RouteRule] = Field(default_factory=list)
+    default: Target = "local"
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    history: Literal["on", "off"] = "on"
+    keymap: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("default")
+    @classmethod
+    def _default_target(cls, value: str) -> str:
+        return check_target(value)
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _yaml_bool(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `on`/`off` as a boolean.
+        if value is True:
+            return "on"
+        if value is False:
+            return "off"
+        return value
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Config:
+        seen: set[str] = set()
+        for rule in self.routes:
+            if rule.name in seen:
+                raise ValueError(f"two routes are named {rule.name!r}; names must be unique")
+            seen.add(rule.name)
+        return self

@@ -1,0 +1,258 @@
+"""Attention for the three V4 layer types, with the compressors and the lightning indexer.
+
+Every layer attends over a sliding window of raw KV rows (one shared KV head,
+K = V, RMS-normalized, RoPE on the trailing channels) plus learned per-head
+sink logits that join the softmax and are dropped. CSA and HCA layers also
+attend over compressed rows:
+
+* HCA (ratio 128): each closed window of ``ratio`` tokens becomes one row, a
+  softmax(gate + position_bias)-weighted sum of its projected kv, normalized and
+  rotated at the window's start. Query t sees row w only when
+  ``w < (t + 1) // ratio``.
+* CSA (ratio 4): projections are twice as wide (series A | B); row w pools the
+  previous window's A with this window's B over ``2 * ratio`` slots, so the
+  previous window's A must survive between calls (overlap state). The lightning
+  indexer (its own compressor at ``index_head_dim``) scores the rows per query,
+  ``sum_h w_h relu(q_h . k_s) / sqrt(d)``, and only the top ``index_topk`` rows
+  are attended to.
+
+Position biases are indexed by position within the window, i.e. absolute
+position mod ratio, because windows always start at multiples of the ratio.
+The attention output's rope slice is rotated back at the query position, then
+the grouped output projection (``o_groups`` blocks to ``o_lora_rank`` each,
+then one matrix to hidden) mixes heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from local_engine.graph_options import GraphOptions, indexer_rotate_fp4, kv_fp8_roundtrip
+from local_engine.kv_cache import CompressorState, LayerCache
+from local_engine.rope import Rope
+from local_engine.weights import Weight, linear
+
+
+@dataclass(frozen=True, eq=False)
+class CompressorWeights:
+    wkv: Weight  # [width, D]
+    wgate: Weight  # [width, D]
+    ape: mx.array  # [ratio, width] position bias, fp32
+    norm: mx.array  # [row_width]
+
+
+@dataclass(frozen=True, eq=False)
+class IndexerWeights:
+    wq_b: Weight  # [index_heads * index_head_dim, q_lora_rank]
+    weights_proj: Weight  # [index_heads, D]
+    compressor: CompressorWeights
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionWeights:
+    wq_a: Weight  # [q_lora_rank, D]
+    q_norm: mx.array  # [q_lora_rank]
+    wq_b: Weight  # [H * head_dim, q_lora_rank]
+    wkv: Weight  # [head_dim, D]
+    kv_norm: mx.array  # [head_dim]
+    wo_a: Weight  # [G, o_lora_rank, H * head_dim / G]
+    wo_b: Weight  # [D, G * o_lora_rank]
+    sinks: mx.array  # [H] fp32
+    compressor: CompressorWeights | None
+    indexer: IndexerWeights | None
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    heads: int
+    head_dim: int
+    rope_dim: int
+    o_groups: int
+    window: int
+    index_heads: int
+    index_head_dim: int
+    index_topk: int
+    eps: float
+
+
+def rms_norm(x: mx.array, weight: mx.array | None, eps: float) -> mx.array:
+    """RMSNorm computed in fp32 (weight applied in fp32), cast back to ``x``'s dtype."""
+    if x.dtype == mx.float32:
+        return mx.fast.rms_norm(x, weight, eps)
+    y = mx.fast.rms_norm(x.astype(mx.float32), weight, eps)
+    return y.astype(x.dtype)
+
+
+def update_compressor(
+    x: mx.array,
+    w: CompressorWeights,
+    state: CompressorState,
+    rope: Rope,
+    eps: float,
+    post: Callable[[mx.array], mx.array] | None = None,
+) -> None:
+    """Feed ``x`` ``[T, D]`` to a compressor; append the rows of every window that closes."""
+    s = state.shape
+    m = s.ratio
+    kv = mx.concatenate([state.pending_kv, linear(x, w.wkv).astype(state.dtype)], axis=0)
+    gate = mx.concatenate([state.pending_gate, linear(x, w.wgate).astype(state.dtype)], axis=0)
+    usable = (kv.shape[0] // m) * m
+    state.pending_kv, state.pending_gate = kv[usable:], gate[usable:]
+    if usable == 0:
+        return
+    n = usable // m
+    ck = kv[:usable].reshape(n, m, s.width)
+    cg = gate[:usable].reshape(n, m, s.width) + w.ape
+    if s.overlap:
+        d = s.row_width
+        a_kv, b_kv = ck[..., :d], ck[..., d:]
+        a_gate, b_gate = cg[..., :d], cg[..., d:]
+        if state.overlap_kv is None or state.overlap_gate is None:
+            # Before the first window there is no A series: zero kv, -inf gate (weight 0).
+            first_kv = mx.zeros((1, m, d), dtype=ck.dtype)
+            first_gate = mx.full((1, m, d), -mx.inf, dtype=cg.dtype)
+        else:
+            first_kv = state.overlap_kv[None].astype(ck.dtype)
+            first_gate = state.overlap_gate[None].astype(cg.dtype)
+        slots_kv = mx.concatenate(
+            [mx.concatenate([first_kv, a_kv[:-1]], axis=0), b_kv], axis=1
+        )
+        slots_gate = mx.concatenate(
+            [mx.concatenate([first_gate, a_gate[:-1]], axis=0), b_gate], axis=1
+        )
+        state.overlap_kv, state.overlap_gate = a_kv[-1], a_gate[-1]
+    else:
+        slots_kv, slots_gate = ck, cg
+    probs = mx.softmax(slots_gate.astype(mx.float32), axis=1, precise=True)
+    rows = (slots_kv * probs.astype(slots_kv.dtype)).sum(axis=1)
+    rows = rms_norm(rows, w.norm, eps)
+    # Row i sits at the start of its window: position (first_window + i) * ratio.
+    rows = rope.apply(rows[None], state.count, stride=float(m))[0]
+    if post is not None:
+        rows = post(rows)
+    state.buffer.append(rows)
+
+
+def indexer_selection(
+    x: mx.array,
+    q_residual: mx.array,
+    w: IndexerWeights,
+    state: CompressorState,
+    rope: Rope,
+    offset: int,
+    shape: AttentionShape,
+    graph: GraphOptions,
+) -> mx.array | None:
+    """Which compressed rows each query may attend to: ``[T, N]`` bool, or None for "all causal".
+
+    None is returned when there are no more rows than ``index_topk``: top-k then
+    selects every row and only causality remains (the caller's mask).
+    """
+    post = indexer_rotate_fp4 if graph.indexer_fp4 else None
+    update_compressor(x, w.compressor, state, rope, shape.eps, post)
+    n = state.count
+    k = shape.index_topk
+    if n <= k:
+        return None
+    t = x.shape[0]
+    nh, d = shape.index_heads, shape.index_head_dim
+    q = linear(q_residual, w.wq_b).reshape(t, nh, d).swapaxes(0, 1)  # [nh, T, d]
+    q = rope.apply(q, offset).swapaxes(0, 1)  # [T, nh, d]
+    if graph.indexer_fp4:
+        q = indexer_rotate_fp4(q)
+    keys = state.rows.astype(mx.float32)
+    scores = (q.astype(mx.float32).reshape(t * nh, d) @ keys.T).reshape(t, nh, n)
+    scores = mx.maximum(scores, 0.0) * (d**-0.5)
+    head_w = linear(x, w.weights_proj).astype(mx.float32) * (nh**-0.5)  # [T, nh]
+    total = (head_w[:, None, :] @ scores).squeeze(1)  # [T, N]
+    causal = _compressed_causal(offset, t, n, state.shape.ratio)
+    total = mx.where(causal, total, -mx.inf)
+    top = mx.argpartition(-total, kth=k - 1, axis=-1)[:, :k]
+    chosen = mx.put_along_axis(
+        mx.zeros((t, n), dtype=mx.bool_), top, mx.array(True), axis=-1
+    )
+    return chosen & causal
+
+
+def _compressed_causal(offset: int, t: int, n: int, ratio: int) -> mx.array:
+    """``[T, N]``: query at position p sees compressed row w iff ``w < (p + 1) // ratio``."""
+    limit = (mx.arange(offset, offset + t) + 1) // ratio
+    return mx.arange(n)[None, :] < limit[:, None]
+
+
+def _window_mask(n_prev: int, t: int, window: int) -> mx.array:
+    """``[T, n_prev + T]``: key j (position offset - n_prev + j) within the sliding window."""
+    j = mx.arange(n_prev + t)[None, :]
+    i = mx.arange(t)[:, None] + n_prev
+    return (j <= i) & (j > i - window)
+
+
+def attention(
+    x: mx.array,
+    w: AttentionWeights,
+    cache: LayerCache,
+    rope: Rope,
+    shape: AttentionShape,
+    graph: GraphOptions,
+    record: dict[str, mx.array] | None = None,
+) -> mx.array:
+    """Attention over ``x`` ``[T, D]`` at positions ``cache.tokens + i``; advances ``cache``."""
+    t = x.shape[0]
+    h, hd = shape.heads, shape.head_dim
+    offset = cache.tokens
+    q_residual = rms_norm(linear(x, w.wq_a), w.q_norm, shape.eps)
+    q = linear(q_residual, w.wq_b).reshape(t, h, hd)
+    q = rms_norm(q, None, shape.eps).swapaxes(0, 1)[None]  # [1, H, T, hd]
+    q = rope.apply(q, offset)
+    kv = rms_norm(linear(x, w.wkv), w.kv_norm, shape.eps)
+    kv = rope.apply(kv[None], offset)[0]
+    if graph.fp8_kv:
+        kv = kv_fp8_roundtrip(kv, shape.rope_dim)
+    n_prev = cache.window.shape[0]
+    full = mx.concatenate([cache.window, kv.astype(cache.dtype)], axis=0)
+    cache.push_window(full)
+    keys = full
+    need_mask = t > 1 or n_prev + t > shape.window
+    masks = [_window_mask(n_prev, t, shape.window)] if need_mask else []
+
+    if cache.compressor is not None and w.compressor is not None:
+        selected = None
+        if cache.indexer is not None and w.indexer is not None:
+            selected = indexer_selection(
+                x, q_residual, w.indexer, cache.indexer, rope, offset, shape, graph
+            )
+            if record is not None and selected is not None:
+                record["indexer_selected"] = selected
+        post = (lambda r: kv_fp8_roundtrip(r, shape.rope_dim)) if graph.fp8_kv else None
+        update_compressor(x, w.compressor, cache.compressor, rope, shape.eps, post)
+        rows = cache.compressor.rows
+        n = rows.shape[0]
+        if n:
+            keys = mx.concatenate([full, rows], axis=0)
+            if selected is not None:
+                comp_mask = selected
+            elif t > 1:
+                comp_mask = _compressed_causal(offset, t, n, cache.compressor.shape.ratio)
+            else:
+                comp_mask = None  # one query after its own update sees every row
+            if comp_mask is not None and not masks:
+                masks = [mx.ones((t, full.shape[0]), dtype=mx.bool_)]
+            if masks:
+                masks.append(
+                    comp_mask if comp_mask is not None else mx.ones((t, n), dtype=mx.bool_)
+                )
+    cache.tokens = offset + t
+
+    mask = mx.concatenate(masks, axis=-1)[None, None] if masks else None
+    kv_heads = keys[None, None].astype(q.dtype)
+    out = mx.fast.scaled_dot_product_attention(
+        q, kv_heads, kv_heads, scale=hd**-0.5, mask=mask, sinks=w.sinks.astype(q.dtype)
+    )
+    out = rope.unapply(out, offset)  # [1, H, T, hd]
+    groups = shape.o_groups
+    grouped = out[0].swapaxes(0, 1).reshape(t, groups, -1).swapaxes(0, 1)  # [G, T, in]
+    mixed = linear(grouped, w.wo_a)  # [G, T, o_lora]
+    return linear(mixed.swapaxes(0, 1).reshape(t, -1), w.wo_b)

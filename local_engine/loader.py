@@ -1,0 +1,579 @@
+"""Load a checkpoint directory (``config.json`` + ``*.safetensors``) into a :class:`Model`.
+
+Accepts the names transformers' ``save_pretrained`` writes and the official
+release's names and encodings (see :mod:`local_engine.checkpoint_names` and
+:mod:`local_engine.official_format`). The loader first reads every shard's
+header and checks the whole inventory against the config (missing, unexpected,
+wrong shape or encoding: the error names the file, the tensor and what was
+expected), then reads the shards one at a time, converting each tensor as it
+arrives: FP8 and FP4 tensors become MLX ``mxfp8`` / ``mxfp4`` weights without
+being dequantized, float tensors are cast to the compute dtype, and each
+layer's experts are stacked as soon as the last of them has been read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from local_engine.attention import (
+    AttentionWeights,
+    CompressorWeights,
+    IndexerWeights,
+)
+from local_engine.checkpoint_names import ParsedName, expected_shapes, parse_name
+from local_engine.config import ModelConfig, load_config
+from local_engine.errors import CheckpointError
+from local_engine.graph_options import GraphOptions
+from local_engine.hyper_connections import HyperHeadWeights, HyperWeights
+from local_engine.model import DEFAULT_PREFILL_CHUNK, LayerWeights, Model, ModelWeights
+from local_engine.moe import MoEWeights
+from local_engine.official_format import (
+    MX_GROUP,
+    check_mx_input_width,
+    float_to_e8m0,
+    fp8_scales_to_mx,
+)
+from local_engine.safetensors_io import TensorInfo, list_shards, read_header
+from local_engine.safetensors_io import SafetensorsFile
+from local_engine.weights import (
+    ExpertWeights,
+    QuantizedWeight,
+    Weight,
+    dense_expert_stack,
+)
+
+FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
+INT_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64"}
+SCALE_DTYPES = {"F8_E8M0", "U8", "F32"}
+
+# Tensors kept in fp32 whatever the compute dtype (the reference keeps them fp32
+# too; they are tiny and feed norms, softmaxes and the router's choice).
+_FP32_SUFFIXES = (
+    "norm",
+    "sinks",
+    "ape",
+    "hc_attn.fn",
+    "hc_attn.base",
+    "hc_attn.scale",
+    "hc_ffn.fn",
+    "hc_ffn.base",
+    "hc_ffn.scale",
+    "moe.gate",
+    "moe.bias",
+)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: TensorInfo
+    parsed: ParsedName
+
+
+def _where(info: TensorInfo) -> str:
+    return f"{info.file.name}: tensor {info.name!r}"
+
+
+def _raw_to_mx(raw: np.ndarray, dtype_name: str, target: mx.Dtype) -> mx.array:
+    if dtype_name == "BF16":
+        return mx.array(raw).view(mx.bfloat16).astype(target)
+    return mx.array(raw.astype(np.float32) if dtype_name == "F64" else raw).astype(target)
+
+
+class _Inventory:
+    """Every tensor of a checkpoint, indexed by internal path, checked against the config."""
+
+    def __init__(self, cfg: ModelConfig, infos: Iterable[TensorInfo]) -> None:
+        self.cfg = cfg
+        self.weights: dict[str, _Entry] = {}
+        self.scales: dict[str, _Entry] = {}
+        self.experts: dict[tuple[int, str, int], _Entry] = {}
+        self.expert_scales: dict[tuple[int, str, int], _Entry] = {}
+        shapes = expected_shapes(cfg)
+        for info in infos:
+            try:
+                parsed = parse_name(info.name)
+            except KeyError:
+                raise CheckpointError(
+                    f"{_where(info)} is not part of a DeepSeek V4 checkpoint (unexpected name)"
+                ) from None
+            if parsed is None:
+                continue
+            if parsed.layer is not None and parsed.layer >= cfg.num_hidden_layers:
+                raise CheckpointError(
+                    f"{_where(info)} belongs to layer {parsed.layer}, but config.json says"
+                    f" num_hidden_layers={cfg.num_hidden_layers}"
+                )
+            entry = _Entry(info, parsed)
+            if parsed.expert is not None:
+                assert parsed.matrix is not None and parsed.layer is not None
+                if parsed.expert >= cfg.n_routed_experts:
+                    raise CheckpointError(
+                        f"{_where(info)}: expert {parsed.expert} is out of range (config has"
+                        f" n_routed_experts={cfg.n_routed_experts})"
+                    )
+                key = (parsed.layer, parsed.matrix, parsed.expert)
+                (self.expert_scales if parsed.is_scale else self.experts)[key] = entry
+                continue
+            if parsed.path not in shapes and not parsed.path.endswith(
+                ("moe.experts.gate_up", "moe.experts.down")
+            ):
+                raise CheckpointError(
+                    f"{_where(info)} does not fit this config (no {parsed.path!r} in a"
+                    f" {cfg.layer_types[parsed.layer] if parsed.layer is not None else ''}"
+                    f" layer); check config.json's layer_types / compress_ratios"
+                )
+            (self.scales if parsed.is_scale else self.weights)[parsed.path] = entry
+        self._check(shapes)
+
+    def _check(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        cfg = self.cfg
+        missing: list[str] = []
+        for path, shape in shapes.items():
+            if ".moe.experts." in path:
+                continue
+            entry = self.weights.get(path)
+            if entry is None:
+                if path == "head" and cfg.tie_word_embeddings:
+                    continue
+                missing.append(f"{path} {list(shape)}")
+                continue
+            self._check_one(entry, shape, self.scales.get(path))
+        for i in range(cfg.num_hidden_layers):
+            fused = (
+                f"layers.{i}.moe.experts.gate_up" in self.weights
+                or f"layers.{i}.moe.experts.down" in self.weights
+            )
+            if fused:
+                self._check_fused_experts(i)
+                continue
+            for matrix in ("w1", "w2", "w3"):
+                shape = shapes[f"layers.{i}.moe.experts.{matrix}"]
+                for e in range(cfg.n_routed_experts):
+                    entry = self.experts.get((i, matrix, e))
+                    if entry is None:
+                        missing.append(f"layers.{i}.ffn.experts.{e}.{matrix}.weight {list(shape)}")
+                        continue
+                    self._check_one(entry, shape, self.expert_scales.get((i, matrix, e)))
+        if missing:
+            more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+            raise CheckpointError(
+                "checkpoint is missing tensors the config needs: "
+                + ", ".join(missing[:5])
+                + more
+            )
+
+    def _check_fused_experts(self, i: int) -> None:
+        cfg = self.cfg
+        e, d, inter = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        for path, shape in (
+            (f"layers.{i}.moe.experts.gate_up", (e, 2 * inter, d)),
+            (f"layers.{i}.moe.experts.down", (e, d, inter)),
+        ):
+            entry = self.weights.get(path)
+            if entry is None:
+                raise CheckpointError(f"checkpoint is missing {path} {list(shape)}")
+            self._check_one(entry, shape, None)
+
+    def _check_one(
+        self, entry: _Entry, shape: tuple[int, ...], scale: _Entry | None
+    ) -> None:
+        info = entry.info
+        path = entry.parsed.path
+        if path.endswith("tid2eid"):
+            if info.dtype not in INT_DTYPES or info.shape != shape:
+                raise CheckpointError(
+                    f"{_where(info)} is {info.dtype} {list(info.shape)}, expected an integer"
+                    f" tensor of shape {list(shape)}"
+                )
+            return
+        if info.dtype in FLOAT_DTYPES:
+            if info.shape != shape:
+                raise CheckpointError(
+                    f"{_where(info)} has shape {list(info.shape)}, expected {list(shape)}"
+                )
+            return
+        # Quantized encodings need their scale and a layout that matches the shape.
+        if scale is None:
+            raise CheckpointError(
+                f"{_where(info)} is {info.dtype} but its '.scale' tensor is missing"
+            )
+        if scale.info.dtype not in SCALE_DTYPES:
+            raise CheckpointError(
+                f"{_where(scale.info)} is {scale.info.dtype}; expected E8M0 (F8_E8M0 or U8)"
+            )
+        out, inp = shape[-2], shape[-1]
+        if info.dtype == "F8_E4M3":
+            if info.shape != shape:
+                raise CheckpointError(
+                    f"{_where(info)} (FP8) has shape {list(info.shape)}, expected {list(shape)}"
+                )
+            check_mx_input_width(inp, where=_where(info))
+        elif info.dtype in ("I8", "U8"):
+            if info.shape != (out, inp // 2):
+                raise CheckpointError(
+                    f"{_where(info)} (packed FP4) has shape {list(info.shape)}, expected"
+                    f" [{out}, {inp // 2}] for a [{out}, {inp}] weight"
+                )
+            check_mx_input_width(inp, where=_where(info))
+            if scale.info.shape != (out, inp // MX_GROUP):
+                raise CheckpointError(
+                    f"{_where(scale.info)} has shape {list(scale.info.shape)}, expected"
+                    f" [{out}, {inp // MX_GROUP}] (one E8M0 scale per 32 inputs)"
+                )
+        else:
+            raise CheckpointError(
+                f"{_where(info)} has dtype {info.dtype}; expected a float, FP8 e4m3 or packed"
+                " FP4 (int8) weight"
+            )
+
+
+class _Converter:
+    """Turns raw tensors into MLX weights as shards stream by."""
+
+    def __init__(self, cfg: ModelConfig, inv: _Inventory, dtype: mx.Dtype) -> None:
+        self.cfg = cfg
+        self.inv = inv
+        self.dtype = dtype
+        self.params: dict[str, Any] = {}
+        self._raw: dict[tuple[str, bool], tuple[TensorInfo, np.ndarray]] = {}
+        self._expert_raw: dict[tuple[int, str, int, bool], tuple[TensorInfo, np.ndarray]] = {}
+        self._expert_done: dict[int, int] = {}
+
+    def feed(self, info: TensorInfo, raw: np.ndarray) -> None:
+        parsed = parse_name(info.name)
+        if parsed is None:
+            return
+        if parsed.expert is not None:
+            assert parsed.layer is not None and parsed.matrix is not None
+            key = (parsed.layer, parsed.matrix, parsed.expert, parsed.is_scale)
+            self._expert_raw[key] = (info, raw)
+            self._maybe_stack_experts(parsed.layer)
+            return
+        self._raw[(parsed.path, parsed.is_scale)] = (info, raw)
+        self._maybe_convert(parsed.path)
+
+    def _maybe_convert(self, path: str) -> None:
+        weight = self._raw.get((path, False))
+        if weight is None:
+            return
+        info, raw = weight
+        if info.dtype in FLOAT_DTYPES or path.endswith("tid2eid"):
+            self.params[path] = self._dense(path, info, raw)
+            del self._raw[(path, False)]
+            return
+        scale = self._raw.get((path, True))
+        if scale is None:
+            return  # its scale is in a later shard
+        self.params[path] = _quantized(info, raw, scale[0], scale[1])
+        del self._raw[(path, False)], self._raw[(path, True)]
+
+    def _dense(self, path: str, info: TensorInfo, raw: np.ndarray) -> mx.array:
+        if path.endswith("tid2eid"):
+            return mx.array(raw.astype(np.int32))
+        keep32 = path.endswith(_FP32_SUFFIXES) or path.startswith("hc_head.")
+        return _raw_to_mx(raw, info.dtype, mx.float32 if keep32 else self.dtype)
+
+    def _maybe_stack_experts(self, layer: int) -> None:
+        cfg = self.cfg
+        needed = []
+        for matrix in ("w1", "w2", "w3"):
+            for e in range(cfg.n_routed_experts):
+                key = (layer, matrix, e)
+                needed.append((key, False))
+                entry = self.inv.experts[key]
+                if entry.info.dtype not in FLOAT_DTYPES:
+                    needed.append((key, True))
+        if any((*k, s) not in self._expert_raw for k, s in needed):
+            return
+        mats: dict[str, list[Weight]] = {"w1": [], "w2": [], "w3": []}
+        for matrix in ("w1", "w2", "w3"):
+            for e in range(cfg.n_routed_experts):
+                info, raw = self._expert_raw.pop((layer, matrix, e, False))
+                if info.dtype in FLOAT_DTYPES:
+                    mats[matrix].append(_raw_to_mx(raw, info.dtype, self.dtype))
+                else:
+                    sinfo, sraw = self._expert_raw.pop((layer, matrix, e, True))
+                    mats[matrix].append(_quantized(info, raw, sinfo, sraw))
+        self.params[f"layers.{layer}.moe.experts"] = _stack_experts(cfg, layer, mats)
+
+    def fused_experts(self, layer: int) -> ExpertWeights | None:
+        gu = self.params.pop(f"layers.{layer}.moe.experts.gate_up", None)
+        down = self.params.pop(f"layers.{layer}.moe.experts.down", None)
+        if gu is None or down is None:
+            return None
+        cfg = self.cfg
+        return ExpertWeights(
+            dense_expert_stack(gu),
+            dense_expert_stack(down),
+            cfg.n_routed_experts,
+            cfg.moe_intermediate_size,
+            cfg.hidden_size,
+        )
+
+
+def _quantized(
+    info: TensorInfo, raw: np.ndarray, sinfo: TensorInfo, sraw: np.ndarray
+) -> QuantizedWeight:
+    """An FP8 (e4m3 + 128x128 scales) or packed FP4 (+ per-32 scales) tensor as an MLX weight."""
+    where = _where(sinfo)
+    codes = float_to_e8m0(sraw, where=where) if sinfo.dtype == "F32" else sraw.view(np.uint8)
+    if info.dtype == "F8_E4M3":
+        out, inp = info.shape
+        scales = fp8_scales_to_mx(codes, out, inp, where=where)
+        packed = np.ascontiguousarray(raw.view(np.uint8)).view(np.uint32)
+        return QuantizedWeight(mx.array(packed), mx.array(scales), None, MX_GROUP, 8, "mxfp8")
+    packed = np.ascontiguousarray(raw.view(np.uint8)).view(np.uint32)
+    return QuantizedWeight(
+        mx.array(packed), mx.array(np.ascontiguousarray(codes)), None, MX_GROUP, 4, "mxfp4"
+    )
+
+
+def _stack_experts(cfg: ModelConfig, layer: int, mats: dict[str, list[Weight]]) -> ExpertWeights:
+    kinds = {type(w) for ws in mats.values() for w in ws}
+    if len(kinds) != 1:
+        raise CheckpointError(
+            f"layer {layer}: experts mix quantized and float weights; expected one encoding"
+        )
+    e, d, inter = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+    if kinds == {QuantizedWeight}:
+        w1 = [w for w in mats["w1"] if isinstance(w, QuantizedWeight)]
+        w3 = [w for w in mats["w3"] if isinstance(w, QuantizedWeight)]
+        w2 = [w for w in mats["w2"] if isinstance(w, QuantizedWeight)]
+        modes = {w.mode for w in w1 + w2 + w3}
+        if len(modes) != 1:
+            raise CheckpointError(f"layer {layer}: experts mix encodings {sorted(modes)}")
+        ref = w1[0]
+        gate_up = QuantizedWeight(
+            mx.stack([mx.concatenate([a.weight, b.weight]) for a, b in zip(w1, w3, strict=True)]),
+            mx.stack([mx.concatenate([a.scales, b.scales]) for a, b in zip(w1, w3, strict=True)]),
+            None,
+            ref.group_size,
+            ref.bits,
+            ref.mode,
+        )
+        down = QuantizedWeight(
+            mx.stack([w.weight for w in w2]),
+            mx.stack([w.scales for w in w2]),
+            None,
+            ref.group_size,
+            ref.bits,
+            ref.mode,
+        )
+        return ExpertWeights(gate_up, down, e, inter, d)
+    dense1 = [w for w in mats["w1"] if isinstance(w, mx.array)]
+    dense3 = [w for w in mats["w3"] if isinstance(w, mx.array)]
+    dense2 = [w for w in mats["w2"] if isinstance(w, mx.array)]
+    gate_up_stack = mx.stack(
+        [mx.concatenate([a, b]) for a, b in zip(dense1, dense3, strict=True)]
+    )
+    return ExpertWeights(
+        dense_expert_stack(gate_up_stack), dense_expert_stack(mx.stack(dense2)), e, inter, d
+    )
+
+
+def _assemble(cfg: ModelConfig, conv: _Converter) -> ModelWeights:
+    p = conv.params
+
+    def take(path: str) -> Any:
+        if path not in p:
+            raise CheckpointError(f"checkpoint did not provide {path!r} (incomplete shard set?)")
+        return p[path]
+
+    def opt(path: str) -> Any:
+        return p.get(path)
+
+    def compressor(prefix: str) -> CompressorWeights:
+        return CompressorWeights(
+            take(prefix + ".wkv"),
+            take(prefix + ".wgate"),
+            take(prefix + ".ape").astype(mx.float32),
+            take(prefix + ".norm"),
+        )
+
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        q = f"layers.{i}."
+        wo_a = take(q + "attn.wo_a")
+        groups = cfg.o_groups
+        if isinstance(wo_a, QuantizedWeight):
+            wo_a = wo_a.reshape_leading(groups, cfg.o_lora_rank)
+        else:
+            wo_a = wo_a.reshape(groups, cfg.o_lora_rank, -1)
+        comp = compressor(q + "attn.compressor") if opt(q + "attn.compressor.wkv") is not None else None
+        indexer = None
+        if opt(q + "attn.indexer.wq_b") is not None:
+            indexer = IndexerWeights(
+                take(q + "attn.indexer.wq_b"),
+                take(q + "attn.indexer.weights_proj"),
+                compressor(q + "attn.indexer.compressor"),
+            )
+        attn = AttentionWeights(
+            wq_a=take(q + "attn.wq_a"),
+            q_norm=take(q + "attn.q_norm"),
+            wq_b=take(q + "attn.wq_b"),
+            wkv=take(q + "attn.wkv"),
+            kv_norm=take(q + "attn.kv_norm"),
+            wo_a=wo_a,
+            wo_b=take(q + "attn.wo_b"),
+            sinks=take(q + "attn.sinks").astype(mx.float32),
+            compressor=comp,
+            indexer=indexer,
+        )
+        experts = p.get(q + "moe.experts") or conv.fused_experts(i)
+        if experts is None:
+            raise CheckpointError(f"checkpoint did not provide all experts of layer {i}")
+        shared_gate_up = shared_down = None
+        if cfg.n_shared_experts:
+            shared_gate_up = _concat_rows(take(q + "moe.shared.w1"), take(q + "moe.shared.w3"))
+            shared_down = take(q + "moe.shared.w2")
+        moe = MoEWeights(
+            gate=take(q + "moe.gate"),
+            bias=opt(q + "moe.bias"),
+            tid2eid=opt(q + "moe.tid2eid"),
+            experts=experts,
+            shared_gate_up=shared_gate_up,
+            shared_down=shared_down,
+        )
+        layers.append(
+            LayerWeights(
+                attn_norm=take(q + "attn_norm"),
+                ffn_norm=take(q + "ffn_norm"),
+                hc_attn=HyperWeights(
+                    take(q + "hc_attn.fn"), take(q + "hc_attn.base"), take(q + "hc_attn.scale")
+                ),
+                hc_ffn=HyperWeights(
+                    take(q + "hc_ffn.fn"), take(q + "hc_ffn.base"), take(q + "hc_ffn.scale")
+                ),
+                attn=attn,
+                moe=moe,
+            )
+        )
+    embed = take("embed")
+    head = embed if cfg.tie_word_embeddings else take("head")
+    return ModelWeights(
+        embed=embed,
+        head=head,
+        norm=take("norm"),
+        hc_head=HyperHeadWeights(
+            take("hc_head.fn").astype(mx.float32),
+            take("hc_head.base").astype(mx.float32),
+            take("hc_head.scale").astype(mx.float32),
+        ),
+        layers=tuple(layers),
+    )
+
+
+def _concat_rows(a: Weight, b: Weight) -> Weight:
+    if isinstance(a, QuantizedWeight) and isinstance(b, QuantizedWeight):
+        return QuantizedWeight(
+            mx.concatenate([a.weight, b.weight]),
+            mx.concatenate([a.scales, b.scales]),
+            None,
+            a.group_size,
+            a.bits,
+            a.mode,
+        )
+    if isinstance(a, mx.array) and isinstance(b, mx.array):
+        return mx.concatenate([a, b])
+    raise CheckpointError("shared expert w1 and w3 use different encodings")
+
+
+TensorStream = Iterable[tuple[TensorInfo, np.ndarray]]
+
+
+def build_model(
+    cfg: ModelConfig,
+    infos: Iterable[TensorInfo],
+    groups: Iterable[TensorStream],
+    *,
+    dtype: mx.Dtype = mx.float32,
+    graph: GraphOptions | None = None,
+    prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
+) -> Model:
+    """Check ``infos`` against ``cfg``, then convert tensors group by group (shard by shard)."""
+    inv = _Inventory(cfg, infos)
+    conv = _Converter(cfg, inv, dtype)
+    for group in groups:
+        for info, raw in group:
+            conv.feed(info, raw)
+        # Evaluate what this shard produced so its numpy buffers can be freed.
+        mx.eval([a for a in _arrays(conv.params)])
+    weights = _assemble(cfg, conv)
+    return Model(cfg, weights, dtype=dtype, graph=graph, prefill_chunk_size=prefill_chunk_size)
+
+
+def _arrays(params: Mapping[str, Any]) -> Iterator[mx.array]:
+    for v in params.values():
+        if isinstance(v, mx.array):
+            yield v
+        elif isinstance(v, QuantizedWeight):
+            yield v.weight
+            yield v.scales
+        elif isinstance(v, ExpertWeights):
+            for w in (v.gate_up, v.down):
+                if isinstance(w, QuantizedWeight):
+                    yield w.weight
+                    yield w.scales
+                else:
+                    yield w
+
+
+def _dtype_from_name(name: str | mx.Dtype | None) -> mx.Dtype:
+    if name is None:
+        return mx.float32 if mx.default_device() == mx.cpu else mx.bfloat16
+    if isinstance(name, mx.Dtype):
+        return name
+    table = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+    if name not in table:
+        raise CheckpointError(f"dtype {name!r} is not supported; use one of {sorted(table)}")
+    return table[name]
+
+
+def load_model(
+    path: str | Path,
+    *,
+    dtype: str | mx.Dtype | None = None,
+    graph: GraphOptions | None = None,
+    prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
+) -> Model:
+    """Load ``path`` (a directory with ``config.json`` and ``*.safetensors``).
+
+    ``dtype`` is the compute dtype (default float32 on CPU, bfloat16 on GPU);
+    ``graph`` turns on the official-graph round-trips (off by default).
+    """
+    model_dir = Path(path).expanduser()
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir} is not a directory (expected a model directory)")
+    cfg = load_config(model_dir)
+    shards = list_shards(model_dir)
+    infos: list[TensorInfo] = []
+    seen: dict[str, Path] = {}
+    for shard in shards:
+        header, _ = read_header(shard)
+        for name, info in header.items():
+            if name in seen:
+                raise CheckpointError(
+                    f"tensor {name!r} appears in both {seen[name].name} and {shard.name}"
+                )
+            seen[name] = shard
+            infos.append(info)
+
+    def shard_stream(shard: Path) -> TensorStream:
+        with SafetensorsFile(shard) as f:
+            for name, info in f.infos.items():
+                yield info, f.read(name)
+
+    return build_model(
+        cfg,
+        infos,
+        (shard_stream(s) for s in shards),
+        dtype=_dtype_from_name(dtype),
+        graph=graph,
+        prefill_chunk_size=prefill_chunk_size,
+    )

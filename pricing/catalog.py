@@ -1,0 +1,384 @@
+"""The price catalog: which rates apply to a model name, and where they came from.
+
+Layers, later wins (per model, per rate key):
+
+1. LiteLLM's bundled model map, read offline (:mod:`pricing.litellm_map`);
+2. dated sheets in ``configs/prices/*.yaml`` in ``as_of`` order (:mod:`pricing.sheets`),
+   then any sheet given explicitly (``estimate --prices FILE``);
+3. user and project overrides from the configuration (USD per 1M tokens).
+
+A model that no layer prices is **unpriced**: :meth:`PriceCatalog.rates` returns
+None, never zero rates. Names resolve across provider prefixes, aliases and
+separators: ``deepseek-v4-flash``, ``deepseek/deepseek-v4-flash`` and
+``DeepSeek-V4-Flash`` are one model; ``google/gemini-2.5-pro`` is
+``gemini/gemini-2.5-pro``; ``claude-opus-4.7`` is ``anthropic/claude-opus-4-7``.
+An ambiguous bare name (one offered by several resellers and no first-party
+provider) stays unresolved rather than picking a price at random.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pricing.errors import PricingError
+from pricing.litellm_map import load_entries, map_path, map_version
+from pricing.rates import Rates, rates_from_mapping
+from pricing.sheets import PriceSheet, load_sheet, sheet_files
+from pricing.usage import TokenUsage
+
+# Model owners: when a bare name is offered by many hosts, the owner's price is
+# the one a user means.
+FIRST_PARTY: tuple[str, ...] = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "deepseek",
+    "xai",
+    "mistral",
+    "moonshot",
+    "dashscope",
+    "zai",
+    "cohere_chat",
+)
+
+# Names people write for a provider -> the prefix LiteLLM's map uses.
+PROVIDER_ALIASES: dict[str, str] = {
+    "google": "gemini",
+    "claude": "anthropic",
+    "x-ai": "xai",
+    "grok": "xai",
+    "mistralai": "mistral",
+    "deepseek-ai": "deepseek",
+    "moonshotai": "moonshot",
+    "kimi": "moonshot",
+    "qwen": "dashscope",
+    "alibaba": "dashscope",
+    "zhipu": "zai",
+    "z-ai": "zai",
+    "cohere": "cohere_chat",
+}
+
+_CHAT_MODES = {"chat", "responses", "completion", ""}
+# Names that are not what a person means by "a chat model" in a price list.
+_NOT_FEATURED = re.compile(
+    r"(^|[/:\-.])(ft|audio|realtime|search|tts|transcribe|image|embed|embedding|vision|"
+    r"computer-use|moderation|rerank|guard|safeguard|exp|experimental|preview|latest|"
+    r"deep-research|robotics|lyria|instruct)([/:\-.]|$)"
+    r"|-\d{4}-?\d{2}-?\d{2}$|-\d{4}$|@"
+)
+
+
+@dataclass(frozen=True)
+class PriceLayer:
+    """One source the catalog was built from (shown by reports and the estimator)."""
+
+    name: str
+    as_of: str | None
+    source: str
+
+
+class PriceCatalog:
+    """Rates per canonical model name (``provider/model``), built from the layers above."""
+
+    def __init__(
+        self,
+        rates: Mapping[str, Rates],
+        *,
+        modes: Mapping[str, str] | None = None,
+        lookup: Mapping[str, str] | None = None,
+        aliases: Mapping[str, str] | None = None,
+        featured: Sequence[str] = (),
+        layers: Sequence[PriceLayer] = (),
+        unverified: Iterable[str] = (),
+    ) -> None:
+        self._rates: dict[str, Rates] = dict(rates)
+        self._modes: dict[str, str] = dict(modes or {})
+        self._lookup: dict[str, str] = {k.lower(): v for k, v in (lookup or {}).items()}
+        for name in self._rates:
+            self._lookup.setdefault(name.lower(), name)
+        self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
+        self._featured = tuple(featured)
+        self.layers: tuple[PriceLayer, ...] = tuple(layers)
+        self.unverified: frozenset[str] = frozenset(unverified)
+        self._by_norm: dict[str, list[str]] = {}
+        self._by_bare: dict[str, list[str]] = {}
+        for key, canonical in self._lookup.items():
+            self._by_norm.setdefault(_norm(key), []).append(canonical)
+        for canonical in self._rates:
+            self._by_bare.setdefault(_norm(_bare(canonical)), []).append(canonical)
+
+    # --- building -------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        sheets_dir: Path | None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        extra_sheets: Sequence[Path] = (),
+        as_of: dt.date | None = None,
+        use_litellm: bool = True,
+        overrides_source: str = "config overrides",
+    ) -> PriceCatalog:
+        """Build the catalog.
+
+        ``sheets_dir`` holds the dated sheets (None: none); ``as_of`` ignores
+        sheets dated after it (re-pricing an old month); ``extra_sheets`` are
+        applied after the dated ones; ``overrides`` last.
+        """
+        builder = _Builder()
+        if use_litellm:
+            path = map_path()
+            if path is not None:
+                builder.add_litellm(path)
+        sheets = [load_sheet(p) for p in sheet_files(sheets_dir)] if sheets_dir else []
+        if as_of is not None:
+            sheets = [s for s in sheets if s.as_of_date <= as_of]
+        sheets.sort(key=lambda s: (s.as_of, s.name))
+        for sheet in [*sheets, *(load_sheet(Path(p)) for p in extra_sheets)]:
+            builder.add_sheet(sheet)
+        if overrides:
+            builder.add_overrides(overrides, overrides_source)
+        return builder.build()
+
+    # --- queries --------------------------------------------------------------
+
+    def rates(self, model: str) -> Rates | None:
+        """The rates for a model name, or None when it is unpriced."""
+        canonical = self.resolve(model)
+        return None if canonical is None else self._rates[canonical]
+
+    def resolve(self, model: str) -> str | None:
+        """The canonical name a model name refers to, or None."""
+        query = model.strip()
+        if not query:
+            return None
+        low = query.lower()
+        if low.startswith("cloud:"):
+            low = low[len("cloud:") :]
+        found = self._lookup.get(low)
+        if found is not None:
+            return found
+        target = self._aliases.get(low)
+        if target is not None and target.lower() != low:
+            return self.resolve(target)
+        prefix, _, rest = low.partition("/")
+        if rest and prefix in PROVIDER_ALIASES:
+            return self.resolve(f"{PROVIDER_ALIASES[prefix]}/{rest}")
+        unique = _unique(self._by_norm.get(_norm(low), []))
+        if unique is not None:
+            return unique
+        # A bare name, or an owner's prefix with a differently spelled model part.
+        if rest and prefix not in FIRST_PARTY:
+            return None
+        candidates = self._by_bare.get(_norm(_bare(low)), [])
+        if rest:
+            candidates = [c for c in candidates if _provider(c) == prefix]
+        owned = [c for c in candidates if _provider(c) in FIRST_PARTY and c.count("/") == 1]
+        return _unique(owned) or _unique(candidates)
+
+    def suggest(self, model: str, n: int = 5) -> list[str]:
+        """Close names for an unknown model, chat models of the owners first."""
+        low = model.strip().lower()
+        bare = _norm(_bare(low))
+        scored: dict[str, float] = {}
+        bare_names = list(self._by_bare)
+        for hit in difflib.get_close_matches(bare, bare_names, n=n * 3, cutoff=0.6):
+            score = difflib.SequenceMatcher(None, bare, hit).ratio()
+            for canonical in self._by_bare[hit]:
+                scored[canonical] = max(scored.get(canonical, 0.0), score)
+        if len(bare) >= 3:
+            for name, canonicals in self._by_bare.items():
+                if bare in name:
+                    for canonical in canonicals:
+                        scored.setdefault(canonical, 0.5)
+
+        def rank(name: str) -> tuple[float, int, int, str]:
+            owner = _provider(name) in FIRST_PARTY and name.count("/") == 1
+            chat = self._modes.get(name, "") in _CHAT_MODES
+            return (-scored[name], 0 if owner else 1, 0 if chat else 1, name)
+
+        return sorted(scored, key=rank)[:n]
+
+    def models(self) -> list[str]:
+        """Every priced model, by canonical name."""
+        return sorted(self._rates)
+
+    def mode(self, model: str) -> str | None:
+        canonical = self.resolve(model)
+        return None if canonical is None else self._modes.get(canonical, "chat")
+
+    def featured(self, n: int) -> list[str]:
+        """``n`` well-known chat models: the newest sheet's ``featured`` list first,
+        then first-party chat models from the map (no dated snapshots, fine-tunes,
+        audio, image or preview variants), owners in :data:`FIRST_PARTY` order."""
+        chosen: list[str] = []
+        for name in self._featured:
+            canonical = self.resolve(name)
+            if canonical is not None and canonical not in chosen:
+                chosen.append(canonical)
+            if len(chosen) >= n:
+                return chosen
+        owner_rank = {p: i for i, p in enumerate(FIRST_PARTY)}
+        extra = [
+            name
+            for name in self._rates
+            if name not in chosen
+            and _provider(name) in owner_rank
+            and name.count("/") == 1
+            and self._modes.get(name, "chat") in ("chat", "responses")
+            and not _NOT_FEATURED.search(name.lower())
+        ]
+        extra.sort(key=lambda name: (owner_rank[_provider(name)], name))
+        return (chosen + extra)[:n]
+
+    def price(self, model: str, usage: TokenUsage) -> Any:
+        """Shortcut: :func:`pricing.cost.price_request` on this model's rates."""
+        from pricing.cost import price_request
+
+        return price_request(usage, self.rates(model), model=model)
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and self.resolve(model) is not None
+
+    def __len__(self) -> int:
+        return len(self._rates)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.rates: dict[str, Rates] = {}
+        self.modes: dict[str, str] = {}
+        self.lookup: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
+        self.featured: tuple[str, ...] = ()
+        self.layers: list[PriceLayer] = []
+        self.unverified: set[str] = set()
+
+    def add_litellm(self, path: Path) -> None:
+        name = f"litellm-{map_version()}"
+        entries = load_entries(path)
+        # Explicitly prefixed keys first, so their rates win over bare duplicates.
+        entries.sort(key=lambda e: 0 if e.key == e.canonical else 1)
+        for entry in entries:
+            canonical = _route_prefix(entry.canonical, entry.provider)
+            if canonical not in self.rates:
+                self.rates[canonical] = Rates(
+                    model=canonical, sheet=name, as_of=None, **_full(entry.rates)
+                )
+                self.modes[canonical] = entry.mode
+            self.lookup.setdefault(entry.key.lower(), canonical)
+            self.lookup.setdefault(entry.canonical.lower(), canonical)
+        self.layers.append(PriceLayer(name, None, f"LiteLLM {map_version()} bundled model map"))
+
+    def add_sheet(self, sheet: PriceSheet) -> None:
+        for model, values in sheet.models.items():
+            canonical = self._set(model, values, sheet.name, sheet.as_of, str(sheet.path or ""))
+            if model in sheet.unverified:
+                self.unverified.add(canonical)
+            else:
+                self.unverified.discard(canonical)
+        for alias, target in sheet.aliases.items():
+            self.aliases[alias] = target
+        if sheet.featured:
+            self.featured = sheet.featured
+        self.layers.append(PriceLayer(sheet.name, sheet.as_of, sheet.source))
+
+    def add_overrides(self, overrides: Mapping[str, Mapping[str, Any]], source: str) -> None:
+        for model, values in overrides.items():
+            if not isinstance(values, Mapping):
+                raise PricingError(
+                    f"{source}: {model}: rates must be a mapping like {{input: 1, output: 2}}"
+                )
+            checked = rates_from_mapping(model, values, sheet="override", as_of=None, where=source)
+            canonical = self._set(model, checked, "override", None, source)
+            self.unverified.discard(canonical)
+        self.layers.append(PriceLayer("override", None, source))
+
+    def _set(
+        self,
+        model: str,
+        values: Mapping[str, float | None],
+        sheet: str,
+        as_of: str | None,
+        where: str,
+    ) -> str:
+        canonical = self._resolve(model) or model
+        current = self.rates.get(canonical)
+        if current is not None:
+            self.rates[canonical] = current.updated(values, sheet=sheet, as_of=as_of)
+        else:
+            missing = [key for key in ("input", "output") if values.get(key) is None]
+            if missing:
+                raise PricingError(
+                    f"{where}: {model}: no known price to start from, so '{missing[0]}' "
+                    "is required (USD per 1M tokens)"
+                )
+            self.rates[canonical] = Rates(model=canonical, sheet=sheet, as_of=as_of, **_full(values))
+            self.modes.setdefault(canonical, "chat")
+        self.lookup.setdefault(model.lower(), canonical)
+        return canonical
+
+    def _resolve(self, model: str) -> str | None:
+        low = model.lower()
+        if low in self.lookup:
+            return self.lookup[low]
+        prefix, _, rest = low.partition("/")
+        if rest and prefix in PROVIDER_ALIASES:
+            return self.lookup.get(f"{PROVIDER_ALIASES[prefix]}/{rest}")
+        return None
+
+    def build(self) -> PriceCatalog:
+        return PriceCatalog(
+            self.rates,
+            modes=self.modes,
+            lookup=self.lookup,
+            aliases=self.aliases,
+            featured=self.featured,
+            layers=self.layers,
+            unverified=self.unverified,
+        )
+
+
+def _full(values: Mapping[str, float | None]) -> dict[str, Any]:
+    return {
+        "input": values.get("input"),
+        "output": values.get("output"),
+        "cached_input": values.get("cached_input"),
+        "cache_write": values.get("cache_write"),
+        "reasoning": values.get("reasoning"),
+    }
+
+
+def _route_prefix(canonical: str, provider: str) -> str:
+    """``vertex_ai-language-models/x`` -> ``vertex_ai/x``: the prefix LiteLLM routes by."""
+    head, sep, rest = canonical.partition("/")
+    if sep and head == provider:
+        if provider.startswith("vertex_ai-"):
+            return f"vertex_ai/{rest}"
+        if provider == "bedrock_converse":
+            return f"bedrock/{rest}"
+    return canonical
+
+
+def _provider(canonical: str) -> str:
+    return canonical.partition("/")[0] if "/" in canonical else ""
+
+
+def _bare(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[._\s]+", "-", name.lower())
+
+
+def _unique(candidates: Sequence[str]) -> str | None:
+    distinct = list(dict.fromkeys(candidates))
+    return distinct[0] if len(distinct) == 1 else None

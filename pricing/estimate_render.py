@@ -1,0 +1,93 @@
+"""Render an :class:`~pricing.estimator.Estimate` as table (Rich), json, csv or md."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from pricing.errors import PricingError
+from pricing.estimator import Estimate, EstimateRow
+from pricing.report_render import tokens, usd
+
+FORMATS: tuple[str, ...] = ("table", "json", "csv", "md")
+
+_HEADERS = ("model", "kind", "$/month", "$/1M out", "local wins above (out tok/month)", "note")
+
+
+def _cells(row: EstimateRow) -> tuple[str, ...]:
+    return (
+        row.model,
+        row.kind,
+        usd(row.monthly_usd),
+        usd(row.usd_per_mtok),
+        row.crossover,
+        row.note,
+    )
+
+
+def _heading(estimate: Estimate) -> list[str]:
+    u = estimate.usage
+    lines = [
+        f"Usage a month: {tokens(u.output_tokens)} output tokens, {tokens(u.input_tokens)} input "
+        f"({tokens(u.cached_input_tokens)} cached)",
+    ]
+    if estimate.profile is not None and estimate.local is not None:
+        p, local = estimate.profile, estimate.local
+        m = p.cost_model
+        lines.append(
+            f"Local profile {p.name}: {p.tokens_per_second:g} tok/s, {m.watts:g} W, "
+            f"${m.electricity_usd_per_kwh:g}/kWh, hardware {usd(m.hardware_price_usd)} over "
+            f"{m.lifetime_years:g} y = {usd(local.hardware_usd)}/month fixed, "
+            f"energy {usd(local.energy_usd_per_mtok)}/1M out"
+        )
+    return lines
+
+
+def render_estimate(estimate: Estimate, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(estimate.as_dict(), indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(
+            ["model", "kind", "monthly_usd", "usd_per_mtok", "crossover_tokens_per_month", "note"]
+        )
+        for row in estimate.rows:
+            writer.writerow(
+                [
+                    row.model,
+                    row.kind,
+                    "" if row.monthly_usd is None else row.monthly_usd,
+                    "" if row.usd_per_mtok is None else row.usd_per_mtok,
+                    "never"
+                    if row.kind == "cloud" and row.crossover == "never"
+                    else ("" if row.crossover_tokens_per_month is None else row.crossover_tokens_per_month),
+                    row.note,
+                ]
+            )
+        return out.getvalue()
+    if fmt == "md":
+        lines = [f"- {line}" for line in _heading(estimate)]
+        lines += ["", "| " + " | ".join(_HEADERS) + " |", "|---|---|---:|---:|---:|---|"]
+        for row in estimate.rows:
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+        return "\n".join(lines) + "\n"
+    if fmt == "table":
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(
+            file=io.StringIO(), width=120, record=True, color_system=None, force_terminal=False
+        )
+        for line in _heading(estimate):
+            console.print(line, highlight=False)
+        table = Table(box=box.SIMPLE_HEAD)
+        for index, header in enumerate(_HEADERS):
+            table.add_column(header, justify="right" if 2 <= index <= 4 else "left")
+        for row in estimate.rows:
+            table.add_row(*_cells(row), style="bold" if row.kind == "local" else None)
+        console.print(table)
+        return console.export_text()
+    raise PricingError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

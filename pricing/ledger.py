@@ -1,0 +1,400 @@
+"""The cost ledger: one row per request, in the shared SQLite database.
+
+A row says where a request went and why (route, model, rule, privacy level,
+task), how it went (tokens, time to first token, duration, tok/s, status,
+error kind), what it cost (total and parts: input/cached/cache-write/output/
+reasoning for cloud, electricity/amortization for local; NULL when unpriced),
+the counterfactual cost on the project's reference model, and which prices
+were used (sheet, as-of date and the rates), so a month can be re-priced later.
+
+It never holds prompt or answer text: the only free-form field, ``error_kind``,
+must be a short identifier (``timeout``, ``rate_limit``), not an error message
+that could quote a secret.
+
+Times are stored in UTC; ``month`` and ``day`` are UTC too, like provider bills.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pricing.cost import CloudCost
+from pricing.db import apply_migrations, connect, transaction
+from pricing.errors import PricingError
+from pricing.local_cost import LocalCost
+from pricing.usage import TokenUsage
+
+ROUTES = ("local", "cloud", "refused")
+STATUSES = ("ok", "error", "cancelled")
+_ERROR_KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+# Forward migrations of the ledger table; released steps never change.
+LEDGER_MIGRATIONS: tuple[str, ...] = (
+    # v1: the first layout.
+    """
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        month TEXT NOT NULL,
+        day TEXT NOT NULL,
+        project TEXT NOT NULL,
+        conversation_id TEXT,
+        route TEXT NOT NULL CHECK (route IN ('local', 'cloud', 'refused')),
+        provider TEXT,
+        model TEXT,
+        rule TEXT,
+        privacy TEXT,
+        task TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0 CHECK (input_tokens >= 0),
+        cached_input_tokens INTEGER NOT NULL DEFAULT 0 CHECK (cached_input_tokens >= 0),
+        output_tokens INTEGER NOT NULL DEFAULT 0 CHECK (output_tokens >= 0),
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0 CHECK (reasoning_tokens >= 0),
+        ttft_s REAL,
+        duration_s REAL,
+        tok_s REAL,
+        energy_j REAL,
+        energy_source TEXT,
+        cost_usd REAL,
+        cost_input_usd REAL,
+        cost_cached_input_usd REAL,
+        cost_output_usd REAL,
+        cost_reasoning_usd REAL,
+        cost_electricity_usd REAL,
+        cost_amortization_usd REAL,
+        counterfactual_usd REAL,
+        reference_model TEXT,
+        price_sheet TEXT,
+        price_as_of TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'cancelled')),
+        error_kind TEXT
+    );
+    CREATE INDEX ledger_month ON ledger(month);
+    """,
+    # v2: cache-write tokens and their cost, the rates used (to re-price later),
+    # and an index for per-project months.
+    """
+    ALTER TABLE ledger ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0
+        CHECK (cache_write_tokens >= 0);
+    ALTER TABLE ledger ADD COLUMN cost_cache_write_usd REAL;
+    ALTER TABLE ledger ADD COLUMN rate_input REAL;
+    ALTER TABLE ledger ADD COLUMN rate_cached_input REAL;
+    ALTER TABLE ledger ADD COLUMN rate_cache_write REAL;
+    ALTER TABLE ledger ADD COLUMN rate_output REAL;
+    ALTER TABLE ledger ADD COLUMN rate_reasoning REAL;
+    CREATE INDEX ledger_month_project ON ledger(month, project);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One request as the ledger keeps it (no prompt text, no secret)."""
+
+    time: dt.datetime
+    project: str
+    route: str
+    status: str = "ok"
+    conversation_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    rule: str | None = None
+    privacy: str | None = None
+    task: str | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    ttft_s: float | None = None
+    duration_s: float | None = None
+    tok_s: float | None = None
+    energy_j: float | None = None
+    energy_source: str | None = None
+    cost_usd: float | None = None
+    cost_input_usd: float | None = None
+    cost_cached_input_usd: float | None = None
+    cost_cache_write_usd: float | None = None
+    cost_output_usd: float | None = None
+    cost_reasoning_usd: float | None = None
+    cost_electricity_usd: float | None = None
+    cost_amortization_usd: float | None = None
+    counterfactual_usd: float | None = None
+    reference_model: str | None = None
+    price_sheet: str | None = None
+    price_as_of: str | None = None
+    rate_input: float | None = None
+    rate_cached_input: float | None = None
+    rate_cache_write: float | None = None
+    rate_output: float | None = None
+    rate_reasoning: float | None = None
+    error_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time, dt.datetime):
+            raise PricingError(f"ledger time must be a datetime, got {self.time!r}")
+        if self.time.tzinfo is None:
+            # A naive time is local wall-clock time; store it as UTC.
+            object.__setattr__(self, "time", self.time.astimezone(dt.UTC))
+        if not self.project:
+            raise PricingError("a ledger row needs a project name")
+        if self.route not in ROUTES:
+            raise PricingError(f"route must be one of {', '.join(ROUTES)}, got {self.route!r}")
+        if self.status not in STATUSES:
+            raise PricingError(
+                f"status must be one of {', '.join(STATUSES)}, got {self.status!r}"
+            )
+        if self.error_kind is not None and not _ERROR_KIND.match(self.error_kind):
+            raise PricingError(
+                f"error_kind must be a short identifier like 'timeout' (never an error "
+                f"message, which could quote a secret); got {self.error_kind[:40]!r}"
+            )
+        TokenUsage(  # the same token rules as everywhere (cached within input, ...)
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PricingError(f"ledger {f.name} must be a finite number, got {value!r}")
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        )
+
+    @property
+    def month(self) -> str:
+        return self.time.astimezone(dt.UTC).strftime("%Y-%m")
+
+    @property
+    def day(self) -> str:
+        return self.time.astimezone(dt.UTC).strftime("%Y-%m-%d")
+
+    # --- builders for the three routes ------------------------------------------
+
+    @classmethod
+    def for_cloud(
+        cls,
+        *,
+        time: dt.datetime,
+        project: str,
+        cost: CloudCost,
+        provider: str | None = None,
+        counterfactual: CloudCost | None = None,
+        **extra: Any,
+    ) -> LedgerRow:
+        """A cloud request: tokens, cost parts and rates from ``cost``."""
+        rates = cost.rates
+        return cls(
+            time=time,
+            project=project,
+            route="cloud",
+            provider=provider,
+            model=cost.model,
+            **_usage_fields(cost.usage),
+            cost_usd=cost.total_usd,
+            cost_input_usd=cost.input_usd,
+            cost_cached_input_usd=cost.cached_input_usd,
+            cost_cache_write_usd=cost.cache_write_usd,
+            cost_output_usd=cost.output_usd,
+            cost_reasoning_usd=cost.reasoning_usd,
+            price_sheet=cost.sheet,
+            price_as_of=cost.as_of,
+            rate_input=None if rates is None else rates.input,
+            rate_cached_input=None if rates is None else rates.effective_cached_input,
+            rate_cache_write=None if rates is None else rates.effective_cache_write,
+            rate_output=None if rates is None else rates.output,
+            rate_reasoning=None if rates is None else rates.effective_reasoning,
+            **_counterfactual_fields(counterfactual),
+            **extra,
+        )
+
+    @classmethod
+    def for_local(
+        cls,
+        *,
+        time: dt.datetime,
+        project: str,
+        usage: TokenUsage,
+        cost: LocalCost,
+        model: str = "local",
+        counterfactual: CloudCost | None = None,
+        **extra: Any,
+    ) -> LedgerRow:
+        """A local request: electricity and amortization from ``cost``."""
+        return cls(
+            time=time,
+            project=project,
+            route="local",
+            provider="local",
+            model=model,
+            **_usage_fields(usage),
+            energy_j=cost.energy_j,
+            energy_source=cost.energy_source,
+            cost_usd=cost.total_usd,
+            cost_electricity_usd=cost.electricity_usd,
+            cost_amortization_usd=cost.amortization_usd,
+            **_counterfactual_fields(counterfactual),
+            **extra,
+        )
+
+    @classmethod
+    def for_refused(cls, *, time: dt.datetime, project: str, **extra: Any) -> LedgerRow:
+        """A refused request: nothing ran, nothing was spent."""
+        extra.setdefault("cost_usd", 0.0)
+        return cls(time=time, project=project, route="refused", **extra)
+
+
+def _usage_fields(usage: TokenUsage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+def _counterfactual_fields(cost: CloudCost | None) -> dict[str, Any]:
+    if cost is None:
+        return {}
+    return {"counterfactual_usd": cost.total_usd, "reference_model": cost.model}
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
+_COLUMNS: tuple[str, ...] = ("month", "day", *_FIELDS)
+_INSERT = (
+    f"INSERT INTO ledger ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM ledger"
+
+
+def _time_text(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _params(row: LedgerRow) -> tuple[Any, ...]:
+    values = asdict(row)
+    values["time"] = _time_text(row.time)
+    return (row.month, row.day, *(values[name] for name in _FIELDS))
+
+
+def _from_db(record: Sequence[Any]) -> LedgerRow:
+    values = dict(zip(_FIELDS, record, strict=True))
+    values["time"] = dt.datetime.strptime(values["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=dt.UTC
+    )
+    return LedgerRow(**values)
+
+
+def check_month(month: str) -> str:
+    if not _MONTH.match(month):
+        raise PricingError(f"month must look like 2026-11, got {month!r}")
+    return month
+
+
+class Ledger:
+    """The ledger table in the database at ``path`` (created and migrated on open)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.conn: sqlite3.Connection = connect(self.path)
+        try:
+            self.version = apply_migrations(
+                self.conn, "ledger", LEDGER_MIGRATIONS, mirror_user_version=True
+            )
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ------------------------------------------------------------------
+
+    def record(self, row: LedgerRow) -> int:
+        """Append one row in its own transaction; returns its id."""
+        with transaction(self.conn):
+            cursor = self.conn.execute(_INSERT, _params(row))
+        rowid = cursor.lastrowid
+        assert rowid is not None
+        return rowid
+
+    def record_many(self, rows: Iterable[LedgerRow]) -> int:
+        """Append rows in one transaction; returns how many."""
+        params = [_params(row) for row in rows]
+        with transaction(self.conn):
+            self.conn.executemany(_INSERT, params)
+        return len(params)
+
+    # --- reading ------------------------------------------------------------------
+
+    def month_rows(self, month: str, project: str | None = None) -> list[LedgerRow]:
+        """The month's rows (UTC month), oldest first, optionally one project's."""
+        return list(self.iter_month(month, project))
+
+    def iter_month(self, month: str, project: str | None = None) -> Iterator[LedgerRow]:
+        sql, params = _month_filter(month, project)
+        for record in self.conn.execute(f"{_SELECT} WHERE {sql} ORDER BY time, id", params):
+            yield _from_db(record)
+
+    def spent(self, month: str, project: str | None = None) -> float:
+        """Cloud spend of a month (what budgets cap): priced cloud rows' cost.
+
+        Local cost (electricity, amortization) is not billed by anyone, so it
+        does not count against the budget; it is reported apart.
+        """
+        sql, params = _month_filter(month, project)
+        row = self.conn.execute(
+            f"SELECT COALESCE(SUM(cost_usd), 0.0) FROM ledger WHERE {sql} AND route = 'cloud'",
+            params,
+        ).fetchone()
+        return float(row[0])
+
+    def usage_totals(self, month: str, project: str | None = None) -> tuple[int, TokenUsage]:
+        """Request count and summed tokens of a month (re-pricing in the estimator)."""
+        sql, params = _month_filter(month, project)
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), "
+            "COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(cache_write_tokens), 0), "
+            "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0) "
+            f"FROM ledger WHERE {sql} AND route != 'refused'",
+            params,
+        ).fetchone()
+        return int(row[0]), TokenUsage(*(int(v) for v in row[1:]))
+
+    def months(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT month FROM ledger ORDER BY 1")]
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+
+
+def _month_filter(month: str, project: str | None) -> tuple[str, tuple[Any, ...]]:
+    check_month(month)
+    if project is None:
+        return "month = ?", (month,)
+    return "month = ? AND project = ?", (month, project)

@@ -1,0 +1,132 @@
+"""LiteLLM's bundled model price map, read offline as plain JSON.
+
+Importing litellm is slow and, unless ``LITELLM_LOCAL_MODEL_COST_MAP=True``,
+fetches the map over the network; we only need the JSON file it ships
+(``model_prices_and_context_window_backup.json``), so we locate the installed
+package with ``importlib.util.find_spec`` and read that file directly. Nothing
+is fetched and litellm is never imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pricing.errors import PricingError
+
+MAP_FILE = "model_prices_and_context_window_backup.json"
+
+# LiteLLM prices per token; sheets and reports use USD per 1M tokens.
+_PER_M = 1_000_000
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One priced model of the map, under its canonical ``provider/model`` name."""
+
+    canonical: str
+    key: str
+    provider: str
+    mode: str
+    rates: dict[str, float | None]
+
+
+def map_path() -> Path | None:
+    """The bundled map of the installed litellm, or None when litellm is absent."""
+    # Make sure that if anything else in this process does import litellm, it
+    # stays offline too.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / MAP_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def map_version() -> str:
+    try:
+        return importlib.metadata.version("litellm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def canonical_name(key: str, provider: str) -> str:
+    """``claude-opus-4-7`` (anthropic) -> ``anthropic/claude-opus-4-7``.
+
+    Keys that already carry a route prefix (``gemini/...``, ``bedrock/...``,
+    ``openrouter/...``) are LiteLLM model ids as they stand and are kept.
+    """
+    if "/" in key or not provider:
+        return key
+    return f"{provider}/{key}"
+
+
+def load_entries(path: Path) -> list[MapEntry]:
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PricingError(f"cannot read LiteLLM's price map {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PricingError(f"LiteLLM's price map {path} is not a JSON object")
+    entries: list[MapEntry] = []
+    for key, info in raw.items():
+        if key == "sample_spec" or not isinstance(info, dict):
+            continue
+        rates = _rates(info)
+        if rates is None:
+            continue
+        provider = str(info.get("litellm_provider") or "")
+        entries.append(
+            MapEntry(
+                canonical=canonical_name(key, provider),
+                key=key,
+                provider=provider,
+                mode=str(info.get("mode") or ""),
+                rates=rates,
+            )
+        )
+    return entries
+
+
+def _rates(info: dict[str, Any]) -> dict[str, float | None] | None:
+    """Per-1M rates of one entry; None for models not priced per token."""
+    input_rate = _per_m(info.get("input_cost_per_token"))
+    if input_rate is None:
+        return None
+    output_rate = _per_m(info.get("output_cost_per_token"))
+    cached = _per_m(info.get("cache_read_input_token_cost"))
+    if cached is None:
+        cached = _per_m(info.get("input_cost_per_token_cache_hit"))
+    cache_write = _per_m(info.get("cache_creation_input_token_cost"))
+    if cache_write == 0.0 and input_rate > 0:
+        # Some entries (DeepSeek's) write 0 where the provider has no cache-write
+        # charge at all: the tokens are billed as ordinary input, not free.
+        cache_write = None
+    return {
+        "input": input_rate,
+        # Embedding and similar models have no output; their output rate is a real 0.
+        "output": 0.0 if output_rate is None else output_rate,
+        "cached_input": cached,
+        "cache_write": cache_write,
+        "reasoning": _per_m(info.get("output_cost_per_reasoning_token")),
+    }
+
+
+def _per_m(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value < 0:
+        return None
+    # Round away binary noise (3e-07 * 1e6 = 0.29999999999999993).
+    return round(float(value) * _PER_M, 9)

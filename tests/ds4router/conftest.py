@@ -1,0 +1,104 @@
+"""Fixtures for ds4router tests: the loopback OpenAI server and a network guard.
+
+Every test here runs with ``DS4ROUTER_HOME`` in a tmp dir, LiteLLM's price map
+read offline, and a guard that refuses (and fails the test on) any connection
+or DNS lookup beyond loopback: a test that would reach a real provider fails
+even when the code under test swallows the error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai_server import OpenAIServer
+
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", ""})
+
+
+class NetworkBlocked(OSError):
+    """Raised in place of a connection beyond loopback (an OSError, as offline would be)."""
+
+
+def is_loopback(host: Any) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host).strip("[]").split("%", 1)[0]
+    if host.lower() in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NetworkGuard:
+    """Patches socket entry points; records every attempt to leave loopback."""
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+
+    def _check(self, what: str, host: Any, port: Any = None) -> None:
+        if not is_loopback(host):
+            note = f"{what} to {host!r}" + (f" port {port}" if port is not None else "")
+            self.violations.append(note)
+            raise NetworkBlocked(f"network guard: tests may only reach loopback ({note})")
+
+    def _check_address(self, what: str, sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+            self._check(what, address[0], address[1] if len(address) > 1 else None)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        guard = self
+        real_connect = socket.socket.connect
+        real_connect_ex = socket.socket.connect_ex
+        real_create_connection = socket.create_connection
+        real_getaddrinfo = socket.getaddrinfo
+
+        def connect(sock: socket.socket, address: Any) -> None:
+            guard._check_address("connect", sock, address)
+            return real_connect(sock, address)
+
+        def connect_ex(sock: socket.socket, address: Any) -> int:
+            guard._check_address("connect_ex", sock, address)
+            return real_connect_ex(sock, address)
+
+        def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+            guard._check("create_connection", address[0], address[1])
+            return real_create_connection(address, *args, **kwargs)
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            guard._check("getaddrinfo", host, port)
+            return real_getaddrinfo(host, port, *args, **kwargs)
+
+        monkeypatch.setattr(socket.socket, "connect", connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+        monkeypatch.setattr(socket, "create_connection", create_connection)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[NetworkGuard]:
+    """Loopback only; a private DS4ROUTER_HOME; LiteLLM offline."""
+    monkeypatch.setenv("DS4ROUTER_HOME", str(tmp_path / "ds4router-home"))
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    guard = NetworkGuard()
+    guard.install(monkeypatch)
+    yield guard
+    if guard.violations:
+        pytest.fail(
+            "test tried to reach beyond loopback: " + "; ".join(guard.violations), pytrace=False
+        )
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A running OpenAI-compatible server on 127.0.0.1; ``.base_url`` is the api_base."""
+    with OpenAIServer() as server:
+        yield server

@@ -1,0 +1,30 @@
+"""The README's quickstart stays true: CI runs exactly its test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
+    commands = quickstart_commands()
+    assert len(commands) == 2
+    install_and_start, test = commands
+    assert install_and_start.endswith("&& ds4router")
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert test in ci_lines
+    assert "pytest" in test and "[test]" in test
+
+
+def test_ci_script_fails_on_any_failure() -> None:
+    script = (REPO / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in script
+    assert "|| true" not in script and "--exitfirst" not in script
