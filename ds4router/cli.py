@@ -19,6 +19,8 @@ from ds4router.errors import Ds4RouterError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "route": ("ds4router.commands.route", "Decide where a request would go, and why."),
     "config": ("ds4router.commands.config_cmd", "Show or validate configuration."),
+    "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "estimate": ("ds4router.commands.estimate", "Monthly cost on 40+ models and on local hardware."),
 }
 
 

@@ -4,7 +4,7 @@
 ``model_type``, safetensors present), estimates the memory the weights need from the
 safetensors headers and compares it with what the machine has, refusing clearly when the
 model cannot fit. It then loads the model (shape mismatches name the tensor) and the
-tokenizer. Engines are cached per process by resolved path: loading a 80 GB model twice
+tokenizer. Engines are cached per process by resolved path: loading an 80 GB model twice
 would be a disaster, so every caller shares one.
 
 ``Engine.generate`` renders the messages with the DeepSeek V4 chat encoding, tokenizes, and
@@ -165,9 +165,30 @@ def machine_memory() -> tuple[int | None, str]:
         return None, "unknown"
 
 
+_FLOAT_DTYPES = {"F32": 4, "BF16": 2, "F16": 2}
+
+
+def _compute_dtype_bytes() -> int:
+    """Bytes per element of the loader's default compute dtype: float32 on CPU (bf16 is
+    ~10x slower there), bfloat16 on a GPU."""
+    import mlx.core as mx
+
+    return 4 if mx.default_device() == mx.cpu else 2
+
+
+def resident_weight_bytes(stored: Mapping[str, int], compute_bytes: int) -> int:
+    """Weight bytes once loaded: float tensors widen to the compute dtype (never narrow,
+    to stay conservative); FP8/FP4 blocks load as MLX mxfp8/mxfp4 at their stored size."""
+    total = 0
+    for dtype, nbytes in stored.items():
+        own = _FLOAT_DTYPES.get(dtype)
+        total += nbytes * max(own, compute_bytes) // own if own else nbytes
+    return total
+
+
 def estimate_memory(model_dir: str | Path, available_bytes: int | None = None) -> MemoryEstimate:
     """Memory needed to load and run a checkpoint, from its headers, against this machine."""
-    weights = sum(checkpoint_bytes_by_dtype(model_dir).values())
+    weights = resident_weight_bytes(checkpoint_bytes_by_dtype(model_dir), _compute_dtype_bytes())
     overhead = int(weights * OVERHEAD_FRACTION) + OVERHEAD_FIXED
     if available_bytes is None:
         available, source = machine_memory()
@@ -199,6 +220,7 @@ def _preflight(model_dir: Path) -> Any:
 
 _ENGINES: dict[Path, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+_LOAD_LOCKS: dict[Path, threading.Lock] = {}
 
 
 class Engine:
@@ -229,32 +251,47 @@ class Engine:
             engine = _ENGINES.get(model_dir)
             if engine is not None:
                 return engine
-            config = _preflight(model_dir)
-            if check_memory:
-                estimate = estimate_memory(model_dir, available_memory_bytes)
-                if not estimate.fits:
-                    assert estimate.available_bytes is not None
-                    raise InsufficientMemoryError(
-                        f"the model in {model_dir} needs about {_gib(estimate.needed_bytes)} "
-                        f"({_gib(estimate.weights_bytes)} of weights) but only "
-                        f"{_gib(estimate.available_bytes)} is available "
-                        f"({estimate.available_source}); use a smaller quantization "
-                        "(e.g. 2-bit experts), free memory, or run on a larger machine"
-                    )
-            from local_engine import load_model
-
-            model = load_model(model_dir)
-            tokenizer = Tokenizer.load(model_dir)
-            vocab = int(config.vocab_size)
-            if tokenizer.vocab_size > vocab:
-                raise CheckpointError(
-                    f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} ids but "
-                    f"the model's vocab_size is {vocab}; put the model's own tokenizer.json "
-                    f"in {model_dir}"
-                )
-            engine = cls(model_dir, model, tokenizer, config)
-            _ENGINES[model_dir] = engine
+            path_lock = _LOAD_LOCKS.setdefault(model_dir, threading.Lock())
+        # One loader per path: a second caller for the same model waits and shares the
+        # result; callers for other models (and `loaded()`) are not held up meanwhile.
+        with path_lock:
+            with _ENGINES_LOCK:
+                engine = _ENGINES.get(model_dir)
+            if engine is not None:
+                return engine
+            engine = cls._load_uncached(model_dir, check_memory, available_memory_bytes)
+            with _ENGINES_LOCK:
+                _ENGINES[model_dir] = engine
             return engine
+
+    @classmethod
+    def _load_uncached(
+        cls, model_dir: Path, check_memory: bool, available_memory_bytes: int | None
+    ) -> Engine:
+        config = _preflight(model_dir)
+        if check_memory:
+            estimate = estimate_memory(model_dir, available_memory_bytes)
+            if not estimate.fits:
+                assert estimate.available_bytes is not None
+                raise InsufficientMemoryError(
+                    f"the model in {model_dir} needs about {_gib(estimate.needed_bytes)} "
+                    f"({_gib(estimate.weights_bytes)} of weights) but only "
+                    f"{_gib(estimate.available_bytes)} is available "
+                    f"({estimate.available_source}); use a smaller quantization "
+                    "(e.g. 2-bit experts), free memory, or run on a larger machine"
+                )
+        from local_engine import load_model
+
+        model = load_model(model_dir)
+        tokenizer = Tokenizer.load(model_dir)
+        vocab = int(config.vocab_size)
+        if tokenizer.vocab_size > vocab:
+            raise CheckpointError(
+                f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} ids but "
+                f"the model's vocab_size is {vocab}; put the model's own tokenizer.json "
+                f"in {model_dir}"
+            )
+        return cls(model_dir, model, tokenizer, config)
 
     @staticmethod
     def loaded() -> list[Path]:

@@ -1,11 +1,12 @@
 """Streaming generation: prompt ids in, events out (text, reasoning, usage, done with stats).
 
 The loop is model-agnostic: it needs ``model.make_cache()`` and ``model(tokens, cache=cache)``
-returning [1, T, vocab] logits. The prompt is prefilled in chunks (so a long prompt reports
-progress and can be cancelled between chunks); decoding is pipelined: the next step's graph
-is queued with ``mx.async_eval`` before the host reads the current token, so the device is not
-idle while Python detokenizes. Nothing here imports ds4router: events are plain frozen
-dataclasses that the application adapts.
+returning [1, T, vocab] logits, and uses ``model.prefill(tokens, cache, chunk_size=...)``
+(logits of the last position only) when the model has it. The prompt is prefilled in
+chunks, so a long prompt reports progress and can be cancelled between chunks. Decoding is
+pipelined: the next step's graph is queued with ``mx.async_eval`` before the host reads the
+current token, so the device is not idle while Python detokenizes. Nothing here imports
+ds4router: events are plain frozen dataclasses that the application adapts.
 
 In thinking mode the prompt ends with ``<think>``; generated text up to ``</think>`` is
 streamed as ``ReasoningDelta``, the rest as ``TextDelta``. Stop strings apply to the answer
@@ -89,10 +90,12 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class Done:
-    """The last event: why generation ended, and its stats."""
+    """The last event: why generation ended, its stats, and every sampled token id
+    (a final end-of-sentence token included), e.g. to extend a cached prefix."""
 
     finish_reason: str
     stats: GenerationStats
+    token_ids: tuple[int, ...] = ()
 
 
 Event = TextDelta | ReasoningDelta | Usage | Done
@@ -218,6 +221,7 @@ def stream_generate(
     mx.reset_peak_memory()
 
     generated = 0
+    sampled: list[int] = []
     reasoning_tokens = 0
     prefill_s = 0.0
     first_token_at: float | None = None
@@ -242,6 +246,7 @@ def stream_generate(
 
     # -- prefill, in chunks ------------------------------------------------------------------
     cache = model.make_cache()
+    prefill_last = getattr(model, "prefill", None)
     prompt = mx.array(list(prompt_ids), dtype=mx.int32)[None]
     chunk = params.prefill_chunk_size
     t_prefill = time.perf_counter()
@@ -252,10 +257,14 @@ def stream_generate(
             finish = FINISH_CANCELLED
             break
         end = min(done + chunk, prompt_tokens)
-        logits = model(prompt[:, done:end], cache=cache)
-        last_logits = logits[:, -1, :]
-        # Evaluating the last position forces this chunk (and the cache it wrote) now, so
-        # progress reports and cancellation happen at true chunk boundaries.
+        piece = prompt[:, done:end]
+        if prefill_last is not None:
+            # The model's own prefill computes the head for the last position only.
+            last_logits = prefill_last(piece, cache, chunk_size=end - done)[:, -1, :]
+        else:
+            last_logits = model(piece, cache=cache)[:, -1, :]
+        # Evaluating forces this chunk (and the cache it wrote) now, so progress reports
+        # and cancellation happen at true chunk boundaries.
         mx.eval(last_logits)
         done = end
         if on_prefill_progress is not None:
@@ -275,6 +284,7 @@ def stream_generate(
                 next_y = sampler(next_logits)
                 mx.async_eval(next_y)
             token = int(y.item())  # type: ignore[arg-type]
+            sampled.append(token)
             now = time.perf_counter()
             if first_token_at is None:
                 first_token_at = now
@@ -321,4 +331,4 @@ def stream_generate(
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
     yield Usage(prompt_tokens, generated, reasoning_tokens)
-    yield Done(finish, stats)
+    yield Done(finish, stats, tuple(sampled))

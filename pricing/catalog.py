@@ -12,8 +12,10 @@ None, never zero rates. Names resolve across provider prefixes, aliases and
 separators: ``deepseek-v4-flash``, ``deepseek/deepseek-v4-flash`` and
 ``DeepSeek-V4-Flash`` are one model; ``google/gemini-2.5-pro`` is
 ``gemini/gemini-2.5-pro``; ``claude-opus-4.7`` is ``anthropic/claude-opus-4-7``.
-An ambiguous bare name (one offered by several resellers and no first-party
-provider) stays unresolved rather than picking a price at random.
+A bare name that is itself a LiteLLM model id means what LiteLLM bills for it
+(bare ``gemini-2.5-pro`` is Vertex AI's entry; ``gemini/gemini-2.5-pro`` the
+Gemini API's). An ambiguous bare name (offered by several resellers and no
+model owner) stays unresolved rather than picking a price at random.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pricing.cost import CloudCost, price_request
 from pricing.errors import PricingError
 from pricing.litellm_map import load_entries, map_path, map_version
 from pricing.rates import Rates, rates_from_mapping
@@ -238,10 +241,8 @@ class PriceCatalog:
         extra.sort(key=lambda name: (owner_rank[_provider(name)], name))
         return (chosen + extra)[:n]
 
-    def price(self, model: str, usage: TokenUsage) -> Any:
-        """Shortcut: :func:`pricing.cost.price_request` on this model's rates."""
-        from pricing.cost import price_request
-
+    def price(self, model: str, usage: TokenUsage) -> CloudCost:
+        """Shortcut: :func:`pricing.cost.price_request` on this model's rates (unpriced: None)."""
         return price_request(usage, self.rates(model), model=model)
 
     def __contains__(self, model: object) -> bool:
@@ -320,7 +321,9 @@ class _Builder:
                     f"{where}: {model}: no known price to start from, so '{missing[0]}' "
                     "is required (USD per 1M tokens)"
                 )
-            self.rates[canonical] = Rates(model=canonical, sheet=sheet, as_of=as_of, **_full(values))
+            self.rates[canonical] = Rates(
+                model=canonical, sheet=sheet, as_of=as_of, **_full(values)
+            )
             self.modes.setdefault(canonical, "chat")
         self.lookup.setdefault(model.lower(), canonical)
         return canonical

@@ -37,9 +37,13 @@ def _heading(estimate: Estimate) -> list[str]:
         m = p.cost_model
         lines.append(
             f"Local profile {p.name}: {p.tokens_per_second:g} tok/s, {m.watts:g} W, "
-            f"${m.electricity_usd_per_kwh:g}/kWh, hardware {usd(m.hardware_price_usd)} over "
-            f"{m.lifetime_years:g} y = {usd(local.hardware_usd)}/month fixed, "
-            f"energy {usd(local.energy_usd_per_mtok)}/1M out"
+            f"${m.electricity_usd_per_kwh:g}/kWh"
+            + ("" if p.prefill_tokens_per_second else " (prompt time not counted)")
+        )
+        lines.append(
+            f"  hardware {usd(m.hardware_price_usd)} over {m.lifetime_years:g} years = "
+            f"{usd(local.hardware_usd)}/month fixed; energy {usd(local.energy_usd_per_mtok)} "
+            "per 1M output tokens"
         )
     return lines
 
@@ -62,7 +66,11 @@ def render_estimate(estimate: Estimate, fmt: str) -> str:
                     "" if row.usd_per_mtok is None else row.usd_per_mtok,
                     "never"
                     if row.kind == "cloud" and row.crossover == "never"
-                    else ("" if row.crossover_tokens_per_month is None else row.crossover_tokens_per_month),
+                    else (
+                        ""
+                        if row.crossover_tokens_per_month is None
+                        else row.crossover_tokens_per_month
+                    ),
                     row.note,
                 ]
             )

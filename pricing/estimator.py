@@ -91,7 +91,9 @@ class Estimate:
         return {"rows": [r.as_dict() for r in self.rows], "assumptions": self.assumptions}
 
 
-def usage_from_profile(output_tokens: int, input_tokens: int = 0, cached_share: float = 0.0) -> TokenUsage:
+def usage_from_profile(
+    output_tokens: int, input_tokens: int = 0, cached_share: float = 0.0
+) -> TokenUsage:
     """A month of tokens from the CLI's numbers (``cached_share`` of the input is cached)."""
     if output_tokens <= 0:
         raise PricingError("--output-tokens must be > 0 (tokens generated a month)")
@@ -194,9 +196,13 @@ def estimate(
             )
         )
     if profile is not None and local is not None:
-        note = "" if local.fits else (
-            f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
-            f"at {profile.cost_model.hours_per_day:g} h/day"
+        note = (
+            ""
+            if local.fits
+            else (
+                f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
+                f"at {profile.cost_model.hours_per_day:g} h/day"
+            )
         )
         rows.append(
             EstimateRow(

@@ -21,7 +21,7 @@ import math
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,86 @@ ROUTES = ("local", "cloud", "refused")
 STATUSES = ("ok", "error", "cancelled")
 _ERROR_KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+# The monthly cube: the ledger summed by month x project x route x model x task x
+# day x reference model, kept up to date by triggers on every insert, update and
+# delete, so reports, budgets and the estimator read a few thousand cells instead
+# of scanning a million rows. These tuples define the released migration v3:
+# never edit them; add a new step instead.
+CUBE_KEYS: tuple[tuple[str, str], ...] = (
+    ("month", "{r}.month"),
+    ("project", "{r}.project"),
+    ("route", "{r}.route"),
+    ("model", "COALESCE({r}.model, '')"),
+    ("task", "COALESCE({r}.task, '')"),
+    ("day", "{r}.day"),
+    ("reference_model", "COALESCE({r}.reference_model, '')"),
+)
+CUBE_MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("requests", "INTEGER", "1"),
+    ("ok", "INTEGER", "{r}.status = 'ok'"),
+    ("errors", "INTEGER", "{r}.status = 'error'"),
+    ("cancelled", "INTEGER", "{r}.status = 'cancelled'"),
+    ("input_tokens", "INTEGER", "{r}.input_tokens"),
+    ("cached_input_tokens", "INTEGER", "{r}.cached_input_tokens"),
+    ("cache_write_tokens", "INTEGER", "{r}.cache_write_tokens"),
+    ("output_tokens", "INTEGER", "{r}.output_tokens"),
+    ("reasoning_tokens", "INTEGER", "{r}.reasoning_tokens"),
+    ("cost_usd", "REAL", "COALESCE({r}.cost_usd, 0.0)"),
+    # Refused requests ran nothing: never unpriced, whatever their cost column says.
+    ("unpriced_requests", "INTEGER", "({r}.cost_usd IS NULL AND {r}.route != 'refused')"),
+    ("electricity_usd", "REAL", "COALESCE({r}.cost_electricity_usd, 0.0)"),
+    ("amortization_usd", "REAL", "COALESCE({r}.cost_amortization_usd, 0.0)"),
+    ("counterfactual_usd", "REAL", "COALESCE({r}.counterfactual_usd, 0.0)"),
+    ("savings_usd", "REAL", "COALESCE({r}.counterfactual_usd - {r}.cost_usd, 0.0)"),
+    ("energy_j", "REAL", "COALESCE({r}.energy_j, 0.0)"),
+    ("duration_s", "REAL", "COALESCE({r}.duration_s, 0.0)"),
+)
+
+
+def _cube_upsert(row: str, sign: str) -> str:
+    keys = ", ".join(name for name, _ in CUBE_KEYS)
+    names = ", ".join(name for name, _, _ in CUBE_MEASURES)
+    key_values = ", ".join(expr.format(r=row) for _, expr in CUBE_KEYS)
+    values = ", ".join(f"{sign}({expr.format(r=row)})" for _, _, expr in CUBE_MEASURES)
+    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name, _, _ in CUBE_MEASURES)
+    return (
+        f"INSERT INTO ledger_cube ({keys}, {names}) VALUES ({key_values}, {values}) "
+        f"ON CONFLICT ({keys}) DO UPDATE SET {updates};"
+    )
+
+
+def _cube_migration() -> str:
+    keys = ", ".join(name for name, _ in CUBE_KEYS)
+    columns = ",\n".join(
+        [f"    {name} TEXT NOT NULL" for name, _ in CUBE_KEYS]
+        + [f"    {name} {kind} NOT NULL DEFAULT 0" for name, kind, _ in CUBE_MEASURES]
+    )
+    names = ", ".join(name for name, _, _ in CUBE_MEASURES)
+    key_exprs = ", ".join(expr.format(r="ledger") for _, expr in CUBE_KEYS)
+    sums = ", ".join(
+        f"{'SUM' if kind == 'INTEGER' else 'TOTAL'}({expr.format(r='ledger')})"
+        for _, kind, expr in CUBE_MEASURES
+    )
+    return f"""
+    CREATE TABLE ledger_cube (
+{columns},
+    PRIMARY KEY ({keys})
+    ) WITHOUT ROWID;
+    INSERT INTO ledger_cube ({keys}, {names})
+        SELECT {key_exprs}, {sums} FROM ledger GROUP BY {key_exprs};
+    CREATE TRIGGER ledger_cube_insert AFTER INSERT ON ledger BEGIN
+        {_cube_upsert("NEW", "+")}
+    END;
+    CREATE TRIGGER ledger_cube_delete AFTER DELETE ON ledger BEGIN
+        {_cube_upsert("OLD", "-")}
+    END;
+    CREATE TRIGGER ledger_cube_update AFTER UPDATE ON ledger BEGIN
+        {_cube_upsert("OLD", "-")}
+        {_cube_upsert("NEW", "+")}
+    END;
+    """
+
 
 # Forward migrations of the ledger table; released steps never change.
 LEDGER_MIGRATIONS: tuple[str, ...] = (
@@ -91,6 +171,8 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ledger ADD COLUMN rate_reasoning REAL;
     CREATE INDEX ledger_month_project ON ledger(month, project);
     """,
+    # v3: the monthly cube and its triggers (see CUBE_KEYS), filled from existing rows.
+    _cube_migration(),
 )
 
 
@@ -148,9 +230,7 @@ class LedgerRow:
         if self.route not in ROUTES:
             raise PricingError(f"route must be one of {', '.join(ROUTES)}, got {self.route!r}")
         if self.status not in STATUSES:
-            raise PricingError(
-                f"status must be one of {', '.join(STATUSES)}, got {self.status!r}"
-            )
+            raise PricingError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
         if self.error_kind is not None and not _ERROR_KIND.match(self.error_kind):
             raise PricingError(
                 f"error_kind must be a short identifier like 'timeout' (never an error "
@@ -207,7 +287,11 @@ class LedgerRow:
             route="cloud",
             provider=provider,
             model=cost.model,
-            **_usage_fields(cost.usage),
+            input_tokens=cost.usage.input_tokens,
+            cached_input_tokens=cost.usage.cached_input_tokens,
+            cache_write_tokens=cost.usage.cache_write_tokens,
+            output_tokens=cost.usage.output_tokens,
+            reasoning_tokens=cost.usage.reasoning_tokens,
             cost_usd=cost.total_usd,
             cost_input_usd=cost.input_usd,
             cost_cached_input_usd=cost.cached_input_usd,
@@ -244,7 +328,11 @@ class LedgerRow:
             route="local",
             provider="local",
             model=model,
-            **_usage_fields(usage),
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
             energy_j=cost.energy_j,
             energy_source=cost.energy_source,
             cost_usd=cost.total_usd,
@@ -261,16 +349,6 @@ class LedgerRow:
         return cls(time=time, project=project, route="refused", **extra)
 
 
-def _usage_fields(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
-
-
 def _counterfactual_fields(cost: CloudCost | None) -> dict[str, Any]:
     if cost is None:
         return {}
@@ -278,11 +356,9 @@ def _counterfactual_fields(cost: CloudCost | None) -> dict[str, Any]:
 
 
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LedgerRow))
+assert _FIELDS[0] == "time"
 _COLUMNS: tuple[str, ...] = ("month", "day", *_FIELDS)
-_INSERT = (
-    f"INSERT INTO ledger ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
+_INSERT = f"INSERT INTO ledger ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM ledger"
 
 
@@ -291,9 +367,10 @@ def _time_text(value: dt.datetime) -> str:
 
 
 def _params(row: LedgerRow) -> tuple[Any, ...]:
-    values = asdict(row)
-    values["time"] = _time_text(row.time)
-    return (row.month, row.day, *(values[name] for name in _FIELDS))
+    utc = row.time.astimezone(dt.UTC)
+    values = [getattr(row, name) for name in _FIELDS]
+    values[0] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # "time" is the first field
+    return (utc.strftime("%Y-%m"), utc.strftime("%Y-%m-%d"), *values)
 
 
 def _from_db(record: Sequence[Any]) -> LedgerRow:
@@ -365,11 +442,12 @@ class Ledger:
         """Cloud spend of a month (what budgets cap): priced cloud rows' cost.
 
         Local cost (electricity, amortization) is not billed by anyone, so it
-        does not count against the budget; it is reported apart.
+        does not count against the budget; it is reported apart. Read from the
+        monthly cube: constant time however long the ledger grows.
         """
         sql, params = _month_filter(month, project)
         row = self.conn.execute(
-            f"SELECT COALESCE(SUM(cost_usd), 0.0) FROM ledger WHERE {sql} AND route = 'cloud'",
+            f"SELECT TOTAL(cost_usd) FROM ledger_cube WHERE {sql} AND route = 'cloud'",
             params,
         ).fetchone()
         return float(row[0])
@@ -378,10 +456,10 @@ class Ledger:
         """Request count and summed tokens of a month (re-pricing in the estimator)."""
         sql, params = _month_filter(month, project)
         row = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), "
+            "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(input_tokens), 0), "
             "COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(cache_write_tokens), 0), "
             "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0) "
-            f"FROM ledger WHERE {sql} AND route != 'refused'",
+            f"FROM ledger_cube WHERE {sql} AND route != 'refused'",
             params,
         ).fetchone()
         return int(row[0]), TokenUsage(*(int(v) for v in row[1:]))

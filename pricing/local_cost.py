@@ -74,9 +74,7 @@ class LocalCostModel:
     def monthly_hardware_usd(self) -> float:
         """The hardware's share of a month of ownership: price x share / months of life."""
         return (
-            self.hardware_price_usd
-            * self.inference_share
-            / (self.lifetime_years * MONTHS_PER_YEAR)
+            self.hardware_price_usd * self.inference_share / (self.lifetime_years * MONTHS_PER_YEAR)
         )
 
     @property

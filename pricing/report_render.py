@@ -66,7 +66,10 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     t = report.total
     local = report.route("local")
     lines = [
-        ("requests", f"{t.requests:,} ({t.ok:,} ok, {t.errors:,} error, {t.cancelled:,} cancelled)"),
+        (
+            "requests",
+            f"{t.requests:,} ({t.ok:,} ok, {t.errors:,} error, {t.cancelled:,} cancelled)",
+        ),
         (
             "tokens",
             f"{tokens(t.input_tokens)} in ({tokens(t.cached_input_tokens)} cached), "
@@ -204,6 +207,9 @@ svg text { font: 11px system-ui, sans-serif; fill: #4a5561; }
 """
 
 
+_COLORS = {"local": "#2f8f5b", "cloud": "#3569b8"}
+
+
 def daily_chart_svg(report: MonthReport, width: int = 900, height: int = 260) -> str:
     """Inline SVG: one stacked bar a day, local (green, bottom) under cloud (blue)."""
     left, right, top, bottom = 64, 12, 28, 34
@@ -224,21 +230,22 @@ def daily_chart_svg(report: MonthReport, width: int = 900, height: int = 260) ->
         parts.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}"/>'
         )
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{html.escape(usd(value))}</text>'
-        )
+        label = html.escape(usd(value))
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for index, day in enumerate(days):
         x = left + index * slot + (slot - bar_w) / 2
-        base = top + plot_h
+        base: float = top + plot_h
         for route, value in (("local", day.local_usd), ("cloud", day.cloud_usd)):
             if value <= 0:
                 continue
             h = plot_h * value / scale_max
             base -= h
+            tip = f"{day.day} {route}: {html.escape(usd(value))}"
             parts.append(
-                f'<rect class="bar-{route}" data-day="{day.day}" data-route="{route}" '
+                f'<rect class="bar-{route}" fill="{_COLORS[route]}" data-day="{day.day}" '
+                f'data-route="{route}" '
                 f'data-usd="{value!r}" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
-                f'height="{h:.1f}"><title>{day.day} {route}: {html.escape(usd(value))}</title></rect>'
+                f'height="{h:.1f}"><title>{tip}</title></rect>'
             )
         if index % 5 == 0 or index == len(days) - 1:
             parts.append(
@@ -249,9 +256,16 @@ def daily_chart_svg(report: MonthReport, width: int = 900, height: int = 260) ->
         f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" '
         f'y2="{top + plot_h}"/>'
     )
-    parts.append(f'<rect class="bar-local" x="{left}" y="8" width="10" height="10"/>')
+    # The legend; fills are attributes too, so the SVG keeps its colours when copied out.
+    parts.append(
+        f'<rect class="bar-local" fill="{_COLORS["local"]}" x="{left}" y="8" '
+        'width="10" height="10"/>'
+    )
     parts.append(f'<text x="{left + 14}" y="17">local</text>')
-    parts.append(f'<rect class="bar-cloud" x="{left + 60}" y="8" width="10" height="10"/>')
+    parts.append(
+        f'<rect class="bar-cloud" fill="{_COLORS["cloud"]}" x="{left + 60}" y="8" '
+        'width="10" height="10"/>'
+    )
     parts.append(f'<text x="{left + 74}" y="17">cloud</text>')
     if peak <= 0:
         parts.append(
@@ -288,7 +302,9 @@ def render_html(report: MonthReport) -> str:
             continue
         body.append(f"<h2>By {e(label)}</h2>")
         head = "".join(f'<th class="num">{e(n)}</th>' for n, _ in _COLUMNS)
-        body.append(f'<table class="by-{e(label)}"><thead><tr><th>{e(label)}</th>{head}</tr></thead><tbody>')
+        body.append(
+            f'<table class="by-{e(label)}"><thead><tr><th>{e(label)}</th>{head}</tr></thead><tbody>'
+        )
         for key, bucket in items:
             cells = "".join(f'<td class="num">{e(fmt(bucket))}</td>' for _, fmt in _COLUMNS)
             body.append(f"<tr><td>{e(key)}</td>{cells}</tr>")

@@ -84,7 +84,9 @@ def parse_sheet(data: Any, *, name: str, path: Path | None = None) -> PriceSheet
     unverified: set[str] = set()
     for model, values in models_raw.items():
         if not isinstance(values, dict):
-            raise PricingError(f"{where}: {model}: rates must be a mapping like {{input: 1, output: 2}}")
+            raise PricingError(
+                f"{where}: {model}: rates must be a mapping like {{input: 1, output: 2}}"
+            )
         models[str(model)] = rates_from_mapping(
             str(model), values, sheet=name, as_of=as_of, where=where
         )

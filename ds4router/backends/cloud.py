@@ -335,6 +335,9 @@ class CloudBackend:
             except Exception as exc:  # every provider error becomes an event
                 kind = cloud_errors.classify(exc)
                 detail = cloud_errors.redact(cloud_errors.clean_detail(exc), secrets)
+                reason = cloud_errors.connection_detail(exc)
+                if reason and cloud_errors.is_connection_error(exc):
+                    detail = f"could not connect ({reason})"
                 if kind == "timeout":
                     # The HTTP client's timeout: ours (first token, total) fire first.
                     detail = f"{detail} (cloud.timeouts.connect_s is {timeouts.connect_s:g}s)"
@@ -350,15 +353,18 @@ class CloudBackend:
                 outcome = failed(
                     kind, cloud_errors.redact(message, secrets), after_tokens=answer.started
                 )
-                if not answer.started and attempt < self.config.retries and kind in _RETRIED:
-                    retry_in, note = await self._retry_delay(exc, attempt, deadline, target)
-                    if note:
-                        outcome = Failed(
-                            outcome.kind,
-                            f"{outcome.message}; {note}",
-                            outcome.retryable,
-                            outcome.after_tokens,
-                        )
+                note = ""
+                if not answer.started:
+                    note = await self._offline_note(exc, target)
+                    if not note and attempt < self.config.retries and kind in _RETRIED:
+                        retry_in, note = self._retry_delay(exc, attempt, deadline)
+                if note:
+                    outcome = Failed(
+                        outcome.kind,
+                        f"{outcome.message}; {note}",
+                        outcome.retryable,
+                        outcome.after_tokens,
+                    )
             finally:
                 if response is not None:
                     await _close(response)
@@ -386,16 +392,23 @@ class CloudBackend:
             yield outcome
             return
 
-    async def _retry_delay(
-        self, exc: BaseException, attempt: int, deadline: float, target: ModelTarget
+    async def _offline_note(self, exc: BaseException, target: ModelTarget) -> str:
+        """After a failed connection, check the host: say so when it cannot be reached.
+
+        The probe's result is cached, so the next request fails at once (and the
+        router sees ``offline``) instead of each one waiting for its own error;
+        retrying an unreachable host would only delay the fallback.
+        """
+        return ""
+        probe = await asyncio.to_thread(self.reachability.check, target.endpoint, fresh=True)
+        if probe.reachable:
+            return ""
+        return f"offline: cannot reach {probe.endpoint} ({probe.detail})"
+
+    def _retry_delay(
+        self, exc: BaseException, attempt: int, deadline: float
     ) -> tuple[float | None, str]:
         """Seconds to wait before the next attempt (None: don't retry), and why not."""
-        if cloud_errors.is_connection_error(exc) and target.endpoint is not None:
-            # Refused, unresolvable or silent: if the host cannot be reached at
-            # all, backing off only delays the fallback.
-            probe = await asyncio.to_thread(self.reachability.check, target.endpoint, fresh=True)
-            if not probe.reachable:
-                return None, f"offline: cannot reach {probe.endpoint} ({probe.detail})"
         hinted = cloud_errors.retry_after_s(exc)
         if hinted is not None:
             delay = min(hinted, self.retry_after_max_s)

@@ -110,12 +110,36 @@ def _refine(exc: BaseException, kind: ErrorKind) -> ErrorKind:
     return kind
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in seen) and len(seen) < 20:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True when no HTTP answer came back at all (refused, reset, DNS...)."""
-    names = set(_class_names(exc))
-    if names & {"InternalServerError", "MidStreamFallbackError", "ServiceUnavailableError"}:
-        return False
-    return bool(names & _CONNECTION_CLASSES) or isinstance(exc, ConnectionError)
+    """True when no HTTP answer came back at all (refused, reset, DNS, connect timeout).
+
+    LiteLLM reports a refused connection as an ``InternalServerError`` (HTTP
+    500, synthesized); the exceptions it was raised from tell the truth.
+    """
+    for link in _chain(exc):
+        if isinstance(link, ConnectionError | TimeoutError):
+            return True
+        if set(_class_names(link)) & _CONNECTION_CLASSES:
+            return True
+    return False
+
+
+def connection_detail(exc: BaseException) -> str | None:
+    """The OS's reason for a failed connection (``Connection refused``), when there is one."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.strerror:
+            return str(link.strerror)
+    return None
 
 
 def retry_after_s(exc: BaseException, now: float | None = None) -> float | None:

@@ -18,27 +18,75 @@ DEFAULT_PROFILE = "m3-max-q2"
 
 
 @click.command("estimate")
-@click.option("--output-tokens", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Output tokens a month.")
-@click.option("--input-tokens", type=click.IntRange(min=0), default=0, show_default=True,
-              metavar="N", help="Input (prompt) tokens a month.")
-@click.option("--cached-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              metavar="F", help="Share of the input read from the provider's prompt cache.")
-@click.option("--models", "models", multiple=True, metavar="M",
-              help="Models to price (repeat or comma-separate); default: --top.")
-@click.option("--top", type=click.IntRange(min=1), default=40, show_default=True,
-              help="How many well-known chat models to price when --models is not given.")
-@click.option("--prices", default=None, metavar="SHEET|FILE",
-              help="Price as of a dated sheet in configs/prices (e.g. 2026-11), or add a sheet file.")
-@click.option("--local-profile", default=DEFAULT_PROFILE, show_default=True, metavar="NAME|FILE",
-              help="Local hardware profile (configs/local_profiles) or a YAML file.")
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Output tokens a month.",
+)
+@click.option(
+    "--input-tokens",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Input (prompt) tokens a month.",
+)
+@click.option(
+    "--cached-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    metavar="F",
+    help="Share of the input read from the provider's prompt cache.",
+)
+@click.option(
+    "--models",
+    "models",
+    multiple=True,
+    metavar="M",
+    help="Models to price (repeat or comma-separate); default: --top.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="How many well-known chat models to price when --models is not given.",
+)
+@click.option(
+    "--prices",
+    default=None,
+    metavar="SHEET|FILE",
+    help="Price as of a dated sheet in configs/prices (e.g. 2026-11), or add a sheet file.",
+)
+@click.option(
+    "--local-profile",
+    default=DEFAULT_PROFILE,
+    show_default=True,
+    metavar="NAME|FILE",
+    help="Local hardware profile (configs/local_profiles) or a YAML file.",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--from-ledger", is_flag=True,
-              help="Use a real month of traffic from the ledger instead of --*-tokens.")
-@click.option("--month", default=None, metavar="YYYY-MM",
-              help="With --from-ledger: the month (UTC); default: this month.")
-@click.option("--project", "project_name", default=None, metavar="P",
-              help="With --from-ledger: only this project's traffic.")
+@click.option(
+    "--from-ledger",
+    is_flag=True,
+    help="Use a real month of traffic from the ledger instead of --*-tokens.",
+)
+@click.option(
+    "--month",
+    default=None,
+    metavar="YYYY-MM",
+    help="With --from-ledger: the month (UTC); default: this month.",
+)
+@click.option(
+    "--project",
+    "project_name",
+    default=None,
+    metavar="P",
+    help="With --from-ledger: only this project's traffic.",
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -117,7 +165,9 @@ def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> Any:
     check_month(month)
     scope = f" for project {project}" if project else ""
     if not db_path.exists():
-        raise Ds4RouterError(f"no ledger at {db_path} yet; run some requests or use --output-tokens")
+        raise Ds4RouterError(
+            f"no ledger at {db_path} yet; run some requests or use --output-tokens"
+        )
     with Ledger(db_path) as ledger:
         requests, usage = ledger.usage_totals(month, project)
     if usage.output_tokens == 0:

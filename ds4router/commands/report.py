@@ -21,9 +21,7 @@ FORMATS = ("table", "csv", "json", "md", "html")
     metavar="P",
     help="Only this project's requests (default: all projects).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option(
     "-o",
     "--output",
@@ -59,7 +57,12 @@ def command(
                     budget_cfg.monthly_usd, spent, budget_cfg.warn_at, month, now
                 )
                 report = build_report(
-                    ledger, month, project_name, budget=budget, budget_project=budget_project, now=now
+                    ledger,
+                    month,
+                    project_name,
+                    budget=budget,
+                    budget_project=budget_project,
+                    now=now,
                 )
         else:
             # No ledger yet: an empty report, without creating the database.

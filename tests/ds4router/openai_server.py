@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -96,6 +97,16 @@ class RecordedRequest:
     at: float
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (cancelled streams, probes) are part of the script.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
 class OpenAIServer:
     """The server plus its script and its record of requests.
 
@@ -158,8 +169,7 @@ class OpenAIServer:
     def start(self, port: int = 0) -> OpenAIServer:
         """Listen on ``port`` (0: any free port) of 127.0.0.1."""
         handler = _make_handler(self)
-        httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        httpd.daemon_threads = True
+        httpd = _QuietServer(("127.0.0.1", port), handler)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -542,3 +542,17 @@ def test_network_guard_refuses_non_loopback(network_guard: Any) -> None:
         sock.close()
     assert len(network_guard.violations) == 4
     network_guard.violations.clear()  # expected here; any other test would fail at teardown
+
+
+async def test_network_guard_catches_a_backend_reaching_for_a_real_provider(
+    network_guard: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-real-key-000000")
+    backend = CloudBackend(CloudConfig(retries=0))  # openai/gpt-4.1 -> api.openai.com
+
+    events = await collect(backend)
+
+    failure = last_failure(events)
+    assert failure.kind == "unavailable"
+    assert any("api.openai.com" in v for v in network_guard.violations), network_guard.violations
+    network_guard.violations.clear()  # expected here; any other test would fail at teardown

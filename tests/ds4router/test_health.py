@@ -286,16 +286,18 @@ async def test_repeated_failures_degrade_then_a_success_restores(
 # -- offline: fall back at once ---------------------------------------------------------
 
 
-async def test_offline_fails_fast_instead_of_backing_off(closed_port: int) -> None:
+@pytest.mark.parametrize("retries", [0, 5])
+async def test_offline_fails_fast_instead_of_backing_off(closed_port: int, retries: int) -> None:
     # Five retries with 2 s backoff would take a minute if the backend kept trying.
     backend = backend_for(
         f"http://127.0.0.1:{closed_port}/v1",
-        retries=5,
+        retries=retries,
         backoff_base_s=2.0,
         backoff_max_s=2.0,
         reachability=Reachability(fail_ttl_s=30),
     )
-    await collect(backend)  # warm LiteLLM's import so the timings below are the backend's
+    first = await collect(backend)  # also warms LiteLLM's import for the timing below
+    assert isinstance(first[-1], Failed) and "offline" in first[-1].message
 
     started = time.monotonic()
     events = await collect(backend)

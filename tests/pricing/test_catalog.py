@@ -53,8 +53,9 @@ def test_loading_the_catalog_does_not_import_litellm() -> None:
         f"c = PriceCatalog.load(Path({str(SHEETS)!r})); assert len(c) > 1000; "
         "print('litellm' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
@@ -102,15 +103,24 @@ def test_the_dated_sheet_overrides_the_map(catalog: PriceCatalog) -> None:
     rates = catalog.rates("anthropic/claude-opus-4-7")
     assert rates is not None
     assert (rates.sheet, rates.as_of) == ("2026-11", "2026-11-15")
-    assert (rates.input, rates.cached_input, rates.cache_write, rates.output) == (5.0, 0.5, 6.25, 25.0)
+    assert (rates.input, rates.cached_input, rates.cache_write, rates.output) == (
+        5.0,
+        0.5,
+        6.25,
+        25.0,
+    )
     assert "anthropic/claude-opus-4-7" in catalog.unverified
 
 
 def test_later_sheets_win_and_as_of_ignores_newer_ones(tmp_path: Path) -> None:
-    write_sheet(tmp_path / "2026-01.yaml",
-                "as_of: 2026-01-10\nsource: test\nmodels:\n  acme/m1: {input: 1, output: 2}\n")
-    write_sheet(tmp_path / "2026-03.yaml",
-                "as_of: 2026-03-10\nsource: test\nmodels:\n  acme/m1: {output: 3}\n")
+    write_sheet(
+        tmp_path / "2026-01.yaml",
+        "as_of: 2026-01-10\nsource: test\nmodels:\n  acme/m1: {input: 1, output: 2}\n",
+    )
+    write_sheet(
+        tmp_path / "2026-03.yaml",
+        "as_of: 2026-03-10\nsource: test\nmodels:\n  acme/m1: {output: 3}\n",
+    )
     now = PriceCatalog.load(tmp_path, use_litellm=False)
     rates = now.rates("acme/m1")
     assert rates is not None and (rates.input, rates.output, rates.sheet) == (1.0, 3.0, "2026-03")
@@ -141,12 +151,17 @@ def test_an_override_for_an_unknown_model_needs_input_and_output() -> None:
         ("source: x\nmodels: {}\n", "as_of"),
         ("as_of: 2026-01-01\nmodels: {}\n", "source"),
         ("as_of: 2026-01-01\nsource: x\nmodels:\n  a/b: {inptu: 1, output: 1}\n", "inptu"),
-        ("as_of: 2026-01-01\nsource: x\nmodels:\n  a/b: {input: cheap, output: 1}\n", "not a number"),
+        (
+            "as_of: 2026-01-01\nsource: x\nmodels:\n  a/b: {input: cheap, output: 1}\n",
+            "not a number",
+        ),
         ("as_of: 2026-01-01\nsource: x\nmodels:\n  a/b: {input: -1, output: 1}\n", ">= 0"),
         ("as_of: 2026-01-01\nsource: x\nprices: {}\n", "unknown key 'prices'"),
     ],
 )
-def test_a_bad_sheet_names_the_file_and_the_problem(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_sheet_names_the_file_and_the_problem(
+    tmp_path: Path, text: str, message: str
+) -> None:
     sheet = write_sheet(tmp_path / "bad.yaml", text)
     with pytest.raises(PricingError, match=message) as info:
         PriceCatalog.load(tmp_path, use_litellm=False)

@@ -12,14 +12,25 @@ from pricing.rates import Rates
 from pricing.usage import TokenUsage
 
 # USD per 1M tokens: round numbers so the expected costs are easy to check by hand.
-OPUS = Rates("anthropic/claude-opus-4-7", input=5.0, output=25.0, cached_input=0.5,
-             cache_write=6.25, sheet="2026-11", as_of="2026-11-15")
+OPUS = Rates(
+    "anthropic/claude-opus-4-7",
+    input=5.0,
+    output=25.0,
+    cached_input=0.5,
+    cache_write=6.25,
+    sheet="2026-11",
+    as_of="2026-11-15",
+)
 
 
 def test_cached_tokens_are_priced_once_at_the_cached_rate() -> None:
     # 10,000 prompt tokens of which 8,000 came from the cache, 1,000 written to it.
-    usage = TokenUsage(input_tokens=10_000, cached_input_tokens=8_000, cache_write_tokens=1_000,
-                       output_tokens=2_000)
+    usage = TokenUsage(
+        input_tokens=10_000,
+        cached_input_tokens=8_000,
+        cache_write_tokens=1_000,
+        output_tokens=2_000,
+    )
     cost = price_request(usage, OPUS)
     # 1,000 plain x $5 + 8,000 x $0.50 + 1,000 x $6.25 + 2,000 x $25, per 1M:
     assert cost.input_usd == pytest.approx(0.005)
@@ -93,8 +104,12 @@ def test_openai_usage_counts_cached_inside_prompt_tokens() -> None:
 
 def test_anthropic_usage_adds_cache_reads_and_writes_to_the_prompt() -> None:
     usage = TokenUsage.from_anthropic(
-        {"input_tokens": 50, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 100,
-         "output_tokens": 70}
+        {
+            "input_tokens": 50,
+            "cache_read_input_tokens": 900,
+            "cache_creation_input_tokens": 100,
+            "output_tokens": 70,
+        }
     )
     assert usage == TokenUsage(1_050, 900, 100, 70, 0)
     assert price_request(usage, OPUS).total_usd == pytest.approx(
@@ -104,7 +119,11 @@ def test_anthropic_usage_adds_cache_reads_and_writes_to_the_prompt() -> None:
 
 def test_separately_reported_reasoning_is_folded_into_output() -> None:
     usage = TokenUsage.separate_reasoning(input_tokens=10, output_tokens=40, reasoning_tokens=60)
-    assert (usage.output_tokens, usage.reasoning_tokens, usage.visible_output_tokens) == (100, 60, 40)
+    assert (usage.output_tokens, usage.reasoning_tokens, usage.visible_output_tokens) == (
+        100,
+        60,
+        40,
+    )
 
 
 counts = st.integers(min_value=0, max_value=5_000_000)
@@ -116,8 +135,13 @@ def test_total_is_the_sum_of_parts_and_caching_never_costs_more(
 ) -> None:
     usage = TokenUsage(plain + cached + written, cached, written, visible + reasoning, reasoning)
     cost = price_request(usage, OPUS)
-    parts = (cost.input_usd, cost.cached_input_usd, cost.cache_write_usd, cost.output_usd,
-             cost.reasoning_usd)
+    parts = (
+        cost.input_usd,
+        cost.cached_input_usd,
+        cost.cache_write_usd,
+        cost.output_usd,
+        cost.reasoning_usd,
+    )
     assert cost.total_usd == pytest.approx(sum(p or 0.0 for p in parts))
     # The same prompt without cache reads costs at least as much (cached rate < input rate).
     uncached = TokenUsage(usage.input_tokens, 0, written, usage.output_tokens, reasoning)

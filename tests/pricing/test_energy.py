@@ -66,8 +66,9 @@ def test_unreadable_or_missing_counters_fall_back_to_configured_watts(tmp_path: 
 
 def test_configured_mode_never_reads_counters(tmp_path: Path) -> None:
     make_zone(tmp_path, "intel-rapl:0", "package-0", 0, 10**12)
-    with EnergyMeter(50, source="configured", meters=[RaplMeter(tmp_path)],
-                     clock=StepClock(2.0)) as span:
+    with EnergyMeter(
+        50, source="configured", meters=[RaplMeter(tmp_path)], clock=StepClock(2.0)
+    ) as span:
         pass
     assert span.reading is not None
     assert (span.reading.source, span.reading.joules) == ("configured", pytest.approx(100.0))

@@ -23,17 +23,32 @@ from pricing.usage import TokenUsage
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 11, 3, 9, 30, tzinfo=dt.UTC)
-FLASH = Rates("deepseek/deepseek-v4-flash", input=0.30, output=1.20, cached_input=0.006,
-              sheet="2026-11", as_of="2026-11-15")
+FLASH = Rates(
+    "deepseek/deepseek-v4-flash",
+    input=0.30,
+    output=1.20,
+    cached_input=0.006,
+    sheet="2026-11",
+    as_of="2026-11-15",
+)
 OPUS = Rates("anthropic/claude-opus-4-7", input=5.0, output=25.0, cached_input=0.5)
 
 
 def cloud_row(when: dt.datetime = T0, project: str = "acme") -> LedgerRow:
     usage = TokenUsage(input_tokens=4_000, cached_input_tokens=3_000, output_tokens=500)
     return LedgerRow.for_cloud(
-        time=when, project=project, provider="deepseek", cost=price_request(usage, FLASH),
-        counterfactual=price_request(usage, OPUS), rule="routine", privacy="internal",
-        task="explain", conversation_id="c-1", ttft_s=0.4, duration_s=3.0, tok_s=170.0,
+        time=when,
+        project=project,
+        provider="deepseek",
+        cost=price_request(usage, FLASH),
+        counterfactual=price_request(usage, OPUS),
+        rule="routine",
+        privacy="internal",
+        task="explain",
+        conversation_id="c-1",
+        ttft_s=0.4,
+        duration_s=3.0,
+        tok_s=170.0,
     )
 
 
@@ -44,6 +59,8 @@ def test_database_file_is_private_wal_with_foreign_keys(tmp_path: Path) -> None:
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert ledger.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert ledger.conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists() and stat.S_IMODE(wal.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -66,19 +83,29 @@ def test_rows_round_trip_with_costs_rates_and_counterfactual(tmp_path: Path) -> 
     assert got.cost_usd == pytest.approx((1_000 * 0.30 + 3_000 * 0.006 + 500 * 1.20) / 1e6)
     assert got.counterfactual_usd == pytest.approx((1_000 * 5 + 3_000 * 0.5 + 500 * 25) / 1e6)
     assert (got.reference_model, got.price_sheet, got.price_as_of) == (
-        "anthropic/claude-opus-4-7", "2026-11", "2026-11-15")
+        "anthropic/claude-opus-4-7",
+        "2026-11",
+        "2026-11-15",
+    )
     assert (got.rate_input, got.rate_cached_input, got.rate_output) == (0.30, 0.006, 1.20)
 
 
 def test_unpriced_local_and_refused_rows(tmp_path: Path) -> None:
     machine = LocalCostModel(90, 0.17, 4800, 3, 8, 1.0)
     local = LedgerRow.for_local(
-        time=T0, project="acme", usage=TokenUsage(input_tokens=100, output_tokens=10),
-        cost=machine.local_cost(2.0), model="ds4-flash-q2", status="cancelled",
+        time=T0,
+        project="acme",
+        usage=TokenUsage(input_tokens=100, output_tokens=10),
+        cost=machine.local_cost(2.0),
+        model="ds4-flash-q2",
+        status="cancelled",
     )
     unpriced = LedgerRow.for_cloud(
-        time=T0, project="acme", cost=price_request(TokenUsage(10, 0, 0, 5, 0), None, model="x/y"),
-        status="error", error_kind="timeout",
+        time=T0,
+        project="acme",
+        cost=price_request(TokenUsage(10, 0, 0, 5, 0), None, model="x/y"),
+        status="error",
+        error_kind="timeout",
     )
     refused = LedgerRow.for_refused(time=T0, project="acme", privacy="secret", rule="no-cloud")
     with Ledger(tmp_path / "db") as ledger:
@@ -96,8 +123,12 @@ def test_unpriced_local_and_refused_rows(tmp_path: Path) -> None:
 def test_spent_counts_priced_cloud_rows_of_the_month_and_project(tmp_path: Path) -> None:
     with Ledger(tmp_path / "db") as ledger:
         ledger.record_many(
-            [cloud_row(), cloud_row(), cloud_row(project="other"),
-             cloud_row(when=dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC))]
+            [
+                cloud_row(),
+                cloud_row(),
+                cloud_row(project="other"),
+                cloud_row(when=dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC)),
+            ]
         )
         one = cloud_row().cost_usd
         assert one is not None
@@ -106,10 +137,40 @@ def test_spent_counts_priced_cloud_rows_of_the_month_and_project(tmp_path: Path)
         assert ledger.months() == ["2026-10", "2026-11"]
 
 
+def test_the_monthly_cube_follows_updates_and_deletes(tmp_path: Path) -> None:
+    # Re-pricing rewrites costs and pruning deletes rows: the cube's triggers must follow,
+    # or reports and budgets would drift from the rows.
+    with Ledger(tmp_path / "db") as ledger:
+        ledger.record_many([cloud_row(), cloud_row(project="other"), cloud_row()])
+        conn = ledger.conn
+        conn.execute("UPDATE ledger SET cost_usd = 1.25, project = 'moved' WHERE id = 1")
+        conn.execute("DELETE FROM ledger WHERE id = 2")
+        one = cloud_row().cost_usd
+        assert one is not None
+        assert ledger.spent("2026-11", "acme") == pytest.approx(one)
+        assert ledger.spent("2026-11", "moved") == pytest.approx(1.25)
+        assert ledger.spent("2026-11", "other") == 0.0
+        direct = conn.execute(
+            "SELECT project, COUNT(*), SUM(output_tokens), TOTAL(cost_usd) FROM ledger "
+            "GROUP BY project ORDER BY project"
+        ).fetchall()
+        cube = conn.execute(
+            "SELECT project, SUM(requests), SUM(output_tokens), TOTAL(cost_usd) FROM ledger_cube "
+            "WHERE requests != 0 GROUP BY project ORDER BY project"
+        ).fetchall()
+        assert [row[:3] for row in cube] == [row[:3] for row in direct]
+        assert [row[3] for row in cube] == pytest.approx([row[3] for row in direct])
+
+
 def test_error_kind_must_be_an_identifier_not_a_message() -> None:
     with pytest.raises(PricingError, match="short identifier"):
-        LedgerRow(time=T0, project="p", route="cloud", status="error",
-                  error_kind="AuthenticationError: key sk-live-123 rejected")
+        LedgerRow(
+            time=T0,
+            project="p",
+            route="cloud",
+            status="error",
+            error_kind="AuthenticationError: key sk-live-123 rejected",
+        )
     with pytest.raises(PricingError, match="route"):
         LedgerRow(time=T0, project="p", route="moon")
 
@@ -131,15 +192,22 @@ def test_migrating_a_version_1_ledger_keeps_its_rows(tmp_path: Path) -> None:
     old.close()
 
     with Ledger(path) as ledger:
-        assert ledger.version == len(LEDGER_MIGRATIONS) == 2
-        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 2
-        assert schema_version(ledger.conn, "ledger") == 2
+        assert ledger.version == len(LEDGER_MIGRATIONS) == 3
+        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert schema_version(ledger.conn, "ledger") == 3
         rows = ledger.month_rows("2026-11")
         assert len(rows) == 1
         assert (rows[0].model, rows[0].cost_usd, rows[0].cache_write_tokens) == (
-            "openai/gpt-4.1", 0.0028, 0)
-        ledger.record(cloud_row())  # the new columns are writable
+            "openai/gpt-4.1",
+            0.0028,
+            0,
+        )
+        # The monthly cube (v3) was filled from the old rows, and keeps up with new ones.
+        assert ledger.spent("2026-11", "acme") == pytest.approx(0.0028)
+        ledger.record(cloud_row())
         assert ledger.count() == 2
+        assert ledger.spent("2026-11", "acme") == pytest.approx(0.0028 + cloud_row().cost_usd)
+        assert ledger.usage_totals("2026-11")[1].input_tokens == 1_000 + 4_000
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -168,7 +236,7 @@ def test_other_components_migrate_their_own_tables_in_the_same_file(tmp_path: Pa
     assert apply_migrations(conn, "history", steps) == 2
     assert apply_migrations(conn, "history", steps) == 2  # nothing left to run
     assert schema_version(conn, "history") == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # still the ledger's
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3  # still the ledger's
     with pytest.raises(sqlite3.IntegrityError):  # foreign keys are enforced
         conn.execute("INSERT INTO messages (conversation_id, body) VALUES ('nope', 'x')")
     conn.close()
@@ -192,11 +260,15 @@ WRITER = textwrap.dedent(
 def test_two_processes_append_at_once(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite3"
     Ledger(path).close()
-    count = 300
+    count = 1_000
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, str(count), str(go)],
-                         cwd=REPO, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), name, str(count), str(go)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("tui", "cli")
     ]
     go.touch()

@@ -8,8 +8,14 @@ from pricing.errors import PricingError
 from pricing.local_cost import LocalCostModel
 
 # $4,800 over 3 years of 8-hour days: 4800 / (3 x 365 x 8 x 3600) = $0.000152207 a second.
-MACHINE = LocalCostModel(watts=90, electricity_usd_per_kwh=0.17, hardware_price_usd=4800,
-                         lifetime_years=3, hours_per_day=8, inference_share=1.0)
+MACHINE = LocalCostModel(
+    watts=90,
+    electricity_usd_per_kwh=0.17,
+    hardware_price_usd=4800,
+    lifetime_years=3,
+    hours_per_day=8,
+    inference_share=1.0,
+)
 
 
 def test_configured_watts_times_seconds_when_nothing_was_measured() -> None:
@@ -32,12 +38,16 @@ def test_inference_share_scales_only_the_hardware_part() -> None:
     assert half.local_cost(10).amortization_usd == pytest.approx(
         MACHINE.local_cost(10).amortization_usd / 2
     )
-    assert half.local_cost(10).electricity_usd == pytest.approx(MACHINE.local_cost(10).electricity_usd)
+    assert half.local_cost(10).electricity_usd == pytest.approx(
+        MACHINE.local_cost(10).electricity_usd
+    )
 
 
 def test_usd_per_million_tokens_at_a_steady_speed() -> None:
     # 1M tokens at 25 tok/s = 40,000 s: 3.6 MJ = 1 kWh = $0.17, plus 40,000 s of hardware.
-    assert MACHINE.usd_per_mtok(25.0) == pytest.approx(0.17 * 1.0 + 40_000 * 4800 / (3 * 365 * 8 * 3600))
+    assert MACHINE.usd_per_mtok(25.0) == pytest.approx(
+        0.17 * 1.0 + 40_000 * 4800 / (3 * 365 * 8 * 3600)
+    )
     assert MACHINE.monthly_hardware_usd == pytest.approx(4800 / 36)
 
 

@@ -1,0 +1,321 @@
+"""Decode and prefill speed of the MLX engine; prints one JSON object.
+
+CPU (default): a mid-size DeepSeek V4 config (hidden 1024, 8 layers, 64
+experts, ff 512, the full 129280 vocabulary) in float32. The transformers
+reference is built with random weights (zeros randomized), the same weights go
+into the MLX engine, and both prefill the same prompt and decode the same
+tokens greedily with their caches. Reports tok/s of each, their ratio
+(``decode_speedup_vs_reference``), the logits' agreement after prefill, and the
+weight bytes one decoded token reads.
+
+GPU (``--device gpu``, on the device machine with mlx-cuda): Flash's real layer
+sizes (hidden 4096, 64 heads x 512, 256 experts, ff 2048) with random weights
+generated on the GPU -- FP4 (mxfp4) routed experts, FP8 (mxfp8) projections,
+bf16 activations -- for ``--layers`` layers. No reference there; the baseline is
+the GPU's own copy bandwidth measured in the same run, and the result includes
+the per-token time per layer.
+
+Run: ``python bench/engine_decode.py`` (CPU) or
+``python bench/engine_decode.py --device gpu --layers 12``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def machine() -> dict[str, Any]:
+    import mlx.core as mx
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "mlx": mx.__version__,
+        "device": str(mx.default_device()),
+    }
+    try:
+        info["device_info"] = {
+            k: v for k, v in mx.device_info().items() if isinstance(v, int | float | str)
+        }
+    except Exception:  # noqa: BLE001 - device_info is optional across mlx versions
+        pass
+    return info
+
+
+def mid_size_spec(args: argparse.Namespace) -> dict[str, Any]:
+    sliding, csa, hca = (
+        "sliding_attention",
+        "compressed_sparse_attention",
+        "heavily_compressed_attention",
+    )
+    n = args.layers
+    layer_types = [sliding if i < 2 else (csa if i % 2 == 0 else hca) for i in range(n)]
+    return {
+        "vocab_size": args.vocab,
+        "hidden_size": args.hidden,
+        "moe_intermediate_size": args.ff,
+        "num_hidden_layers": n,
+        "num_attention_heads": args.heads,
+        "head_dim": 512,
+        "partial_rotary_factor": 64 / 512,
+        "q_lora_rank": args.hidden // 2,
+        "o_groups": 4,
+        "o_lora_rank": args.hidden // 4,
+        "n_routed_experts": args.experts,
+        "num_experts_per_tok": 6,
+        "layer_types": layer_types,
+        "mlp_layer_types": ["hash_moe" if i < 3 else "moe" for i in range(n)],
+        "index_n_heads": 16,
+        "index_head_dim": 128,
+        "index_topk": 512,
+        "sliding_window": 128,
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "factor": 16.0,
+            "original_max_position_embeddings": 65536,
+            "beta_fast": 32,
+            "beta_slow": 1,
+        },
+        "initializer_range": 0.05,
+    }
+
+
+def reference_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    import numpy as np
+    import torch
+    from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+
+    from local_engine.config import config_from_dict
+    from local_engine.loader import build_model
+    from local_engine.safetensors_io import TensorInfo
+
+    spec = mid_size_spec(args)
+    torch.manual_seed(args.seed)
+    ref = DeepseekV4ForCausalLM(DeepseekV4Config(**spec)).float().eval()
+    g = torch.Generator().manual_seed(args.seed + 1)
+    with torch.no_grad():
+        for name, p in list(ref.named_parameters()) + list(ref.named_buffers()):
+            if name.endswith("tid2eid"):
+                p.copy_(torch.argsort(torch.rand(p.shape[0], args.experts, generator=g), -1)[:, :6])
+            elif name.endswith(("sinks", "position_bias", "e_score_correction_bias", "hc.base")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    cfg = config_from_dict({"model_type": "deepseek_v4", **ref.config.to_dict()})
+    state = ref.state_dict()
+    names = [k for k in state if "inv_freq" not in k]
+
+    def info(name: str) -> TensorInfo:
+        t = state[name]
+        dt = "F32" if t.dtype == torch.float32 else "I64"
+        return TensorInfo(name, Path("<memory>"), dt, tuple(t.shape), 0, 0)
+
+    def stream() -> Any:
+        for name in names:
+            yield info(name), state[name].numpy()
+
+    model = build_model(cfg, [info(n) for n in names], [stream()], dtype=__import__("mlx.core").core.float32)
+    del np
+    return ref, model
+
+
+def time_mlx(model: Any, prompt: list[int], steps: int) -> dict[str, Any]:
+    import mlx.core as mx
+
+    cache = model.make_cache()
+    t0 = time.perf_counter()
+    logits = model.prefill(mx.array([prompt]), cache, chunk_size=len(prompt))
+    mx.eval(logits)
+    prefill_s = time.perf_counter() - t0
+    prefill_logits = logits
+    token = mx.argmax(logits[:, -1, :], axis=-1)[:, None].astype(mx.int32)
+    mx.eval(token)
+    out = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        logits = model(token, cache=cache)
+        token = mx.argmax(logits[:, -1, :], axis=-1)[:, None].astype(mx.int32)
+        mx.async_eval(token, *cache.arrays())
+        out.append(token)
+    mx.eval(out)
+    decode_s = time.perf_counter() - t0
+    return {
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "prefill_tok_s": len(prompt) / prefill_s,
+        "decode_tok_s": steps / decode_s,
+        "tokens": [int(t.item()) for t in out],
+        "prefill_logits": prefill_logits,
+    }
+
+
+def time_reference(ref: Any, prompt: list[int], steps: int) -> dict[str, Any]:
+    import torch
+
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = ref(ids, use_cache=True)
+        prefill_s = time.perf_counter() - t0
+        prefill_logits = out.logits[:, -1, :].clone()
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+        toks = []
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = ref(token, cache=cache, use_cache=True)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            toks.append(int(token))
+        decode_s = time.perf_counter() - t0
+    return {
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "prefill_tok_s": len(prompt) / prefill_s,
+        "decode_tok_s": steps / decode_s,
+        "tokens": toks,
+        "prefill_logits": prefill_logits.numpy(),
+    }
+
+
+def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
+    import mlx.core as mx
+    import numpy as np
+    import torch
+
+    mx.set_default_device(mx.cpu)
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    ref, model = reference_and_engine(args)
+    build_s = time.perf_counter() - t0
+    prompt = np.random.default_rng(args.seed).integers(0, args.vocab, args.prompt).tolist()
+    # Warm-up (compilation caches, allocator) on a short run, then the timed runs.
+    time_mlx(model, prompt[:8], 2)
+    engine = time_mlx(model, prompt, args.steps)
+    reference = time_reference(ref, prompt, args.steps)
+    delta = float(
+        np.abs(np.array(engine.pop("prefill_logits")[0, -1]) - reference.pop("prefill_logits")[0]).max()
+    )
+    same = engine["tokens"] == reference["tokens"]
+    return {
+        "bench": "engine_decode",
+        "device": "cpu",
+        "dtype": "float32",
+        "config": {k: v for k, v in mid_size_spec(args).items() if k != "rope_parameters"},
+        "prompt_tokens": args.prompt,
+        "decode_tokens": args.steps,
+        "parameters": model.num_parameters(),
+        "weight_bytes_by_dtype": model.weight_bytes_by_dtype(),
+        "weight_bytes_per_decoded_token": model.weight_bytes_per_token(),
+        "mlx": {k: v for k, v in engine.items() if k != "tokens"},
+        "reference_transformers": {k: v for k, v in reference.items() if k != "tokens"},
+        "decode_speedup_vs_reference": engine["decode_tok_s"] / reference["decode_tok_s"],
+        "prefill_speedup_vs_reference": engine["prefill_tok_s"] / reference["prefill_tok_s"],
+        "prefill_last_logits_max_abs_delta": delta,
+        "greedy_tokens_identical": same,
+        "build_s": build_s,
+        "machine": machine(),
+    }
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> float:
+    """Bytes/s of a device copy (read + write counted), the same run's bandwidth baseline."""
+    import mlx.core as mx
+
+    a = mx.random.uniform(shape=(nbytes // 4,))
+    mx.eval(a)
+    b = a + 1
+    mx.eval(b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        b = a + 1
+        mx.eval(b)
+    dt = time.perf_counter() - t0
+    return 2 * nbytes * reps / dt
+
+
+def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from local_engine.model import Model
+    from local_engine.random_checkpoint import preset_config, random_weights
+
+    mx.set_default_device(mx.gpu)
+    cfg = preset_config("full-layer", num_layers=args.layers)
+    t0 = time.perf_counter()
+    weights = random_weights(
+        cfg, args.seed, dtype=mx.bfloat16, dense_format=args.dense_format,
+        expert_format=args.expert_format,
+    )
+    model = Model(cfg, weights, dtype=mx.bfloat16)
+    build_s = time.perf_counter() - t0
+    bandwidth = copy_bandwidth()
+    prompt = list(range(1000, 1000 + args.prompt))
+    time_mlx(model, prompt[:8], 4)
+    run = time_mlx(model, prompt, args.steps)
+    run.pop("prefill_logits")
+    per_token_s = run["decode_s"] / args.steps
+    bytes_tok = model.weight_bytes_per_token()
+    return {
+        "bench": "engine_decode",
+        "device": "gpu",
+        "dtype": "bfloat16",
+        "dense_format": args.dense_format,
+        "expert_format": args.expert_format,
+        "config": cfg.to_dict() | {"random_weights": None},
+        "layers": args.layers,
+        "prompt_tokens": args.prompt,
+        "decode_tokens": args.steps,
+        "parameters": model.num_parameters(),
+        "weight_bytes_by_dtype": model.weight_bytes_by_dtype(),
+        "weight_bytes_per_decoded_token": bytes_tok,
+        "mlx": {k: v for k, v in run.items() if k != "tokens"},
+        "decode_ms_per_token": per_token_s * 1e3,
+        "decode_ms_per_token_per_layer": per_token_s * 1e3 / args.layers,
+        "copy_bandwidth_GBps": bandwidth / 1e9,
+        "decode_weight_bandwidth_GBps": bytes_tok / per_token_s / 1e9,
+        "decode_fraction_of_copy_bandwidth": bytes_tok / per_token_s / bandwidth,
+        "peak_memory_GB": mx.get_peak_memory() / 1e9,
+        "build_s": build_s,
+        "machine": machine(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--experts", type=int, default=64)
+    p.add_argument("--ff", type=int, default=512)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=129280)
+    p.add_argument("--prompt", type=int, default=None, help="prompt tokens")
+    p.add_argument("--steps", type=int, default=None, help="decoded tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
+    p.add_argument("--expert-format", default="mxfp4", choices=["mxfp4", "mxfp8", "float"])
+    args = p.parse_args()
+    if args.device == "cpu":
+        args.layers = args.layers or 8
+        args.prompt = args.prompt or 256
+        args.steps = args.steps or 32
+        result = run_cpu(args)
+    else:
+        args.layers = args.layers or 12
+        args.prompt = args.prompt or 1024
+        args.steps = args.steps or 64
+        result = run_gpu(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Screens over the chat: report, estimator, explain, settings, and small dialogs."""
+
+from __future__ import annotations

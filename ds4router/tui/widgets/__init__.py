@@ -1,0 +1,3 @@
+"""Widgets of the TUI: messages, the input, the sidebar and its parts."""
+
+from __future__ import annotations

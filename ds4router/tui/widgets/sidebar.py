@@ -1,0 +1,103 @@
+"""The sidebar: the project and its privacy defaults, the month's money, engines, conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, ListItem, ListView, Static
+
+from ds4router.config.loader import LoadedConfig
+from ds4router.tui.engine_loader import EngineStatus
+from ds4router.tui.figures import MonthFigures
+from ds4router.tui.format import bar, budget_level, money, short_model
+
+
+class BudgetBar(Static):
+    """Month-to-date spend against the budget; its class follows the warning thresholds."""
+
+    def show(self, figures: MonthFigures, width: int = 24) -> None:
+        level, fraction = budget_level(figures.spent_usd, figures.cap_usd, figures.warn_at)
+        self.set_classes(f"-{level}")
+        if figures.cap_usd is None:
+            self.update(Text(f"{money(figures.spent_usd)} cloud · no budget set"))
+            return
+        text = Text()
+        text.append(bar(fraction, width), style="")
+        percent = "" if fraction is None else f" {fraction * 100:.0f}%"
+        text.append(percent)
+        self.update(text)
+
+
+class ConversationItem(ListItem):
+    def __init__(self, conversation_id: str, title: str, current: bool) -> None:
+        super().__init__(Label(title or "(untitled)"), classes="-current" if current else "")
+        self.conversation_id = conversation_id
+        self.title = title
+
+
+class Sidebar(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Static("", id="project")
+        yield Static("", id="privacy")
+        yield Static("", id="month", classes="section")
+        yield Static("", id="spend")
+        yield BudgetBar("", id="budget-bar")
+        yield Static("", id="savings")
+        yield Static("Engines", classes="section")
+        yield Static("", id="engine")
+        yield Static("", id="cloud")
+        yield Static("Conversations", classes="section")
+        yield ListView(id="conversations")
+
+    def show_config(self, loaded: LoadedConfig) -> None:
+        privacy = loaded.config.privacy
+        self.query_one("#project", Static).update(Text(loaded.project_name, style="bold"))
+        self.query_one("#privacy", Static).update(
+            f"privacy {privacy.default} · cloud ≤ {privacy.cloud_max_privacy}"
+        )
+
+    def show_figures(self, figures: MonthFigures) -> None:
+        self.query_one("#month", Static).update(f"Month {figures.month}")
+        spend = f"cloud {money(figures.spent_usd)}"
+        if figures.cap_usd is not None:
+            spend += f" of {money(figures.cap_usd)}"
+        self.query_one("#spend", Static).update(spend)
+        self.query_one(BudgetBar).show(figures)
+        ref = short_model(figures.reference_models[0]) if figures.reference_models else ""
+        saved = f"saved {money(figures.savings_usd)}" + (f" vs {ref}" if ref else "")
+        lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
+        if figures.unpriced:
+            lines.append(f"{figures.unpriced} unpriced")
+        self.query_one("#savings", Static).update("\n".join(lines))
+
+    def show_engine(self, status: EngineStatus) -> None:
+        dot = {"ready": "green", "loading": "yellow", "failed": "red"}.get(status.state, "grey50")
+        text = Text()
+        text.append("● ", style=dot)
+        text.append(f"local {status.text}")
+        widget = self.query_one("#engine", Static)
+        widget.update(text)
+        widget.tooltip = status.detail or None
+
+    def show_cloud(self, status: str, detail: str) -> None:
+        dot = {"ready": "green", "degraded": "yellow", "offline": "red"}.get(status, "grey50")
+        text = Text()
+        text.append("● ", style=dot)
+        text.append(f"cloud {status.replace('_', ' ')}")
+        widget = self.query_one("#cloud", Static)
+        widget.update(text)
+        widget.tooltip = detail or None
+
+    def show_conversations(self, conversations: Sequence[Any], current: str | None) -> None:
+        view = self.query_one("#conversations", ListView)
+        view.clear()
+        items = [ConversationItem(c.id, c.title, c.id == current) for c in conversations]
+        if items:
+            view.extend(items)
+            for index, item in enumerate(items):
+                if item.conversation_id == current:
+                    view.index = index
