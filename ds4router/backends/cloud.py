@@ -399,7 +399,8 @@ class CloudBackend:
         router sees ``offline``) instead of each one waiting for its own error;
         retrying an unreachable host would only delay the fallback.
         """
-        return ""
+        if target.endpoint is None or not cloud_errors.is_connection_error(exc):
+            return ""
         probe = await asyncio.to_thread(self.reachability.check, target.endpoint, fresh=True)
         if probe.reachable:
             return ""

@@ -150,7 +150,6 @@ class Ds4RouterApp(App[None]):
 
     def on_mount(self) -> None:
         self.composer.prompt.cursor_blink = self.cursor_blink
-        self.chat_log.anchor()
         self._apply_keymap(self.loaded)
         self.sidebar.show_config(self.loaded)
         self.sidebar.show_engine(self.engine_status)
@@ -233,6 +232,8 @@ class Ds4RouterApp(App[None]):
         existing = self.query("#welcome")
         show = self._setup is not None and self._setup.nothing_configured
         if show and not existing and not self.query(AssistantMessage):
+            # Read from the top: the log stays anchored to the bottom only for chat.
+            self.chat_log.anchor(False)
             self.chat_log.mount(WelcomeView(self._setup, self.key_labels()))
         elif not show and existing:
             existing.remove()
@@ -264,6 +265,12 @@ class Ds4RouterApp(App[None]):
                     keys = self._keymap.get(b.id, b.key)
                     rows.append((b.id, key_label(keys), f"{screen_id}: {b.description}"))
         return rows
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Chat actions belong to the chat: hidden and off while another screen is up."""
+        if action in _CHAT_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
 
     # --- command palette ---------------------------------------------------------------
 
@@ -311,6 +318,7 @@ class Ds4RouterApp(App[None]):
         welcome = self.query("#welcome")
         if welcome:
             await welcome.remove()
+        self.chat_log.anchor()
         user = UserMessage(text, stamp)
         message = AssistantMessage(stamp, prompt=text)
         self._current_message = message
@@ -788,6 +796,8 @@ class Ds4RouterApp(App[None]):
     def action_toggle_sidebar(self) -> None:
         self.sidebar.display = not self.sidebar.display
 
+
+_CHAT_ACTIONS = frozenset(a.action.split("(")[0] for a in ACTIONS if a.id != "quit")
 
 PROJECT_TEMPLATE = """\
 # ds4router project settings (see the README). Saved changes apply at once.

@@ -556,3 +556,16 @@ async def test_network_guard_catches_a_backend_reaching_for_a_real_provider(
     assert failure.kind == "unavailable"
     assert any("api.openai.com" in v for v in network_guard.violations), network_guard.violations
     network_guard.violations.clear()  # expected here; any other test would fail at teardown
+
+
+def test_importing_the_backends_does_not_import_litellm() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ds4router.backends, ds4router.backends.cloud, ds4router.backends.health\n"
+        "heavy = [m for m in ('litellm', 'httpx', 'openai', 'aiohttp') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -15,21 +15,32 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static, TabbedContent, TabPane
 
-from ds4router.config.loader import LoadedConfig, flatten_keys, source_of
+from ds4router import paths
+from ds4router.config.loader import PROJECT_FILE, LoadedConfig, flatten_keys, source_of
 
 
 def config_rows(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
-    """(dotted key, value, source file) for every leaf of the merged configuration."""
+    """(dotted key, value, where it came from) for every leaf of the merged configuration."""
     data = loaded.config.model_dump(mode="json")
     rows = []
     for key in flatten_keys(data):
         value: Any = data
         for part in key.split("."):
             value = value[part]
-        rows.append(
-            (key, json.dumps(value, ensure_ascii=False), _short(source_of(loaded.sources, key)))
-        )
+        source = source_label(source_of(loaded.sources, key), loaded)
+        rows.append((key, json.dumps(value, ensure_ascii=False), source))
     return rows
+
+
+def source_label(source: str, loaded: LoadedConfig) -> str:
+    """``project``, ``user`` or ``built-in``, with the file for the first two."""
+    if loaded.project_file is not None and source == str(loaded.project_file):
+        return f"project ({PROJECT_FILE})"
+    if source == str(paths.user_config_file()):
+        return f"user ({_short(source)})"
+    if source == "<built-in>":
+        return "built-in"
+    return _short(source)
 
 
 def _short(source: str) -> str:
@@ -85,7 +96,7 @@ class SettingsScreen(Screen[None]):
         table = self.query_one("#config-table", DataTable)
         table.add_columns("key", "value", "source")
         for key, value, source in config_rows(self.loaded):
-            table.add_row(key, value[:70] + ("…" if len(value) > 70 else ""), source)
+            table.add_row(key, value[:56] + ("…" if len(value) > 56 else ""), source)
         keys = self.query_one("#keys-table", DataTable)
         keys.add_columns("binding id (keymap:)", "keys", "does")
         for row in self.keys:

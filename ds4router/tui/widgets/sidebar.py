@@ -23,7 +23,7 @@ class BudgetBar(Static):
         level, fraction = budget_level(figures.spent_usd, figures.cap_usd, figures.warn_at)
         self.set_classes(f"-{level}")
         if figures.cap_usd is None:
-            self.update(Text(f"{money(figures.spent_usd)} cloud · no budget set"))
+            self.update(Text("no monthly budget set"))
             return
         text = Text()
         text.append(bar(fraction, width), style="")
@@ -57,7 +57,7 @@ class Sidebar(Vertical):
         privacy = loaded.config.privacy
         self.query_one("#project", Static).update(Text(loaded.project_name, style="bold"))
         self.query_one("#privacy", Static).update(
-            f"privacy {privacy.default} · cloud ≤ {privacy.cloud_max_privacy}"
+            f"privacy {privacy.default}\ncloud only ≤ {privacy.cloud_max_privacy}"
         )
 
     def show_figures(self, figures: MonthFigures) -> None:

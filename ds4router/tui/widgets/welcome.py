@@ -17,37 +17,21 @@ def welcome_markdown(status: SetupStatus, keys: Mapping[str, str]) -> str:
     return f"""\
 # Welcome to ds4router
 
-Nothing can answer yet: there is **no local model** and **no cloud key**.
-Set up either one (or both: private requests stay local, the rest can go to the cloud).
+Nothing can answer yet. Set up either side — or both: private requests stay local.
 
-## Local engine — private, no per-token bill
-Now: *{status.local_detail}*
+**Local engine** — private, no per-token bill. Now: *{status.local_detail}*
+- put a DeepSeek V4 Flash checkpoint (2-bit experts) in a folder
+- in `.ds4router.yaml`: `local: {{engine: {{model_path: ~/models/ds4-flash-q2}}}}`
 
-1. Put a DeepSeek V4 Flash checkpoint (2-bit experts, about 81 GB) in a folder.
-2. Point the project at it in `.ds4router.yaml`:
+**Cloud models** — any model LiteLLM reaches. Now: *{status.cloud_detail}*
+- export your provider's key: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `DEEPSEEK_API_KEY`, …
+- name the model, where its key is, and route to it:
+  `cloud: {{models: [{{name: openai/gpt-4.1, api_key_env: OPENAI_API_KEY}}]}}`,
+  `default: cloud:openai/gpt-4.1`
 
-```yaml
-local:
-  engine: {{model_path: ~/models/ds4-flash-q2}}
-```
-
-## Cloud models — through LiteLLM
-Now: *{status.cloud_detail}*
-
-1. Export your provider's key, e.g. `export OPENAI_API_KEY=...`
-   (or `ANTHROPIC_API_KEY`, `DEEPSEEK_API_KEY`).
-2. Name the model and where its key is, and route to it:
-
-```yaml
-cloud:
-  models: [{{name: openai/gpt-4.1, api_key_env: OPENAI_API_KEY}}]
-default: cloud:openai/gpt-4.1
-```
-
-## Meanwhile
-**{key("report")}** month report · **{key("estimator")}** cost estimator ·
-**{key("settings")}** settings (opens `.ds4router.yaml` in `$EDITOR`) ·
-**{key("command_palette")}** every command. Saved changes apply without a restart.
+**Meanwhile** reports and estimates work: **{key("report")}** report ·
+**{key("estimator")}** estimator · **{key("settings")}** settings (edit in `$EDITOR`) ·
+**{key("command_palette")}** all commands. Saved changes apply without a restart.
 """
 
 
