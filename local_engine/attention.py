@@ -190,8 +190,46 @@ def _window_mask(n_prev: int, t: int, window: int) -> mx.array:
     return (j <= i) & (j > i - window)
 
 
-def attention(
+def attention_inputs(
     x: mx.array,
+    w: AttentionWeights,
+    rope: Rope,
+    shape: AttentionShape,
+    graph: GraphOptions,
+    offset: int | mx.array,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """(q_residual ``[T, q_lora]``, q ``[1, H, T, hd]``, kv ``[T, hd]``) for ``x`` ``[T, D]``.
+
+    Pure (no cache access), so it can be compiled; ``offset`` may be an array.
+    """
+    t = x.shape[0]
+    q_residual = rms_norm(linear(x, w.wq_a), w.q_norm, shape.eps)
+    q = linear(q_residual, w.wq_b).reshape(t, shape.heads, shape.head_dim)
+    q = rms_norm(q, None, shape.eps).swapaxes(0, 1)[None]  # [1, H, T, hd]
+    q = rope.apply(q, offset)
+    kv = rms_norm(linear(x, w.wkv), w.kv_norm, shape.eps)
+    kv = rope.apply(kv[None], offset)[0]
+    if graph.fp8_kv:
+        kv = kv_fp8_roundtrip(kv, shape.rope_dim)
+    return q_residual, q, kv
+
+
+def attention_output(
+    out: mx.array, w: AttentionWeights, rope: Rope, shape: AttentionShape, offset: int | mx.array
+) -> mx.array:
+    """De-rotate the attention output ``[1, H, T, hd]`` and apply the grouped projection."""
+    t = out.shape[2]
+    out = rope.unapply(out, offset)
+    grouped = out[0].swapaxes(0, 1).reshape(t, shape.o_groups, -1).swapaxes(0, 1)  # [G, T, in]
+    mixed = linear(grouped, w.wo_a)  # [G, T, o_lora]
+    return linear(mixed.swapaxes(0, 1).reshape(t, -1), w.wo_b)
+
+
+def attention_core(
+    x: mx.array,
+    q_residual: mx.array,
+    q: mx.array,
+    kv: mx.array,
     w: AttentionWeights,
     cache: LayerCache,
     rope: Rope,
@@ -199,18 +237,13 @@ def attention(
     graph: GraphOptions,
     record: dict[str, mx.array] | None = None,
 ) -> mx.array:
-    """Attention over ``x`` ``[T, D]`` at positions ``cache.tokens + i``; advances ``cache``."""
+    """The stateful middle: window, compressors, indexer, masked attention with sinks.
+
+    Returns the attention output ``[1, H, T, hd]`` (rope slice still rotated)
+    and advances ``cache`` by ``T`` tokens.
+    """
     t = x.shape[0]
-    h, hd = shape.heads, shape.head_dim
     offset = cache.tokens
-    q_residual = rms_norm(linear(x, w.wq_a), w.q_norm, shape.eps)
-    q = linear(q_residual, w.wq_b).reshape(t, h, hd)
-    q = rms_norm(q, None, shape.eps).swapaxes(0, 1)[None]  # [1, H, T, hd]
-    q = rope.apply(q, offset)
-    kv = rms_norm(linear(x, w.wkv), w.kv_norm, shape.eps)
-    kv = rope.apply(kv[None], offset)[0]
-    if graph.fp8_kv:
-        kv = kv_fp8_roundtrip(kv, shape.rope_dim)
     n_prev = cache.window.shape[0]
     full = mx.concatenate([cache.window, kv.astype(cache.dtype)], axis=0)
     cache.push_window(full)
@@ -248,11 +281,27 @@ def attention(
 
     mask = mx.concatenate(masks, axis=-1)[None, None] if masks else None
     kv_heads = keys[None, None].astype(q.dtype)
-    out = mx.fast.scaled_dot_product_attention(
-        q, kv_heads, kv_heads, scale=hd**-0.5, mask=mask, sinks=w.sinks.astype(q.dtype)
+    return mx.fast.scaled_dot_product_attention(
+        q,
+        kv_heads,
+        kv_heads,
+        scale=shape.head_dim**-0.5,
+        mask=mask,
+        sinks=w.sinks.astype(q.dtype),
     )
-    out = rope.unapply(out, offset)  # [1, H, T, hd]
-    groups = shape.o_groups
-    grouped = out[0].swapaxes(0, 1).reshape(t, groups, -1).swapaxes(0, 1)  # [G, T, in]
-    mixed = linear(grouped, w.wo_a)  # [G, T, o_lora]
-    return linear(mixed.swapaxes(0, 1).reshape(t, -1), w.wo_b)
+
+
+def attention(
+    x: mx.array,
+    w: AttentionWeights,
+    cache: LayerCache,
+    rope: Rope,
+    shape: AttentionShape,
+    graph: GraphOptions,
+    record: dict[str, mx.array] | None = None,
+) -> mx.array:
+    """Attention over ``x`` ``[T, D]`` at positions ``cache.tokens + i``; advances ``cache``."""
+    offset = cache.tokens
+    q_residual, q, kv = attention_inputs(x, w, rope, shape, graph, offset)
+    out = attention_core(x, q_residual, q, kv, w, cache, rope, shape, graph, record)
+    return attention_output(out, w, rope, shape, offset)

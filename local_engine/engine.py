@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_engine.chat import render_prompt
+from local_engine.chat import ChatEncodingError, render_prompt
 from local_engine.errors import CheckpointError, EngineError
 from local_engine.generate import Event, GenerationParams, PrefillProgress, stream_generate
-from local_engine.tokenizer import Tokenizer
+from local_engine.tokenizer import ASSISTANT, THINK_END, THINK_START, Tokenizer
 
 GIB = 1024**3
 # Beyond the weights: activations, the decode state and MLX's allocator slack. The decode
@@ -148,7 +148,8 @@ def machine_memory() -> tuple[int | None, str]:
     except Exception:  # an MLX without device_info: fall back to the OS
         info = {}
     # Metal: the GPU's recommended working set (unified memory, below physical RAM).
-    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+    # CUDA: what is free on the card now (others may hold some). CPU: none of these.
+    for key in ("max_recommended_working_set_size", "free_memory", "memory_size", "total_memory"):
         value = info.get(key)
         if isinstance(value, int) and value > 0:
             return value, f"mlx device_info {key}"
@@ -226,11 +227,14 @@ _LOAD_LOCKS: dict[Path, threading.Lock] = {}
 class Engine:
     """A loaded model and its tokenizer. Get one with ``Engine.load``."""
 
-    def __init__(self, path: Path, model: Any, tokenizer: Tokenizer, config: Any) -> None:
+    def __init__(
+        self, path: Path, model: Any, tokenizer: Tokenizer, config: Any, graph: Any = None
+    ) -> None:
         self.path = path
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self.graph = graph
         self._generate_lock = threading.Lock()
 
     @classmethod
@@ -240,33 +244,47 @@ class Engine:
         *,
         check_memory: bool = True,
         available_memory_bytes: int | None = None,
+        graph: Any = None,
     ) -> Engine:
         """The engine for a model directory, loaded once per process and shared.
 
         ``available_memory_bytes`` overrides what the machine reports (e.g. to keep room
-        for other work); ``check_memory=False`` skips the fit check entirely.
+        for other work); ``check_memory=False`` skips the fit check entirely. ``graph``
+        (a ``GraphOptions``) defaults to the official graph's FP8/FP4 round-trips for real
+        weights and to the plain (transformers-exact) graph for random test checkpoints.
         """
         model_dir = Path(path).expanduser().resolve()
         with _ENGINES_LOCK:
             engine = _ENGINES.get(model_dir)
-            if engine is not None:
-                return engine
-            path_lock = _LOAD_LOCKS.setdefault(model_dir, threading.Lock())
-        # One loader per path: a second caller for the same model waits and shares the
-        # result; callers for other models (and `loaded()`) are not held up meanwhile.
-        with path_lock:
-            with _ENGINES_LOCK:
-                engine = _ENGINES.get(model_dir)
-            if engine is not None:
-                return engine
-            engine = cls._load_uncached(model_dir, check_memory, available_memory_bytes)
-            with _ENGINES_LOCK:
-                _ENGINES[model_dir] = engine
-            return engine
+            if engine is None:
+                path_lock = _LOAD_LOCKS.setdefault(model_dir, threading.Lock())
+        if engine is None:
+            # One loader per path: a second caller for the same model waits and shares the
+            # result; callers for other models (and `loaded()`) are not held up meanwhile.
+            with path_lock:
+                with _ENGINES_LOCK:
+                    engine = _ENGINES.get(model_dir)
+                if engine is None:
+                    engine = cls._load_uncached(
+                        model_dir, check_memory, available_memory_bytes, graph
+                    )
+                    with _ENGINES_LOCK:
+                        _ENGINES[model_dir] = engine
+                    return engine
+        if graph is not None and graph != engine.graph:
+            raise EngineError(
+                f"{model_dir} is already loaded with graph options {engine.graph}; "
+                "unload it first to load it with other options"
+            )
+        return engine
 
     @classmethod
     def _load_uncached(
-        cls, model_dir: Path, check_memory: bool, available_memory_bytes: int | None
+        cls,
+        model_dir: Path,
+        check_memory: bool,
+        available_memory_bytes: int | None,
+        graph: Any,
     ) -> Engine:
         config = _preflight(model_dir)
         if check_memory:
@@ -280,9 +298,11 @@ class Engine:
                     f"({estimate.available_source}); use a smaller quantization "
                     "(e.g. 2-bit experts), free memory, or run on a larger machine"
                 )
-        from local_engine import load_model
+        from local_engine import GraphOptions, load_model
 
-        model = load_model(model_dir)
+        if graph is None:
+            graph = GraphOptions() if config.is_random else GraphOptions.official()
+        model = load_model(model_dir, graph=graph)
         tokenizer = Tokenizer.load(model_dir)
         vocab = int(config.vocab_size)
         if tokenizer.vocab_size > vocab:
@@ -291,7 +311,7 @@ class Engine:
                 f"the model's vocab_size is {vocab}; put the model's own tokenizer.json "
                 f"in {model_dir}"
             )
-        return cls(model_dir, model, tokenizer, config)
+        return cls(model_dir, model, tokenizer, config, graph)
 
     @staticmethod
     def loaded() -> list[Path]:
@@ -335,6 +355,12 @@ class Engine:
         prompt = render_prompt(
             messages, thinking=params.thinking, reasoning_effort=params.reasoning_effort
         )
+        if not prompt.endswith((ASSISTANT + THINK_END, ASSISTANT + THINK_START)):
+            # E.g. a conversation ending with an assistant turn: the prompt would end after
+            # end-of-sentence, and whatever the model wrote next would not be a reply.
+            raise ChatEncodingError(
+                "the conversation must end with a user (or tool) message for the model to reply to"
+            )
         return self.tokenizer.encode(prompt)
 
     def generate(

@@ -9,16 +9,34 @@ stays bounded, and returns only the last position's logits.
 
 Nothing here calls ``.item()`` or otherwise syncs with the device: positions
 are host integers the cache tracks, so a decode loop can queue step after step.
+
+Each layer's stateless pieces (mHC pre/post with their norms, the attention's
+input projections and output projection, the MoE block, the final head) are
+``mx.compile``-d when ``compile`` is on -- the default on GPU, where kernel
+launches dominate decode; on CPU the JIT's C++ compile costs seconds per shape
+and saves little. On CPU dense projections are stored transposed
+(:class:`~local_engine.weights.TransposedWeight`), which MLX's CPU matmul reads
+faster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import mlx.core as mx
 
-from local_engine.attention import AttentionShape, AttentionWeights, attention, rms_norm
+from local_engine.attention import (
+    AttentionShape,
+    AttentionWeights,
+    CompressorWeights,
+    IndexerWeights,
+    attention_core,
+    attention_inputs,
+    attention_output,
+    rms_norm,
+)
 from local_engine.config import ModelConfig
 from local_engine.errors import EngineError
 from local_engine.graph_options import GraphOptions
@@ -31,9 +49,10 @@ from local_engine.hyper_connections import (
 )
 from local_engine.kv_cache import ModelCache, make_model_cache
 from local_engine.moe import MoEWeights, moe_block
-from local_engine.rope import make_ropes, rope_for_layer
+from local_engine.rope import Rope, make_ropes, rope_for_layer
 from local_engine.weights import (
     QuantizedWeight,
+    TransposedWeight,
     Weight,
     linear,
     weight_dtype_name,
@@ -76,7 +95,7 @@ def iter_named_weights(weights: ModelWeights) -> list[tuple[str, Weight]]:
     ]
 
     def walk(prefix: str, obj: object) -> None:
-        if isinstance(obj, mx.array | QuantizedWeight):
+        if isinstance(obj, mx.array | QuantizedWeight | TransposedWeight):
             out.append((prefix, obj))
             return
         if obj is None:
@@ -92,6 +111,93 @@ def iter_named_weights(weights: ModelWeights) -> list[tuple[str, Weight]]:
     return out
 
 
+# Projection fields stored transposed on CPU (everything else keeps its layout).
+_PROJECTIONS = {
+    AttentionWeights: ("wq_a", "wq_b", "wkv", "wo_a", "wo_b"),
+    CompressorWeights: ("wkv", "wgate"),
+    IndexerWeights: ("wq_b", "weights_proj"),
+    MoEWeights: ("shared_gate_up", "shared_down"),
+}
+
+
+def cpu_layout(weights: ModelWeights) -> ModelWeights:
+    """The same weights with dense projections (and the head) stored ``[in, out]``."""
+
+    def convert(obj: Any) -> Any:
+        names = _PROJECTIONS.get(type(obj), ())
+        changes: dict[str, Any] = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.name in names and isinstance(value, mx.array):
+                changes[f.name] = TransposedWeight.of(value)
+            elif type(value) in _PROJECTIONS or isinstance(value, IndexerWeights):
+                changes[f.name] = convert(value)
+            elif isinstance(value, AttentionWeights | MoEWeights | CompressorWeights):
+                changes[f.name] = convert(value)
+        return replace(obj, **changes) if changes else obj
+
+    layers = tuple(
+        replace(lw, attn=convert(lw.attn), moe=convert(lw.moe)) for lw in weights.layers
+    )
+    head = weights.head
+    if isinstance(head, mx.array) and head is not weights.embed:
+        head = TransposedWeight.of(head)
+    return replace(weights, layers=layers, head=head)
+
+
+class _LayerProgram:
+    """One layer's stateless pieces as (optionally compiled) closures over its weights."""
+
+    def __init__(self, model: Model, i: int, lw: LayerWeights, compile_fns: bool) -> None:
+        cfg = model.config
+        shape = model._shape
+        graph = model.graph
+        rope: Rope = rope_for_layer(cfg, i, model._ropes)
+        eps = cfg.rms_norm_eps
+        hc_kw: dict[str, Any] = {
+            "hc": cfg.hc_mult,
+            "sinkhorn_iters": cfg.hc_sinkhorn_iters,
+            "hc_eps": cfg.hc_eps,
+            "norm_eps": eps,
+        }
+
+        def pre_attn(streams: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+            post, comb, x = hc_pre(streams, lw.hc_attn, **hc_kw)
+            return post, comb, rms_norm(x, lw.attn_norm, eps)
+
+        def attn_in(x: mx.array, offset: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+            return attention_inputs(x, lw.attn, rope, shape, graph, offset)
+
+        def attn_out_pre_ffn(
+            streams: mx.array, out: mx.array, offset: mx.array, post: mx.array, comb: mx.array
+        ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+            y = attention_output(out, lw.attn, rope, shape, offset)
+            streams = hc_post(streams, y, post, comb)
+            post2, comb2, x = hc_pre(streams, lw.hc_ffn, **hc_kw)
+            return streams, post2, comb2, rms_norm(x, lw.ffn_norm, eps)
+
+        def ffn_post(
+            streams: mx.array, x: mx.array, ids: mx.array, post: mx.array, comb: mx.array
+        ) -> mx.array:
+            out = moe_block(
+                x,
+                ids,
+                lw.moe,
+                top_k=cfg.num_experts_per_tok,
+                scoring=cfg.scoring_func,
+                routed_scale=cfg.routed_scaling_factor,
+                limit=cfg.swiglu_limit,
+            )
+            return hc_post(streams, out, post, comb)
+
+        wrap: Callable[[Any], Any] = mx.compile if compile_fns else (lambda f: f)
+        self.rope = rope
+        self.pre_attn = wrap(pre_attn)
+        self.attn_in = wrap(attn_in)
+        self.attn_out_pre_ffn = wrap(attn_out_pre_ffn)
+        self.ffn_post = wrap(ffn_post)
+
+
 class Model:
     """A loaded DeepSeek V4 model. Build it with :func:`local_engine.load_model`."""
 
@@ -103,17 +209,25 @@ class Model:
         dtype: mx.Dtype = mx.float32,
         graph: GraphOptions | None = None,
         prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
+        compile: bool | None = None,
+        layout: str = "auto",
     ) -> None:
         if len(weights.layers) != config.num_hidden_layers:
             raise EngineError(
                 f"model has {len(weights.layers)} layers of weights but its config says"
                 f" {config.num_hidden_layers}"
             )
+        on_cpu = mx.default_device() == mx.cpu
+        if layout not in ("auto", "cpu", "gpu"):
+            raise EngineError(f"layout must be 'auto', 'cpu' or 'gpu', got {layout!r}")
+        if layout == "cpu" or (layout == "auto" and on_cpu):
+            weights = cpu_layout(weights)
         self.config = config
         self.weights = weights
         self.dtype = dtype
         self.graph = graph or GraphOptions()
         self.prefill_chunk_size = prefill_chunk_size
+        self.compiled = (not on_cpu) if compile is None else compile
         self._ropes = make_ropes(config)
         self._shape = AttentionShape(
             heads=config.num_attention_heads,
@@ -126,6 +240,17 @@ class Model:
             index_topk=config.index_topk,
             eps=config.rms_norm_eps,
         )
+        self._programs = [
+            _LayerProgram(self, i, lw, self.compiled) for i, lw in enumerate(weights.layers)
+        ]
+
+        def final(streams: mx.array) -> mx.array:
+            cfg = self.config
+            x = hc_head(streams, weights.hc_head, hc_eps=cfg.hc_eps, norm_eps=cfg.rms_norm_eps)
+            x = rms_norm(x, weights.norm, cfg.rms_norm_eps)
+            return linear(x, weights.head).astype(mx.float32)
+
+        self._final = mx.compile(final) if self.compiled else final
         # Opt-in debug capture: per layer, the indexer's selection of the last call.
         self.record_indexer = False
         self.last_indexer_selection: dict[int, mx.array] = {}
@@ -186,59 +311,38 @@ class Model:
 
     def _forward(self, ids: mx.array, cache: ModelCache, *, last_only: bool = False) -> mx.array:
         cfg = self.config
-        w = self.weights
         t = ids.shape[0]
         h = self._embed(ids)
         streams = mx.broadcast_to(h[:, None, :], (t, cfg.hc_mult, cfg.hidden_size))
-        for i, lw in enumerate(w.layers):
+        for i, lw in enumerate(self.weights.layers):
             streams = self._layer(i, lw, streams, ids, cache)
         if last_only:
             streams = streams[-1:]
-        x = hc_head(streams, w.hc_head, hc_eps=cfg.hc_eps, norm_eps=cfg.rms_norm_eps)
-        x = rms_norm(x, w.norm, cfg.rms_norm_eps)
-        return linear(x, w.head).astype(mx.float32)
+        return self._final(streams)
 
     def _embed(self, ids: mx.array) -> mx.array:
         e = self.weights.embed
         if isinstance(e, QuantizedWeight):
             return e.take_rows(ids).dequantize(self.dtype)
+        assert isinstance(e, mx.array)
         return e[ids].astype(self.dtype)
 
     def _layer(
         self, i: int, lw: LayerWeights, streams: mx.array, ids: mx.array, cache: ModelCache
     ) -> mx.array:
-        cfg = self.config
-        hc_kw = {
-            "hc": cfg.hc_mult,
-            "sinkhorn_iters": cfg.hc_sinkhorn_iters,
-            "hc_eps": cfg.hc_eps,
-            "norm_eps": cfg.rms_norm_eps,
-        }
-        post, comb, x = hc_pre(streams, lw.hc_attn, **hc_kw)  # type: ignore[arg-type]
+        prog = self._programs[i]
+        layer_cache = cache[i]
+        offset = mx.array(layer_cache.tokens, dtype=mx.int32)
+        post, comb, x = prog.pre_attn(streams)
+        q_residual, q, kv = prog.attn_in(x, offset)
         record: dict[str, mx.array] | None = {} if self.record_indexer else None
-        out = attention(
-            rms_norm(x, lw.attn_norm, cfg.rms_norm_eps),
-            lw.attn,
-            cache[i],
-            rope_for_layer(cfg, i, self._ropes),
-            self._shape,
-            self.graph,
-            record,
+        out = attention_core(
+            x, q_residual, q, kv, lw.attn, layer_cache, prog.rope, self._shape, self.graph, record
         )
         if record is not None and "indexer_selected" in record:
             self.last_indexer_selection[i] = record["indexer_selected"]
-        streams = hc_post(streams, out, post, comb)
-        post, comb, x = hc_pre(streams, lw.hc_ffn, **hc_kw)  # type: ignore[arg-type]
-        out = moe_block(
-            rms_norm(x, lw.ffn_norm, cfg.rms_norm_eps),
-            ids,
-            lw.moe,
-            top_k=cfg.num_experts_per_tok,
-            scoring=cfg.scoring_func,
-            routed_scale=cfg.routed_scaling_factor,
-            limit=cfg.swiglu_limit,
-        )
-        return hc_post(streams, out, post, comb)
+        streams, post, comb, x = prog.attn_out_pre_ffn(streams, out, offset, post, comb)
+        return prog.ffn_post(streams, x, ids, post, comb)
 
     # -- checks --------------------------------------------------------------------
     def _check_tokens(self, tokens: mx.array | Sequence[int]) -> mx.array:

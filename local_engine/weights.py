@@ -87,7 +87,40 @@ class QuantizedWeight:
         )
 
 
-Weight = mx.array | QuantizedWeight
+@dataclass(frozen=True, eq=False)
+class TransposedWeight:
+    """A dense weight stored as ``[..., in, out]`` (the transpose of its logical shape).
+
+    MLX's CPU backend multiplies ``x @ w`` much faster than ``x @ w.T``
+    (measured 1.5-2x on this project's CPU machine), so CPU models keep their
+    projections this way; GPU models keep the usual ``[out, in]``.
+    """
+
+    wt: mx.array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        s = self.wt.shape
+        return (*s[:-2], s[-1], s[-2])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.wt.nbytes)
+
+    @property
+    def size(self) -> int:
+        return int(self.wt.size)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.wt.dtype
+
+    @classmethod
+    def of(cls, w: mx.array) -> TransposedWeight:
+        return cls(mx.contiguous(w.swapaxes(-1, -2)))
+
+
+Weight = mx.array | QuantizedWeight | TransposedWeight
 
 
 def quantize(w: mx.array, *, mode: str = "affine", bits: int = 4, group_size: int = 64) -> (
@@ -116,7 +149,7 @@ def weight_size(w: Weight) -> int:
 def weight_dtype_name(w: Weight) -> str:
     if isinstance(w, QuantizedWeight):
         return w.dtype_name
-    return str(w.dtype).removeprefix("mlx.core.")
+    return str(w.dtype).removeprefix("mlx.core.")  # TransposedWeight has .dtype too
 
 
 def linear(x: mx.array, w: Weight) -> mx.array:
@@ -132,6 +165,8 @@ def linear(x: mx.array, w: Weight) -> mx.array:
             bits=w.bits,
             mode=w.mode,
         )
+    if isinstance(w, TransposedWeight):
+        return x @ w.wt
     return x @ w.swapaxes(-1, -2)
 
 

@@ -55,7 +55,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("toggle_reasoning", "ctrl+t", "toggle_reasoning", "Toggle reasoning",
                "Show or hide the reasoning of the last answer", show=False),
     ActionSpec("toggle_sidebar", "ctrl+b", "toggle_sidebar", "Toggle sidebar",
-               "Hide or show the sidebar"),
+               "Hide or show the sidebar", show=False),
     ActionSpec("reload_config", "f10", "reload_config", "Reload configuration",
                "Read the config files again now", show=False),
 )  # fmt: skip

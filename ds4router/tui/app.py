@@ -482,11 +482,7 @@ class Ds4RouterApp(App[None]):
         by_widget = [w for w in widgets if isinstance(w, AssistantMessage)]
         answers = [m for m in messages if m.role != "user"]
         for widget, m in zip(by_widget, answers, strict=False):
-            widget.set_badge_from_history(m.route, m.model, m.rule)
-            if m.route == "refused":
-                widget.add_note("Refused: nothing was sent.", "refused")
-            else:
-                widget.set_stats_from_history(m.route, m.input_tokens, m.output_tokens, m.cost_usd)
+            widget.show_history(m)
         self.conversation_id = conversation_id
         self.sidebar.show_conversations(self.conversations, conversation_id)
         self.chat_log.anchor()
@@ -698,7 +694,14 @@ class Ds4RouterApp(App[None]):
         if not answers:
             self.notify("nothing to explain: type a message first")
             return
-        last = answers[-1]
+        self.explain_message(answers[-1])
+
+    @on(AssistantMessage.ExplainRequested)
+    def _badge_clicked(self, event: AssistantMessage.ExplainRequested) -> None:
+        self.explain_message(event.message)
+
+    def explain_message(self, last: AssistantMessage) -> None:
+        """The Explain screen for a sent message: as routed, or re-evaluated if not known."""
         if last.decision is not None and last.request is not None:
             from ds4router.tui.screens.explain import ExplainScreen
 
@@ -739,8 +742,14 @@ class Ds4RouterApp(App[None]):
             path.write_text(
                 PROJECT_TEMPLATE.format(name=self.loaded.project_name), encoding="utf-8"
             )
-        with self.suspend():
-            subprocess.call([*command, str(path)])
+        from textual.app import SuspendNotSupported
+
+        try:
+            with self.suspend():
+                subprocess.call([*command, str(path)])
+        except SuspendNotSupported:
+            self.notify(f"this terminal cannot hand over to an editor; edit {path}")
+            return
         self._poll_config()
 
     # --- answers: code blocks and reasoning ---

@@ -20,7 +20,7 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from local_engine.chat import ToolsNotSupportedError
+from local_engine.chat import ChatEncodingError, ToolsNotSupportedError
 from local_engine.engine import Engine, InsufficientMemoryError, estimate_memory
 from local_engine.errors import CheckpointError, EngineError
 from local_engine.generate import (
@@ -81,8 +81,8 @@ class Run:
 def collect(events: Any) -> Run:
     run = Run(list(events))
     # Deltas first, then exactly one Usage, then Done, always.
-    assert all(isinstance(e, TextDelta | ReasoningDelta) for e in run.events[:-2])
-    assert all(e.text for e in run.events[:-2])  # no empty deltas
+    deltas = [e for e in run.events[:-2] if isinstance(e, TextDelta | ReasoningDelta)]
+    assert len(deltas) == len(run.events) - 2 and all(d.text for d in deltas)  # none empty
     assert run.usage.generated_tokens == run.done.stats.generated_tokens == len(run.done.token_ids)
     return run
 
@@ -142,9 +142,9 @@ def test_concurrent_loads_of_one_model_load_it_once(
     real_load = local_engine.load_model
     calls: list[Path] = []
 
-    def counting_load(path: Path) -> Any:
+    def counting_load(path: Path, **kwargs: Any) -> Any:
         calls.append(path)
-        return real_load(path)
+        return real_load(path, **kwargs)
 
     monkeypatch.setattr(local_engine, "load_model", counting_load)
     model_dir = _variant(tiny_dir, tmp_path / "m")
@@ -162,6 +162,33 @@ def test_concurrent_loads_of_one_model_load_it_once(
     finally:
         assert Engine.unload(model_dir)
     assert model_dir.resolve() not in Engine.loaded()
+
+
+def test_graph_options_default_by_provenance_and_cannot_silently_change(
+    engine: Engine, tiny_dir: Path
+) -> None:
+    from local_engine import GraphOptions
+
+    # Random test weights run the transformers-exact graph; asking for another graph on a
+    # loaded model is an error rather than a silently ignored option.
+    assert engine.graph == GraphOptions()
+    assert Engine.load(tiny_dir, graph=GraphOptions()) is engine
+    with pytest.raises(EngineError, match="unload it first"):
+        Engine.load(tiny_dir, graph=GraphOptions.official())
+
+
+def test_unmarked_weights_run_the_official_graph(tiny_dir: Path, tmp_path: Path) -> None:
+    from local_engine import GraphOptions
+    from local_engine.config import RANDOM_MARKER_KEY
+
+    unmarked = _variant(tiny_dir, tmp_path / "m", **{RANDOM_MARKER_KEY: None})
+    try:
+        engine = Engine.load(unmarked)
+        assert engine.graph == GraphOptions.official() and not engine.info().is_random
+        run = collect(engine.generate(MESSAGES, GenerationParams(max_tokens=3, seed=0)))
+        assert run.usage.generated_tokens == 3
+    finally:
+        Engine.unload(unmarked)
 
 
 def test_info_describes_the_random_tiny_model(engine: Engine, tiny_dir: Path) -> None:
@@ -271,6 +298,21 @@ def test_greedy_output_and_progress_do_not_depend_on_prefill_chunking(engine: En
     assert progress == [(min(end, total), total) for end in range(7, total + 7, 7)]
 
 
+def test_pipelined_greedy_decode_equals_a_plain_argmax_loop(engine: Engine) -> None:
+    params = GenerationParams(max_tokens=12, temperature=0)
+    run = collect(engine.generate(MESSAGES, params))
+    cache = engine.model.make_cache()
+    logits = engine.model(mx.array([engine.encode_messages(MESSAGES, params)]), cache=cache)
+    expected: list[int] = []
+    while len(expected) < 12:
+        token = int(mx.argmax(logits[0, -1]).item())  # type: ignore[arg-type]
+        expected.append(token)
+        if token == engine.tokenizer.special.eos:
+            break
+        logits = engine.model(mx.array([[token]]), cache=cache)
+    assert run.done.token_ids == tuple(expected)
+
+
 def test_max_tokens_ends_with_length(engine: Engine) -> None:
     run = collect(engine.generate(MESSAGES, GenerationParams(max_tokens=5, seed=1)))
     assert run.done.finish_reason == "length"
@@ -333,7 +375,7 @@ def test_multibyte_text_streams_without_broken_characters(engine: Engine) -> Non
     assert any(_is_fragment(engine.tokenizer.token_bytes(i)) for i in ids)
     run = scripted_run(engine, ids)
     assert run.text == text
-    assert not any("\ufffd" in e.text for e in run.events[:-2])
+    assert not any("\ufffd" in e.text for e in run.events if isinstance(e, TextDelta))
     assert len([e for e in run.events if isinstance(e, TextDelta)]) < len(ids)
 
 
@@ -367,25 +409,31 @@ def test_stop_strings_do_not_apply_to_reasoning(engine: Engine) -> None:
 
 def test_cancel_mid_decode_from_another_thread(engine: Engine) -> None:
     cancel = threading.Event()
-    events: queue.Queue[Event | None] = queue.Queue()
+    events: queue.Queue[Event | BaseException | None] = queue.Queue()
 
     def worker() -> None:
-        params = GenerationParams(max_tokens=10_000, seed=5)
-        for event in engine.generate(MESSAGES, params, cancel=cancel):
-            events.put(event)
-        events.put(None)
+        try:
+            params = GenerationParams(max_tokens=10_000, seed=5)
+            for event in engine.generate(MESSAGES, params, cancel=cancel):
+                events.put(event)
+            events.put(None)
+        except BaseException as exc:  # hand the failure to the test thread
+            events.put(exc)
 
     thread = threading.Thread(target=worker)
     thread.start()
     seen: list[Event] = []
     while len([e for e in seen if isinstance(e, TextDelta)]) < 3:
         event = events.get(timeout=60)
+        if isinstance(event, BaseException):
+            raise event
         assert event is not None, "generation ended before it could be cancelled"
         seen.append(event)
     cancel.set()
     thread.join(timeout=60)
     assert not thread.is_alive()
     while (event := events.get_nowait()) is not None:
+        assert not isinstance(event, BaseException)
         seen.append(event)
     run = collect(seen)
     assert run.done.finish_reason == "cancelled"
@@ -430,6 +478,20 @@ def test_tool_definitions_are_refused_before_anything_runs(engine: Engine) -> No
     tools = [{"type": "function", "function": {"name": "now", "parameters": {}}}]
     with pytest.raises(ToolsNotSupportedError):
         engine.generate([{"role": "system", "content": "s", "tools": tools}, *MESSAGES])
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [*MESSAGES, {"role": "assistant", "content": "Done."}],
+        [{"role": "user", "content": "q"}, {"role": "system", "content": "late rules"}],
+    ],
+)
+def test_a_conversation_not_ending_for_a_reply_is_refused(
+    engine: Engine, messages: list[dict[str, str]]
+) -> None:
+    with pytest.raises(ChatEncodingError, match="must end with a user"):
+        engine.generate(messages)
 
 
 @pytest.mark.parametrize(

@@ -111,13 +111,15 @@ def totals_text(report: MonthReport) -> Text:
 
 
 def bucket_cells(key: str, bucket: Bucket) -> tuple[str, ...]:
+    cost = money(bucket.cost_usd)
+    if bucket.unpriced_requests:
+        cost += f" + {bucket.unpriced_requests} unpriced"
     return (
         key,
         str(bucket.requests),
         count(bucket.input_tokens),
         count(bucket.output_tokens),
-        money(bucket.cost_usd)
-        + (f" +{bucket.unpriced_requests}?" if bucket.unpriced_requests else ""),
+        cost,
         money(bucket.savings_usd),
     )
 

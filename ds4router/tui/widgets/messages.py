@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -126,13 +128,42 @@ class AssistantMessage(Vertical):
         )
         self._show_badge(parts.where, parts.text)
 
-    def set_badge_from_history(
-        self, route: str | None, model: str | None, rule: str | None
-    ) -> None:
-        if not route:
+    class ExplainRequested(Message):
+        """The badge was clicked: explain how this message was routed."""
+
+        def __init__(self, message: AssistantMessage) -> None:
+            super().__init__()
+            self.message = message
+
+    def on_click(self, event: events.Click) -> None:
+        if event.widget is not None and event.widget.has_class("badge"):
+            event.stop()
+            self.post_message(self.ExplainRequested(self))
+
+    def show_history(self, message: Any) -> None:
+        """Badge, outcome and stats of an answer resumed from history (no timings kept)."""
+        route = getattr(message, "route", None)
+        if route:
+            parts = badge_parts(
+                route,
+                getattr(message, "model", None),
+                getattr(message, "rule", None),
+                getattr(message, "privacy", None) or "",
+                getattr(message, "task", None) or "",
+            )
+            self._show_badge(parts.where, parts.text)
+        status = getattr(message, "status", None)
+        if route == "refused":
+            self.add_note("Refused: nothing was sent.", "refused")
             return
-        parts = badge_parts(route, model, rule)
-        self._show_badge(parts.where, parts.text)
+        if status == "cancelled":
+            self.add_note("Cancelled.", "cancelled")
+        elif status == "error":
+            kind = getattr(message, "error_kind", None) or "error"
+            self.add_note(f"Failed ({kind}): {getattr(message, 'error', None) or ''}", "error")
+        self.set_stats_from_history(
+            route, message.input_tokens, message.output_tokens, message.cost_usd
+        )
 
     def _show_badge(self, where: str, text: str) -> None:
         badge = self._static("badge")

@@ -15,9 +15,8 @@ def welcome_markdown(status: SetupStatus, keys: Mapping[str, str]) -> str:
         return keys.get(binding_id, "?")
 
     return f"""\
-# Welcome to ds4router
-
-Nothing can answer yet. Set up either side — or both: private requests stay local.
+**Welcome to ds4router.** Nothing can answer yet: set up either side — or both,
+and private requests stay local while the rest may go to the cloud.
 
 **Local engine** — private, no per-token bill. Now: *{status.local_detail}*
 - put a DeepSeek V4 Flash checkpoint (2-bit experts) in a folder

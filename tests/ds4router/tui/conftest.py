@@ -123,7 +123,7 @@ def seed_ledger(project: str = "acme") -> Path:
 
 
 async def settle(pilot: Any, app: Ds4RouterApp, until: Callable[[], bool] | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 20.0) -> None:
     """Let workers finish (and ``until`` hold), pausing the pilot meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
@@ -136,3 +136,11 @@ async def settle(pilot: Any, app: Ds4RouterApp, until: Callable[[], bool] | None
             return
         if time.monotonic() > deadline:
             raise AssertionError("the app did not reach the expected state in time")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny DeepSeek V4 checkpoint (about 130 MB, written once per run)."""
+    from local_engine.random_checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny-ds4"), preset="tiny", seed=0)

@@ -218,3 +218,33 @@ async def test_at_path_completion_from_project_files(tmp_path: Path, make_app: M
         await pilot.pause(0.1)
         assert app.composer.text == "look at @src/billing.py "
         assert not app.composer.completing
+
+
+async def test_local_engine_loads_in_the_background_and_the_sidebar_follows(
+    tmp_path: Path, make_app: MakeApp, tiny_checkpoint: Path
+) -> None:
+    project = write_project(
+        tmp_path, f"project: acme\nlocal:\n  engine: {{model_path: '{tiny_checkpoint}'}}\n"
+    )
+    app = make_app(project, check_cloud_health=False, load_local_engine=True)
+    async with app.run_test(size=SIZE) as pilot:
+        # The first frame does not wait for the engine.
+        assert "local loading" in text_of(app, "#engine")
+        await settle(pilot, app, until=lambda: app.engine_status.state != "loading", timeout=60)
+        assert app.engine_status.state == "ready", app.engine_status.detail
+        assert app.engine_status.memory_bytes and app.engine_status.memory_bytes > 0
+        gib = app.engine_status.memory_bytes / 1024**3
+        assert f"local ready · {gib:.1f} GiB" in text_of(app, "#engine")
+
+
+async def test_a_missing_model_shows_in_the_sidebar_without_loading(
+    tmp_path: Path, make_app: MakeApp
+) -> None:
+    project = write_project(
+        tmp_path, f"project: acme\nlocal:\n  engine: {{model_path: '{tmp_path / 'nowhere'}'}}\n"
+    )
+    app = make_app(project, check_cloud_health=False, load_local_engine=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert app.engine_status.state == "missing"
+        assert "local no model on disk" in text_of(app, "#engine")

@@ -1,0 +1,178 @@
+"""The chat with the real session, history and ledger, against the loopback server:
+send -> stream -> badge and ledger row; a refused secret sends nothing; Esc cancels
+mid-stream; conversations switch and resume from history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import MONTH, SIZE, cloud_project, settle
+from openai_server import OpenAIServer, Reply, ok
+
+from ds4router import paths
+from ds4router.tui.app import Ds4RouterApp
+from ds4router.tui.widgets.messages import AssistantMessage, UserMessage
+
+MakeApp = Callable[..., Ds4RouterApp]
+
+
+def ledger_rows(project: str = "acme") -> list:
+    from pricing.ledger import Ledger
+
+    db = paths.database_path()
+    if not db.is_file():
+        return []
+    with Ledger(db) as ledger:
+        return ledger.month_rows(MONTH, project)
+
+
+def last_answer(app: Ds4RouterApp) -> AssistantMessage:
+    return app.query(AssistantMessage).last()
+
+
+def shown(widget: AssistantMessage, part: str) -> str:
+    return str(widget.query_one(f".{part}").render())
+
+
+async def type_and_send(pilot, app: Ds4RouterApp, text: str) -> None:  # type: ignore[no-untyped-def]
+    app.composer.prompt.insert(text)
+    await pilot.pause(0.05)
+    await pilot.press("ctrl+s")
+
+
+async def test_send_streams_markdown_then_badge_stats_and_a_ledger_row(
+    tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
+) -> None:
+    openai_server.script(
+        ok("Use a **dataclass**:\n\n", "```python\n", "@dataclass\nclass Invoice:\n",
+           "    total: int\n", "```\n", chunk_delay_s=0.02)
+    )  # fmt: skip
+    project = cloud_project(tmp_path, openai_server.base_url)
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.ready)
+        app.composer.prompt.insert("Explain how to write a dataclass for invoices")
+        await settle(pilot, app, until=lambda: "CLOUD" in str(app.query_one("#preview").render()))
+        assert "openai/gpt-4.1" in str(app.query_one("#preview").render())
+        await pilot.press("ctrl+s")
+        await settle(pilot, app, until=lambda: not app.generating)
+        await settle(pilot, app)
+
+        answer = last_answer(app)
+        assert answer.text.startswith("Use a **dataclass**")
+        # Markdown, not plain text: the fence became a code block widget.
+        fences = list(answer.query("MarkdownFence"))
+        assert len(fences) == 1 and "class Invoice" in fences[0].code
+        badge = shown(answer, "badge")
+        assert badge.startswith(" CLOUD ") and "openai/gpt-4.1" in badge
+        assert "rule default" in badge and "internal" in badge and "explain" in badge
+        stats = shown(answer, "stats")
+        assert "in 11 · out 5 tok" in stats and "TTFT" in stats and "tok/s" in stats
+
+        rows = ledger_rows()
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row.route, row.model, row.status) == ("cloud", "openai/gpt-4.1", "ok")
+        assert (row.input_tokens, row.output_tokens) == (11, 5)
+        assert row.cost_usd is not None and f"${row.cost_usd:.4f}" in stats
+        assert openai_server.count == 1
+
+        # The code block copies (OSC 52 keeps it on the app as well).
+        await pilot.press("ctrl+g")
+        await settle(pilot, app)
+        assert app.clipboard == fences[0].code
+
+
+async def test_a_refused_secret_request_shows_why_and_sends_nothing(
+    tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
+) -> None:
+    project = cloud_project(tmp_path, openai_server.base_url)
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.ready)
+        secret = "deploy with AKIAIOSFODNN7EXAMPLE please #secret"
+        app.composer.prompt.insert(secret)
+        await settle(pilot, app, until=lambda: "REFUSED" in str(app.query_one("#preview").render()))
+        assert "nothing will be sent" in str(app.query_one("#preview").render())
+        await pilot.press("ctrl+s")
+        await settle(pilot, app, until=lambda: not app.generating)
+        answer = last_answer(app)
+        notes = shown(answer, "notes")
+        assert "Refused: nothing was sent." in notes
+        assert "cloud_max_privacy" in notes and "To allow it:" in notes
+        assert shown(answer, "badge").startswith(" REFUSED ")
+        assert answer.text == ""
+    assert openai_server.count == 0
+    assert [r.route for r in ledger_rows()] == ["refused"]
+    # The ledger never holds the secret.
+    assert "AKIA" not in repr(ledger_rows())
+
+
+async def test_escape_cancels_a_stream_midway(
+    tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
+) -> None:
+    words = tuple(f"word{i} " for i in range(200))
+    openai_server.script(Reply(text=words, chunk_delay_s=0.05))
+    project = cloud_project(tmp_path, openai_server.base_url)
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.ready)
+        await type_and_send(pilot, app, "Tell me a long story")
+        await settle(pilot, app, until=lambda: app.generating and "word3" in last_answer(app).text)
+        await pilot.press("escape")
+        await settle(pilot, app, until=lambda: not app.generating, timeout=10)
+        await settle(pilot, app)
+        answer = last_answer(app)
+        assert "Cancelled." in shown(answer, "notes")
+        assert "word0" in answer.text and "word199" not in answer.text
+        assert answer.failure is not None and answer.failure.kind == "cancelled"
+    rows = ledger_rows()
+    assert [(r.route, r.status) for r in rows] == [("cloud", "cancelled")]
+
+
+async def test_conversations_switch_and_resume_from_history(
+    tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
+) -> None:
+    openai_server.script(ok("Answer one"), ok("Answer two"), ok("Answer three"))
+    project = cloud_project(tmp_path, openai_server.base_url)
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.ready)
+        await type_and_send(pilot, app, "First question")
+        await settle(pilot, app, until=lambda: not app.generating)
+        await type_and_send(pilot, app, "Second question")
+        await settle(pilot, app, until=lambda: not app.generating)
+        first_id = app.conversation_id
+        assert first_id is not None
+
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        assert not app.query(UserMessage)
+        await type_and_send(pilot, app, "Another topic")
+        await settle(pilot, app, until=lambda: not app.generating)
+        second_id = app.conversation_id
+        assert second_id not in (None, first_id)
+        await settle(pilot, app, until=lambda: len(app.conversations) == 2)
+
+        app.resume(first_id)
+        await settle(pilot, app, until=lambda: app.conversation_id == first_id)
+        await settle(pilot, app)
+        users = [m.text for m in app.query(UserMessage)]
+        answers = [m.text for m in app.query(AssistantMessage)]
+        assert users == ["First question", "Second question"]
+        assert answers == ["Answer one", "Answer two"]
+        assert shown(app.query(AssistantMessage).first(), "badge").startswith(" CLOUD ")
+
+        # Rename, then delete, through the dialogs.
+        await pilot.press("f6")
+        await pilot.pause(0.1)
+        app.screen.query_one("Input").value = "Invoices"
+        await pilot.press("enter")
+        await settle(pilot, app, until=lambda: any(c.title == "Invoices" for c in app.conversations))
+        await pilot.press("f8")
+        await pilot.pause(0.1)
+        await pilot.click("#yes")
+        await settle(pilot, app, until=lambda: len(app.conversations) == 1)
+        assert app.conversations[0].id == second_id
+        assert app.conversation_id is None and not app.query(UserMessage)
