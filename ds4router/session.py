@@ -381,15 +381,15 @@ class Session:
             decision=decision,
             time=dt.datetime.now(dt.UTC),
         )
-        if decision.target == "refuse":
-            yield Refused(decision)
-            yield self._finish(turn)
-            return
-        yield Routed(decision, classified)
+        first: SessionEvent = (
+            Refused(decision) if decision.target == "refuse" else Routed(decision, classified)
+        )
         attempts = self._attempts(turn, context)
         try:
-            async for event in attempts:
-                yield event
+            yield first
+            if decision.target != "refuse":
+                async for event in attempts:
+                    yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The consumer went away (task cancelled, Ctrl-C, stream closed): the
             # request still gets its row, as cancelled, with what it used so far.
@@ -406,57 +406,69 @@ class Session:
     async def _attempts(
         self, turn: _Turn, context: Sequence[_ContextTurn]
     ) -> AsyncGenerator[SessionEvent, None]:
-        decision = turn.decision
-        chain = _chain(decision)
+        """Try the chosen target, then its fallbacks while failures come before any token.
+
+        A target whose backend cannot even be created is skipped, not attempted; a
+        failure is shown only once nothing is left to fall back to, so the user sees
+        the first backend's error (with why the fallback could not help).
+        """
         messages = _messages(context, turn.prompt)
-        for index, spec in enumerate(chain):
+        # The router filtered the chain already; filtered again, so no bug there can leak.
+        specs = [s for s in _chain(turn.decision) if self._spec_allowed(s, turn)]
+        pending: Failed | None = None  # a failure before any token, not shown yet
+        failed_spec = ""
+        for position, spec in enumerate(specs):
             target, model = parse_target(spec)
-            next_spec = chain[index + 1] if index + 1 < len(chain) else None
-            if target == "refuse" or model is None:
-                break
-            if target == "cloud" and not self._cloud_allowed(turn.classified, decision):
-                continue  # never reached: the router filters the chain; checked all the same
-            attempt = _Attempt(target, model, time.monotonic())
-            turn.attempts.append(attempt)
+            assert model is not None
             if self._cancel_requested:
+                if not turn.attempts:
+                    turn.attempts.append(_Attempt(target, model, time.monotonic()))
                 stop = failed("cancelled", "cancelled before anything was sent")
-                attempt.end(stop)
+                _conclude(turn, stop)
                 yield stop
                 return
             try:
                 backend = self._backend(target, model)
             except BackendUnavailable as exc:
-                missing = failed("unavailable", str(exc))
-                attempt.end(missing)
-                if next_spec is not None:
-                    turn.fell_back = True
-                    yield FallbackTaken(spec, next_spec, str(exc))
-                    continue
-                yield missing
-                return
+                if not turn.attempts:  # the row needs a route even when nothing ran
+                    turn.attempts.append(_Attempt(target, model, time.monotonic()))
+                if pending is None:
+                    pending, failed_spec = failed("unavailable", str(exc)), spec
+                else:
+                    pending = replace(pending, message=f"{pending.message}; {spec}: {exc}")
+                continue
+            if pending is not None:
+                turn.fell_back = True
+                yield FallbackTaken(failed_spec, spec, pending.message)
+                pending = None
+            attempt = _Attempt(target, model, time.monotonic())
+            turn.attempts.append(attempt)
             request = BackendRequest(messages=messages, model=model, request_id=uuid.uuid4().hex)
-            fall_back = False
+            last = position == len(specs) - 1
             events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
                     if (
                         isinstance(event, Failed)
+                        and not last
                         and not event.after_tokens
                         and not attempt.has_tokens
                         and event.kind != "cancelled"
                         and not self._cancel_requested
-                        and next_spec is not None
                     ):
-                        fall_back = True
+                        pending, failed_spec = event, spec
                         break
                     yield event
             finally:
                 await events.aclose()  # ends the backend's stream and the energy meter
-            if not fall_back:
+            if pending is None:
                 return
-            turn.fell_back = True
-            assert next_spec is not None and isinstance(attempt.outcome, Failed)
-            yield FallbackTaken(spec, next_spec, attempt.outcome.message)
+        if pending is not None:
+            _conclude(turn, pending)
+            yield pending
+
+    def _spec_allowed(self, spec: str, turn: _Turn) -> bool:
+        return not spec.startswith("cloud:") or self._cloud_allowed(turn.classified, turn.decision)
 
     async def _stream(
         self, backend: Backend, request: BackendRequest, attempt: _Attempt
@@ -664,6 +676,9 @@ class Session:
         """Price the turn, write its ledger row and history; returns the ``Priced`` event."""
         turn.recorded = True
         decision = turn.decision
+        if abandoned and not turn.attempts and decision.target != "refuse" and decision.model:
+            # Routed, then dropped before the backend was called: still the routed target's row.
+            turn.attempts.append(_Attempt(decision.target, decision.model, time.monotonic()))
         attempt = turn.last
         if attempt is not None and attempt.outcome is None:
             attempt.end(
@@ -692,7 +707,7 @@ class Session:
             cost, detail = 0.0, "refused: nothing was sent, nothing spent"
         else:
             route, model = attempt.target, attempt.model
-            usage = _token_usage(attempt.usage)
+            usage = _token_usage(attempt.usage or _estimate(turn, attempt))
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
             end = attempt.ended if attempt.ended is not None else time.monotonic()
             duration = max(end - attempt.started, 0.0)
@@ -809,7 +824,9 @@ class Session:
                 self._memory.append(_ContextTurn(turn.prompt, answer, level))
             self._context_level = max((t.privacy for t in self._memory), default=None)
             return
-        usage = _token_usage(attempt.usage if attempt is not None else None)
+        usage = _token_usage(
+            (attempt.usage or _estimate(turn, attempt)) if attempt is not None else None
+        )
         user = Message(
             role="user",
             text=turn.text,
@@ -852,7 +869,10 @@ class Session:
 
     def _ledger_db(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger(self.db_path)
+            try:
+                self._ledger = Ledger(self.db_path)
+            except PricingError as exc:  # a newer or broken database: say so, no traceback
+                raise Ds4RouterError(str(exc)) from None
         return self._ledger
 
     def _history_db(self) -> History:
@@ -862,6 +882,15 @@ class Session:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _conclude(turn: _Turn, outcome: Failed) -> None:
+    """The last attempt's final outcome (it may have failed already: this says more)."""
+    attempt = turn.last
+    assert attempt is not None
+    attempt.outcome = outcome
+    if attempt.ended is None:
+        attempt.ended = time.monotonic()
 
 
 def _chain(decision: Decision) -> list[str]:
@@ -927,6 +956,18 @@ def _token_usage(usage: Usage | None) -> TokenUsage:
         cache_write_tokens=write,
         output_tokens=usage.output_tokens,
         reasoning_tokens=min(usage.reasoning_tokens, usage.output_tokens),
+    )
+
+
+def _estimate(turn: _Turn, attempt: _Attempt) -> Usage | None:
+    """Rough counts for an attempt that streamed but never reported usage (a consumer
+    that went away mid-stream): the tokens were spent, so they are counted."""
+    if not attempt.has_tokens:
+        return None
+    return Usage(
+        input_tokens=turn.classified.tokens,
+        output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
+        estimated=True,
     )
 
 

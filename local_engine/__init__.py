@@ -1,9 +1,10 @@
 """local_engine: DeepSeek V4 Flash on MLX.
 
 The model, its decode state (KV cache), checkpoint loading (the names
-``save_pretrained`` writes and the official release's FP4/FP8 layout) and a
-random-checkpoint writer for tests. It knows nothing of ds4router, pricing,
-LiteLLM or Textual.
+``save_pretrained`` writes and the official release's FP4/FP8 layout), a
+random-checkpoint writer for tests, and the engine on top: tokenizer, DeepSeek V4
+chat encoding, sampling and streaming generation (``Engine``). It knows nothing
+of ds4router, pricing, LiteLLM or Textual.
 
 Importing this package must stay light (the CLI imports it on fast paths), so
 the public names are resolved lazily: ``from local_engine import load_model``
@@ -16,11 +17,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from local_engine.chat import (
+        ChatEncodingError,
+        ToolsNotSupportedError,
+        render_prompt,
+        split_reasoning,
+    )
     from local_engine.config import ModelConfig
+    from local_engine.engine import Engine, EngineInfo, InsufficientMemoryError
     from local_engine.errors import CacheError, CheckpointError, EngineError
+    from local_engine.generate import (
+        Done,
+        Event,
+        GenerationParams,
+        GenerationStats,
+        ReasoningDelta,
+        TextDelta,
+        Usage,
+    )
     from local_engine.graph_options import GraphOptions
     from local_engine.loader import load_model
     from local_engine.model import Model
+    from local_engine.sampling import SamplingParams
+    from local_engine.tokenizer import Tokenizer
 
 # public name -> module that defines it; resolved on first attribute access.
 _LAZY: dict[str, str] = {
@@ -31,9 +50,50 @@ _LAZY: dict[str, str] = {
     "EngineError": "local_engine.errors",
     "CheckpointError": "local_engine.errors",
     "CacheError": "local_engine.errors",
+    "Engine": "local_engine.engine",
+    "EngineInfo": "local_engine.engine",
+    "InsufficientMemoryError": "local_engine.engine",
+    "GenerationParams": "local_engine.generate",
+    "GenerationStats": "local_engine.generate",
+    "TextDelta": "local_engine.generate",
+    "ReasoningDelta": "local_engine.generate",
+    "Usage": "local_engine.generate",
+    "Done": "local_engine.generate",
+    "Event": "local_engine.generate",
+    "render_prompt": "local_engine.chat",
+    "split_reasoning": "local_engine.chat",
+    "ChatEncodingError": "local_engine.chat",
+    "ToolsNotSupportedError": "local_engine.chat",
+    "Tokenizer": "local_engine.tokenizer",
+    "SamplingParams": "local_engine.sampling",
 }
 
-__all__ = sorted(_LAZY)
+# Spelled out (not sorted(_LAZY)) so linters see the TYPE_CHECKING imports as exports.
+__all__ = [
+    "CacheError",
+    "ChatEncodingError",
+    "CheckpointError",
+    "Done",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "Event",
+    "GenerationParams",
+    "GenerationStats",
+    "GraphOptions",
+    "InsufficientMemoryError",
+    "Model",
+    "ModelConfig",
+    "ReasoningDelta",
+    "SamplingParams",
+    "TextDelta",
+    "Tokenizer",
+    "ToolsNotSupportedError",
+    "Usage",
+    "load_model",
+    "render_prompt",
+    "split_reasoning",
+]
 
 
 def __getattr__(name: str) -> Any:

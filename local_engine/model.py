@@ -145,6 +145,18 @@ def cpu_layout(weights: ModelWeights) -> ModelWeights:
     return replace(weights, layers=layers, head=head)
 
 
+def _weight_arrays(weights: ModelWeights) -> list[mx.array]:
+    out: list[mx.array] = []
+    for _, w in iter_named_weights(weights):
+        if isinstance(w, QuantizedWeight):
+            out += [w.weight, w.scales] + ([w.biases] if w.biases is not None else [])
+        elif isinstance(w, TransposedWeight):
+            out.append(w.wt)
+        else:
+            out.append(w)
+    return out
+
+
 class _LayerProgram:
     """One layer's stateless pieces as (optionally compiled) closures over its weights."""
 
@@ -222,6 +234,9 @@ class Model:
             raise EngineError(f"layout must be 'auto', 'cpu' or 'gpu', got {layout!r}")
         if layout == "cpu" or (layout == "auto" and on_cpu):
             weights = cpu_layout(weights)
+        # Materialize every weight now: a lazy one (e.g. a pending transpose) captured
+        # by a compiled closure would be recomputed on every call.
+        mx.eval(_weight_arrays(weights))
         self.config = config
         self.weights = weights
         self.dtype = dtype

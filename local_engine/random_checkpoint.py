@@ -504,11 +504,7 @@ def random_weights(
         is_hash = cfg.mlp_layer_types[i] == HASH_MOE
         tid2eid = None
         if is_hash:
-            ranks = mx.argsort(
-                mx.random.uniform(shape=(cfg.vocab_size, cfg.n_routed_experts), key=next_key()),
-                axis=-1,
-            )
-            tid2eid = ranks[:, : cfg.num_experts_per_tok].astype(mx.int32)
+            tid2eid = mx.array(_hash_table(cfg, seed + i))
         moe = MoEWeights(
             gate=normal((cfg.n_routed_experts, d), 1.0 / math.sqrt(d)),
             bias=None if is_hash else normal((cfg.n_routed_experts,), 0.1),
@@ -537,6 +533,21 @@ def random_weights(
         layers=tuple(layers),
     )
     return weights
+
+
+def _hash_table(cfg: ModelConfig, seed: int) -> np.ndarray:
+    """A random ``tid2eid`` ``[vocab, k]`` with k distinct experts per token.
+
+    Row r is ``(base_r + j * step_r) mod E`` for j < k with ``step_r`` coprime to E
+    (so the k entries differ); cheap for the full vocabulary, unlike a per-row
+    shuffle on the device (whose sort grid is too tall for 129280 rows on CUDA).
+    """
+    e, k = cfg.n_routed_experts, cfg.num_experts_per_tok
+    rng = np.random.default_rng(seed)
+    steps = np.array([s for s in range(1, e) if math.gcd(s, e) == 1] or [1])
+    base = rng.integers(0, e, cfg.vocab_size)[:, None]
+    step = rng.choice(steps, cfg.vocab_size)[:, None]
+    return ((base + np.arange(k)[None, :] * step) % e).astype(np.int32)
 
 
 def _leaves(obj: Any) -> Iterator[Any]:

@@ -31,7 +31,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                show=False, priority=True),
     ActionSpec("new_conversation", "ctrl+n", "new_conversation", "New conversation",
                "Start an empty conversation"),
-    ActionSpec("rename_conversation", "f6", "rename_conversation", "Rename conversation",
+    ActionSpec("rename_conversation", "ctrl+r", "rename_conversation", "Rename conversation",
                "Give the current conversation a title", show=False),
     ActionSpec("delete_conversation", "f8", "delete_conversation", "Delete conversation",
                "Delete the current conversation from history", show=False),

@@ -65,16 +65,11 @@ def default_history_factory(db_path: Path) -> Any:
     return History(db_path)
 
 
-def title_from(text: str, width: int = 40) -> str:
-    """A conversation title from its first message: the first line, shortened."""
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first if len(first) <= width else first[: width - 1].rstrip() + "…"
-
-
 class Ds4RouterApp(App[None]):
     """``ds4router`` with no sub-command."""
 
-    CSS_PATH = "app.tcss"
+    # Absolute, so subclasses defined elsewhere (tests, embedders) find it too.
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "ds4router"
     BINDINGS: ClassVar[list[BindingType]] = list(app_bindings())
 
@@ -161,6 +156,15 @@ class Ds4RouterApp(App[None]):
         self.set_interval(1.0, self._tick_engine, name="engine-tick")
         # Everything slow starts once the first frame is out.
         self.call_after_refresh(self._boot)
+
+    def on_unmount(self) -> None:
+        for resource in (self.session, self.history):
+            close = getattr(resource, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing on the way out: nothing left to tell
+                    log.exception("close failed")
 
     def _topbar(self, status: str) -> None:
         text = Text()
@@ -325,10 +329,8 @@ class Ds4RouterApp(App[None]):
         await self.chat_log.mount_all([user, message])
         message.set_status("routing…")
         try:
-            if self.conversation_id is None and self.history is not None:
-                self.conversation_id = await asyncio.to_thread(
-                    self.history.new_conversation, self.loaded.project_name, title_from(text)
-                )
+            # None starts a new conversation: the session names it (a title without
+            # secrets) and, with ``history: off``, keeps it in memory only.
             stream = self.session.send(text, conversation_id=self.conversation_id)
             async for event in stream:
                 await self._apply(message, event)
@@ -643,6 +645,9 @@ class Ds4RouterApp(App[None]):
 
     def _replace_session(self) -> None:
         self._session_stale = False
+        old = self.session
+        if old is not None and hasattr(old, "close"):
+            old.close()
         try:
             self.session = self.session_factory(self.loaded)
         except Exception as exc:

@@ -15,7 +15,9 @@ from pricing.report_render import usd
 
 
 def money(value: float | None) -> str:
-    """$1.23, $0.0042, or 'unpriced' for a missing price (never $0)."""
+    """$1.23, $0.0042, $0.000062 below a cent, or 'unpriced' for a missing price (never $0)."""
+    if value is not None and 0 < abs(value) < 0.01:
+        return f"${value:.6f}"
     return usd(value)
 
 
@@ -42,7 +44,7 @@ class BadgeParts:
 
     @property
     def text(self) -> str:
-        parts = [self.where, self.model, f"rule {self.rule}"]
+        parts = [self.where] + ([self.model] if self.model != "-" else []) + [f"rule {self.rule}"]
         if self.privacy:
             parts.append(self.privacy)
         if self.task:
@@ -127,7 +129,7 @@ def bar(fraction: float | None, width: int) -> str:
     full, part = divmod(eighths, 8)
     partial = " ▏▎▍▌▋▊▉"[part] if part else ""
     text = "█" * full + partial
-    return text + " " * (width - len(text))
+    return text + "░" * (width - len(text))
 
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

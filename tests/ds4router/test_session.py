@@ -50,9 +50,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-session-test-0000")
 
 
-def project(
-    tmp_path: Path, api_base: str, overrides: dict[str, Any] | None = None
-) -> LoadedConfig:
+def project(tmp_path: Path, api_base: str, overrides: dict[str, Any] | None = None) -> LoadedConfig:
     """A project whose default route is gpt-4.1 at ``api_base``; local power as configured."""
     data: dict[str, Any] = {
         "project": "acme",
@@ -144,7 +142,8 @@ async def test_cloud_answer_is_streamed_priced_and_written_once(
     )
     assert (priced.input_tokens, priced.output_tokens) == (11, 4)
     assert priced.ttft_s is not None and priced.ttft_s > 0
-    assert "$2/M" in priced.cost_detail.replace(f"${rates.input:g}/M", "$2/M")
+    assert f"11 in x ${rates.input:g}/M" in priced.cost_detail
+    assert f"4 out x ${rates.output:g}/M" in priced.cost_detail
 
     rows = ledger_rows()
     assert len(rows) == 1
@@ -193,7 +192,9 @@ async def test_unpriced_model_costs_null_not_zero(
         {
             "default": f"cloud:{name}",
             "cloud": {
-                "models": [{"name": name, "api_base": openai_server.base_url, "api_key_env": KEY_ENV}]
+                "models": [
+                    {"name": name, "api_base": openai_server.base_url, "api_key_env": KEY_ENV}
+                ]
             },
         },
     )
@@ -491,7 +492,7 @@ async def test_cancel_before_the_first_token_stops_a_hung_local_backend(
 async def test_a_cancelled_task_still_writes_its_row(
     tmp_path: Path, openai_server: OpenAIServer
 ) -> None:
-    openai_server.script(ok("slow", " answer", chunk_delay_s=5))
+    openai_server.script(ok("slow", " answer", chunk_delay_s=1))
     session = Session(
         project(tmp_path, openai_server.base_url), backend_factory=factory(ScriptedBackend())
     )
@@ -641,3 +642,34 @@ def test_preview_routes_without_sending_or_writing(
     assert any("engine loading" in r for r in decision.reasons)
     assert openai_server.count == 0 and local.requests == []
     assert not paths.database_path().exists()
+
+
+async def test_a_fallback_that_cannot_start_reports_the_first_failure(
+    tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    openai_server.script(error(500), error(500))
+    session = Session(project(tmp_path, openai_server.base_url), backend_factory=factory(None))
+    events = await collect(session, "hello")
+
+    assert not any(isinstance(e, FallbackTaken) for e in events)
+    failure = events[-2]
+    assert isinstance(failure, Failed) and failure.kind == "unavailable"
+    assert failure.message.startswith(f"{MODEL}: the provider is unavailable: scripted failure")
+    assert failure.message.endswith("; local: no local engine in this test")
+    row = ledger_rows()[0]
+    assert (row.route, row.status, row.error_kind) == ("cloud", "error", "unavailable")
+
+
+async def test_a_stream_closed_right_after_routing_sends_nothing_and_records_cancelled(
+    tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    session = Session(
+        project(tmp_path, openai_server.base_url), backend_factory=factory(ScriptedBackend())
+    )
+    stream = session.send("hello")
+    first = await stream.__anext__()
+    assert isinstance(first, Routed)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert openai_server.count == 0
+    (row,) = ledger_rows()
+    assert (row.route, row.status, row.model) == ("cloud", "cancelled", MODEL)

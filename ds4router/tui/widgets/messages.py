@@ -212,6 +212,16 @@ class AssistantMessage(Vertical):
 
     def set_priced(self, priced: Any) -> None:
         self.priced = priced
+        decision = self.decision
+        route = getattr(priced, "route", None)
+        if decision is not None and route in ("local", "cloud") and (
+            route != decision.target or priced.model != decision.model
+        ):
+            # A fallback answered: the badge names who did, and says so.
+            parts = badge_parts(
+                route, priced.model, priced.rule, str(decision.privacy), str(decision.task)
+            )
+            self._show_badge(parts.where, parts.text)
         stats = self._static("stats")
         stats.update(stats_line(priced))
         stats.tooltip = getattr(priced, "cost_detail", None) or None

@@ -122,8 +122,9 @@ def seed_ledger(project: str = "acme") -> Path:
     return db
 
 
-async def settle(pilot: Any, app: Ds4RouterApp, until: Callable[[], bool] | None = None,
-                 timeout: float = 20.0) -> None:
+async def settle(
+    pilot: Any, app: Ds4RouterApp, until: Callable[[], bool] | None = None, timeout: float = 20.0
+) -> None:
     """Let workers finish (and ``until`` hold), pausing the pilot meanwhile."""
     deadline = time.monotonic() + timeout
     while True:

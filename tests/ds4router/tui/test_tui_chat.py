@@ -4,10 +4,11 @@ mid-stream; conversations switch and resume from history."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import MONTH, SIZE, cloud_project, settle
+from conftest import SIZE, cloud_project, settle
 from openai_server import OpenAIServer, Reply, ok
 
 from ds4router import paths
@@ -18,13 +19,14 @@ MakeApp = Callable[..., Ds4RouterApp]
 
 
 def ledger_rows(project: str = "acme") -> list:
+    """This month's rows: the session stamps rows with the real time, not the app's clock."""
     from pricing.ledger import Ledger
 
     db = paths.database_path()
     if not db.is_file():
         return []
     with Ledger(db) as ledger:
-        return ledger.month_rows(MONTH, project)
+        return ledger.month_rows(dt.datetime.now(dt.UTC).strftime("%Y-%m"), project)
 
 
 def last_answer(app: Ds4RouterApp) -> AssistantMessage:
@@ -52,7 +54,7 @@ async def test_send_streams_markdown_then_badge_stats_and_a_ledger_row(
     app = make_app(project, check_cloud_health=False)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app, until=lambda: app.ready)
-        app.composer.prompt.insert("Explain how to write a dataclass for invoices")
+        app.composer.prompt.insert("What does the dataclass decorator do? Please explain")
         await settle(pilot, app, until=lambda: "CLOUD" in str(app.query_one("#preview").render()))
         assert "openai/gpt-4.1" in str(app.query_one("#preview").render())
         await pilot.press("ctrl+s")
@@ -165,14 +167,118 @@ async def test_conversations_switch_and_resume_from_history(
         assert shown(app.query(AssistantMessage).first(), "badge").startswith(" CLOUD ")
 
         # Rename, then delete, through the dialogs.
-        await pilot.press("f6")
+        await pilot.press("ctrl+r")
         await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "TextPrompt", [
+            str(n.message) for n in app._notifications
+        ]
         app.screen.query_one("Input").value = "Invoices"
         await pilot.press("enter")
-        await settle(pilot, app, until=lambda: any(c.title == "Invoices" for c in app.conversations))
+        await settle(
+            pilot, app, until=lambda: any(c.title == "Invoices" for c in app.conversations)
+        )
         await pilot.press("f8")
         await pilot.pause(0.1)
         await pilot.click("#yes")
         await settle(pilot, app, until=lambda: len(app.conversations) == 1)
         assert app.conversations[0].id == second_id
         assert app.conversation_id is None and not app.query(UserMessage)
+
+
+async def test_a_local_request_streams_from_a_tiny_random_checkpoint(
+    tmp_path: Path, make_app: MakeApp, tiny_checkpoint: Path
+) -> None:
+    """The LOCAL badge and a local cost (electricity + hardware). The random model never
+    stops on its own, so the answer is cancelled after a few tokens; it is still priced."""
+    from conftest import write_project
+
+    project = write_project(
+        tmp_path,
+        f"""\
+project: acme
+default: local
+local:
+  engine: {{model_path: '{tiny_checkpoint}'}}
+  hardware: {{price_usd: 3000, lifetime_years: 3, hours_per_day: 8}}
+""",
+    )
+    app = make_app(project, check_cloud_health=False, load_local_engine=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(
+            pilot, app, until=lambda: app.ready and app.engine_status.state == "ready", timeout=60
+        )
+        await type_and_send(pilot, app, "Say hello")
+        await settle(pilot, app, until=lambda: len(last_answer(app).text) >= 3, timeout=60)
+        await pilot.press("escape")
+        await settle(pilot, app, until=lambda: not app.generating, timeout=30)
+        await settle(pilot, app)
+        answer = last_answer(app)
+        badge = shown(answer, "badge")
+        assert badge.startswith(" LOCAL ") and "local/deepseek-v4-flash" in badge
+        assert "rule default" in badge
+        stats = shown(answer, "stats")
+        assert "TTFT" in stats and "unpriced" not in stats
+        assert answer.priced is not None and answer.priced.route == "local"
+        assert answer.priced.cost_usd is not None and answer.priced.cost_usd > 0
+        assert "electricity" in answer.priced.cost_detail
+    rows = ledger_rows()
+    assert [(r.route, r.status) for r in rows] == [("local", "cancelled")]
+    assert rows[0].cost_amortization_usd is not None and rows[0].cost_amortization_usd > 0
+    assert rows[0].energy_source is not None
+
+
+async def test_a_backend_failure_shows_its_reason_and_the_fallback_taken(
+    tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
+) -> None:
+    from openai_server import error
+
+    base = openai_server.base_url
+    project = cloud_project(
+        tmp_path,
+        base,
+        extra="""\
+fallback: {cloud_unavailable: "cloud:openai/backup"}
+""",
+    )
+    (project / ".ds4router.yaml").write_text(
+        (project / ".ds4router.yaml")
+        .read_text()
+        .replace(
+            f'models: [{{name: openai/gpt-4.1, api_base: "{base}"}}]',
+            f'models: [{{name: openai/gpt-4.1, api_base: "{base}"}}, '
+            f'{{name: openai/backup, api_base: "{base}"}}]',
+        )
+    )
+    openai_server.script(error(503, "overloaded"), ok("Backup answer"))
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: app.ready)
+        await type_and_send(pilot, app, "Hello there")
+        await settle(pilot, app, until=lambda: not app.generating)
+        await settle(pilot, app)
+        answer = last_answer(app)
+        notes = shown(answer, "notes")
+        assert "cloud:openai/gpt-4.1 failed before any token" in notes
+        assert "→ trying cloud:openai/backup" in notes and "overloaded" in notes
+        assert answer.text == "Backup answer"
+        badge = shown(answer, "badge")
+        assert "openai/backup" in badge and "rule fallback" in badge
+
+        # With nothing left to fall back to, the failure itself is shown, with its reason.
+        openai_server.script(error(401, "bad key", type_="invalid_request_error"))
+        app.conversation_id = None
+        (project / ".ds4router.yaml").write_text(
+            (project / ".ds4router.yaml")
+            .read_text()
+            .replace(
+                'fallback: {cloud_unavailable: "cloud:openai/backup"}',
+                "fallback: {cloud_unavailable: null}",
+            )
+        )
+        app.action_reload_config()
+        await settle(pilot, app)
+        await type_and_send(pilot, app, "Hello again")
+        await settle(pilot, app, until=lambda: not app.generating)
+        await settle(pilot, app)
+        notes = shown(last_answer(app), "notes")
+        assert "Failed (auth)" in notes and "bad key" in notes

@@ -33,7 +33,7 @@ def test_budget_level_without_a_cap_and_with_a_zero_cap() -> None:
 
 
 def test_bar_fills_in_eighths_and_keeps_its_width() -> None:
-    assert bar(0.0, 10) == " " * 10
+    assert bar(0.0, 10) == "░" * 10
     assert bar(1.0, 10) == "█" * 10
     assert bar(2.5, 4) == "████"  # over budget: full, never wider
     half = bar(0.55, 10)
@@ -65,6 +65,7 @@ def test_stats_line_has_tokens_timing_cost_and_saving() -> None:
         "in 1,200 · out 340 tok · TTFT 0.42 s · 21.5 tok/s · $0.0123 · "
         "saved $0.2100 vs claude-opus-4-7"
     )
+    assert "$0.000062" in stats_line(priced(cost_usd=0.000062)), "a tiny cost is never $0.0000"
 
 
 def test_stats_line_says_unpriced_never_zero() -> None:
@@ -149,7 +150,10 @@ def test_config_watcher_starts_on_defaults_when_the_file_is_broken(tmp_path: Pat
     (project / ".ds4router.yaml").write_text("budjet: {monthly_usd: 4}\n", encoding="utf-8")
     watcher = ConfigWatcher(project)
     assert watcher.problem is not None
-    assert ":1: " in watcher.problem.first_line and "did you mean 'budget'" in watcher.problem.first_line
+    assert (
+        ":1: " in watcher.problem.first_line
+        and "did you mean 'budget'" in watcher.problem.first_line
+    )
     assert watcher.current.config.default == "local"  # built-in defaults
 
 

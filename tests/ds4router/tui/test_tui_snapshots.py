@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import SIZE, cloud_project, seed_ledger, settle, write_project
-from openai_server import OpenAIServer, ok
+from openai_server import OpenAIServer
 
 from ds4router.tui.app import Ds4RouterApp
 
@@ -26,22 +26,60 @@ ANSWER = (
 )
 
 
+def seed_conversation() -> str:
+    """A conversation in the real history database, with fixed times (a resumed chat)."""
+    import datetime as dt
+
+    from ds4router import paths
+    from ds4router.history import History, Message
+
+    def at(minute: int) -> dt.datetime:
+        return dt.datetime(2026, 5, 14, 9, minute, tzinfo=dt.UTC)
+
+    turns = [
+        (
+            Message("user", "Explain what a Python dataclass is", privacy="internal",
+                    task="explain", created_at=at(12)),
+            Message("assistant", "".join(ANSWER), reasoning="They asked for the idea, then code.",
+                    route="cloud", model="openai/gpt-4.1", rule="default", input_tokens=14,
+                    output_tokens=96, cost_usd=0.000796, status="ok", privacy="internal",
+                    task="explain", created_at=at(12)),
+        ),
+        (
+            Message("user", "Tidy the billing module #confidential", privacy="confidential",
+                    task="refactor", created_at=at(14)),
+            Message("assistant", "Split `charge()` into *validate*, *price* and *record*.",
+                    route="local", model="local/deepseek-v4-flash", rule="private-stays-local",
+                    input_tokens=812, output_tokens=240, cost_usd=0.00213, status="ok",
+                    privacy="confidential", task="refactor", created_at=at(15)),
+        ),
+        (
+            Message("user", "Deploy with AKIA… as the key", privacy="secret", task="chat",
+                    created_at=at(17)),
+            Message("assistant", None, route="refused", rule="privacy", status="ok",
+                    privacy="secret", task="chat", created_at=at(17)),
+        ),
+    ]  # fmt: skip
+    history = History(paths.database_path())
+    try:
+        cid = history.new_conversation("acme", "What is a dataclass?")
+        for user, answer in turns:
+            history.add_turn(cid, user, answer, project="acme")
+    finally:
+        history.close()
+    return cid
+
+
 def test_chat_screen(
     snap_compare: Snap, tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
 ) -> None:
-    openai_server.script(ok(*ANSWER), ok("Yes: `frozen=True` makes them hashable."))
+    cid = seed_conversation()
     app = make_app(cloud_project(tmp_path, openai_server.base_url))
 
     async def run_before(pilot: Any) -> None:
         await settle(pilot, app, until=lambda: app.ready)
-        for text in ("Explain what a Python dataclass is", "Can I use one as a dict key?"):
-            app.composer.prompt.insert(text)
-            await pilot.press("ctrl+s")
-            await settle(pilot, app, until=lambda: not app.generating)
-        # Resumed from history: what it shows does not depend on timings.
-        assert app.conversation_id is not None
-        app.resume(app.conversation_id)
-        await settle(pilot, app)
+        app.resume(cid)
+        await settle(pilot, app, until=lambda: app.conversation_id == cid)
         app.composer.prompt.insert("/task tests write pytest tests for Invoice")
         await settle(pilot, app, until=lambda: "tests" in str(app.query_one("#preview").render()))
         await settle(pilot, app)
@@ -89,10 +127,7 @@ routes:
 
     async def run_before(pilot: Any) -> None:
         await settle(pilot, app, until=lambda: app.ready)
-        app.composer.prompt.insert(
-            "Design the sharding and replication of the billing service; "
-            "contact ops at ops@example.com"
-        )
+        app.composer.prompt.insert("Design the sharding and replication of the billing service")
         await pilot.press("f4")
         await settle(pilot, app, until=lambda: type(app.screen).__name__ == "ExplainScreen")
         await settle(pilot, app)

@@ -1,0 +1,643 @@
+"""The local backend: the in-process DeepSeek V4 Flash engine behind the ``Backend`` protocol.
+
+``LocalBackend`` runs ``local_engine.Engine.generate`` in a worker thread and adapts its
+events to the backends' (``TextDelta``, ``ReasoningDelta``, ``Usage``, then ``Done`` or
+``Failed``), so a session treats the local engine exactly like a cloud model.
+
+The model is loaded once per process and shared: loads are kept per model directory in a
+module-level registry (on top of the engine's own per-process cache), started in the
+background by ``start_loading()`` or by the first request, which waits for it. Health:
+
+- ``not_configured``: no ``local.engine.model_path``;
+- ``ready``: loaded (the detail says how much memory the weights take), or not loaded yet
+  but the directory checks out, so a request will load it and then answer;
+- ``loading``: a load is under way (the detail has the progress fraction when the engine
+  reports one, else the seconds so far); the router routes around it meanwhile;
+- failed: the load failed (missing files, unknown ``model_type``, shape mismatch, the model
+  cannot fit). ``HealthStatus`` has no ``failed``, so this is ``offline`` with a detail
+  starting ``failed``: the router only needs to know local cannot serve, and why.
+
+For local pricing the session meters energy itself (``pricing.energy.EnergyMeter`` around
+the stream); this backend keeps each request's figures (wall time, time waiting for the
+load, TTFT, prefill and decode tok/s, peak memory) in ``last_stats`` and ``stats_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ds4router.backends.base import BackendRequest
+from ds4router.backends.events import (
+    Done,
+    ErrorKind,
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    Usage,
+    failed,
+)
+from ds4router.backends.health import Health, HealthStatus
+
+if TYPE_CHECKING:
+    from ds4router.config.loader import LoadedConfig
+    from local_engine.engine import Engine
+    from local_engine.generate import GenerationParams, GenerationStats
+
+# The config has no output limit for local requests yet; a request without max_tokens gets
+# this many (room for an answer with code, short of the model's own limits).
+DEFAULT_MAX_TOKENS = 4096
+
+# What health() reports when loading failed (see the module docstring).
+FAILED_STATUS: HealthStatus = "offline"
+
+# BackendRequest.extra keys this backend understands; others (provider options meant for
+# LiteLLM) do not apply to the local engine and are ignored.
+EXTRA_PARAMS = ("thinking", "reasoning_effort", "seed", "top_k", "min_p")
+
+LoadState = Literal["idle", "loading", "ready", "failed"]
+_KEEP_STATS = 64
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class LocalStats:
+    """What one local request took; ``wall_s`` covers the whole stream, load wait included.
+
+    The engine's figures (``ttft_s``, rates, ``generation_s``) start when the engine got
+    the request, i.e. after ``load_wait_s``.
+    """
+
+    request_id: str | None
+    finish_reason: str
+    wall_s: float
+    load_wait_s: float
+    generation_s: float
+    ttft_s: float
+    prefill_s: float
+    prefill_tok_s: float
+    decode_s: float
+    decode_tok_s: float
+    prompt_tokens: int
+    generated_tokens: int
+    peak_memory_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "finish_reason": self.finish_reason,
+            "wall_s": self.wall_s,
+            "load_wait_s": self.load_wait_s,
+            "generation_s": self.generation_s,
+            "ttft_s": self.ttft_s,
+            "prefill_s": self.prefill_s,
+            "prefill_tok_s": self.prefill_tok_s,
+            "decode_s": self.decode_s,
+            "decode_tok_s": self.decode_tok_s,
+            "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": self.generated_tokens,
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+# --- loading, once per process ------------------------------------------------------------
+
+
+class _EngineThread:
+    """The one thread that loads models and runs generations, jobs in order.
+
+    MLX keeps streams per thread: an array one thread left unevaluated cannot be
+    evaluated on another ("There is no Stream(cpu, 0) in current thread"; seen with lazy
+    weight transposes before the model began materializing its weights at load). Loading
+    and running on one thread keeps that whole class of failure away, and generations are
+    one at a time per engine anyway. A daemon thread, so a load nobody waits for any more
+    does not hold up the process's exit.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="ds4router-engine", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except BaseException:  # jobs report their own errors; the thread must live on
+                pass
+
+
+_ENGINE_THREAD = _EngineThread()
+
+
+class _EngineLoad:
+    """The load of one model directory, shared by every backend of the process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.state: LoadState = "idle"
+        self.engine: Engine | None = None
+        self.error = ""
+        self.fraction: float | None = None
+        self.step = ""
+        self.started_at: float | None = None
+        self.weight_bytes: int | None = None
+        self.parameters: int | None = None
+        self.is_random = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def start(
+        self,
+        *,
+        check_memory: bool,
+        available_memory_bytes: int | None,
+        retry: bool,
+        inline: bool = False,
+    ) -> None:
+        """Begin loading unless loaded, loading, or failed (``retry``: try a failure again).
+
+        ``inline`` loads on the calling thread (for an engine already in memory: instant).
+        """
+        with self._lock:
+            if self.state in ("loading", "ready") or (self.state == "failed" and not retry):
+                return
+            self.state, self.error, self.fraction, self.step = "loading", "", None, ""
+            self.started_at = time.monotonic()
+        if inline:
+            self._run(check_memory, available_memory_bytes)
+        else:
+            _ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
+
+    def _progress(self, fraction: float, what: str = "") -> None:
+        with self._lock:
+            self.fraction = max(0.0, min(1.0, float(fraction)))
+            self.step = what
+
+    def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
+        try:
+            from local_engine.engine import Engine
+
+            kwargs: dict[str, Any] = {}
+            # A loader that reports progress gets a callback; today's does not.
+            if "progress" in inspect.signature(Engine.load).parameters:
+                kwargs["progress"] = self._progress
+            engine = Engine.load(
+                self.path,
+                check_memory=check_memory,
+                available_memory_bytes=available_memory_bytes,
+                **kwargs,
+            )
+            info = engine.info()
+        except Exception as exc:  # every load failure becomes the health detail
+            with self._lock:
+                self.state, self.error = "failed", _message(exc)
+        else:
+            with self._lock:
+                self.engine = engine
+                self.weight_bytes = info.weight_bytes
+                self.parameters = info.parameters
+                self.is_random = info.is_random
+                self.state = "ready"
+        with self._lock:
+            listeners, self._listeners = self._listeners, []
+        for notify in listeners:
+            notify()
+
+    def adopt(self) -> None:
+        """An engine loaded in this process by someone else (the TUI, a CLI command)
+        counts as loaded here too; asking the engine's cache for it is instant."""
+        from local_engine.engine import Engine
+
+        if self.state == "idle" and self.path in Engine.loaded():
+            self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
+
+    def listen(self, notify: Callable[[], None]) -> bool:
+        """Call ``notify`` (from the loading thread) when the load ends; False: it has."""
+        with self._lock:
+            if self.state in ("ready", "failed"):
+                return False
+            self._listeners.append(notify)
+            return True
+
+    def unlisten(self, notify: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._listeners.remove(notify)
+
+
+_LOADS: dict[Path, _EngineLoad] = {}
+_LOADS_LOCK = threading.Lock()
+
+
+def _load_of(path: Path) -> _EngineLoad:
+    key = path.expanduser().resolve()
+    with _LOADS_LOCK:
+        load = _LOADS.get(key)
+        if load is None:
+            load = _LOADS[key] = _EngineLoad(key)
+        return load
+
+
+def _message(exc: BaseException) -> str:
+    from local_engine.errors import EngineError
+
+    text = str(exc).strip()
+    if isinstance(exc, EngineError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_model_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
+    from local_engine.config import load_config
+    from local_engine.errors import EngineError
+
+    if not path.is_dir():
+        return f"no model directory at {path}"
+    try:
+        load_config(path)  # missing config.json, unknown model_type
+    except EngineError as exc:
+        return str(exc)
+    if not any(path.glob("*.safetensors")):
+        return f"{path} has no *.safetensors weight files"
+    return None
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One stream in flight: what ``cancel()`` needs to reach it from any thread."""
+
+    loop: asyncio.AbstractEventLoop
+    stop: threading.Event = field(default_factory=threading.Event)  # read by the engine
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a wait for the load
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """The generation thread ended in an exception."""
+
+    kind: ErrorKind
+    message: str
+
+
+_END = object()
+
+
+class LocalBackend:
+    """``Backend`` for the local engine serving the model in ``model_path``.
+
+    ``max_tokens`` caps requests that set none (default ``DEFAULT_MAX_TOKENS``).
+    ``check_memory`` and ``available_memory_bytes`` go to ``Engine.load`` (the backend
+    that starts a model's load decides them).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None,
+        *,
+        max_tokens: int | None = None,
+        check_memory: bool = True,
+        available_memory_bytes: int | None = None,
+    ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        self.model_path = None if model_path in (None, "") else Path(model_path).expanduser()
+        self.max_tokens = max_tokens
+        self.check_memory = check_memory
+        self.available_memory_bytes = available_memory_bytes
+        self.last_stats: LocalStats | None = None
+        self._stats: OrderedDict[str, LocalStats] = OrderedDict()
+        self._flights: set[_Flight] = set()
+        self._lock = threading.Lock()
+        self._checked: tuple[int, str | None] | None = None  # (config.json mtime, problem)
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig) -> LocalBackend:
+        """The backend for ``local.engine`` of a loaded config (nothing is loaded yet)."""
+        return cls(loaded.config.local.engine.model_path)
+
+    # -- loading -------------------------------------------------------------------------
+    def start_loading(self, *, retry: bool = False) -> None:
+        """Load the model in the background (no-op when loaded or loading).
+
+        A failed load is remembered; ``retry=True`` tries again (after fixing the files).
+        """
+        if self.model_path is None:
+            return
+        _load_of(self.model_path).start(
+            check_memory=self.check_memory,
+            available_memory_bytes=self.available_memory_bytes,
+            retry=retry,
+        )
+
+    @property
+    def load_state(self) -> LoadState:
+        if self.model_path is None:
+            return "idle"
+        return _load_of(self.model_path).state
+
+    def stats_for(self, request_id: str) -> LocalStats | None:
+        """The figures of a recent request, by ``BackendRequest.request_id``."""
+        with self._lock:
+            return self._stats.get(request_id)
+
+    # -- protocol ------------------------------------------------------------------------
+    def health(self) -> Health:
+        """Cheap enough for every keystroke: never loads weights, never imports mlx."""
+        if self.model_path is None:
+            return Health(
+                "not_configured",
+                "set local.engine.model_path in .ds4router.yaml to a model directory",
+            )
+        load = _load_of(self.model_path)
+        load.adopt()
+        path = load.path
+        if load.state == "loading":
+            if load.fraction is not None:
+                step = f", {load.step}" if load.step else ""
+                return Health("loading", f"loading {path}: {load.fraction * 100:.0f} %{step}")
+            since = time.monotonic() - (load.started_at or time.monotonic())
+            return Health("loading", f"loading {path}: {since:.0f} s so far")
+        if load.state == "ready":
+            size = f"{(load.weight_bytes or 0) / GIB:.2f} GiB of weights in memory"
+            params = f"{(load.parameters or 0) / 1e9:.2f} B parameters"
+            random = ", random weights" if load.is_random else ""
+            return Health("ready", f"{path}: {size}, {params}{random}")
+        if load.state == "failed":
+            return Health(FAILED_STATUS, f"failed to load {path}: {load.error}")
+        problem = self._problem(path)
+        if problem is not None:
+            return Health(FAILED_STATUS, f"failed: {problem}")
+        return Health("ready", f"{path}: not loaded yet, loads on the first request")
+
+    def _problem(self, path: Path) -> str | None:
+        try:
+            stamp = (path / "config.json").stat().st_mtime_ns
+        except OSError:
+            stamp = -1
+        checked = self._checked
+        if checked is None or checked[0] != stamp:
+            checked = self._checked = (stamp, _check_model_dir(path))
+        return checked[1]
+
+    def cancel(self) -> None:
+        """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
+        with self._lock:
+            flights = list(self._flights)
+        for flight in flights:
+            flight.stop.set()  # the engine checks it between prefill chunks and tokens
+            try:
+                flight.loop.call_soon_threadsafe(flight.wake.set)
+            except RuntimeError:  # its loop is closed: the stream is gone already
+                pass
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+        # Registered before the first await, so a cancel() after stream() started reaches it.
+        flight = _Flight(asyncio.get_running_loop())
+        with self._lock:
+            self._flights.add(flight)
+        try:
+            async for event in self._run(request, flight):
+                yield event
+        finally:
+            # Also when the consumer stops listening: the engine thread must not decode on
+            # for nobody (and hold the engine, one generation at a time, meanwhile).
+            flight.stop.set()
+            with self._lock:
+                self._flights.discard(flight)
+
+    # -- one request -----------------------------------------------------------------------
+    async def _run(self, request: BackendRequest, flight: _Flight) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        name = request.model
+        if self.model_path is None:
+            yield failed(
+                "unavailable", f"{name}: local engine not configured (local.engine.model_path)"
+            )
+            return
+        try:
+            params = self._params(request)
+        except Exception as exc:  # bad sampling values: the request, not the engine
+            yield failed("bad_request", f"{name}: {_message(exc)}")
+            return
+        engine = await self._engine(flight)
+        load_wait = time.perf_counter() - started
+        if flight.stop.is_set():
+            yield failed("cancelled", f"{name}: cancelled (while the model was loading)")
+            return
+        if engine is None:
+            load = _load_of(self.model_path)
+            yield failed("unavailable", f"{name}: the local model failed to load: {load.error}")
+            return
+
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        messages = request.messages
+        _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
+        kinds = _engine_types()
+        text: list[str] = []
+        produced = False
+        while True:
+            item = await events.get()
+            if item is _END:
+                break
+            if isinstance(item, _Raised):
+                if produced:
+                    yield self._estimated_usage(engine, request, params, text)
+                yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
+                return
+            if isinstance(item, kinds.TextDelta):
+                produced = True
+                text.append(item.text)
+                yield TextDelta(item.text)
+            elif isinstance(item, kinds.ReasoningDelta):
+                produced = True
+                text.append(item.text)
+                yield ReasoningDelta(item.text)
+            elif isinstance(item, kinds.Usage):
+                yield Usage(
+                    input_tokens=item.prompt_tokens,
+                    output_tokens=item.generated_tokens,
+                    reasoning_tokens=item.reasoning_tokens,
+                )
+            elif isinstance(item, kinds.Done):
+                self._record(request, item.finish_reason, item.stats, started, load_wait)
+                if item.finish_reason == "cancelled":
+                    yield failed("cancelled", f"{name}: cancelled", after_tokens=produced)
+                else:
+                    yield Done(item.finish_reason)
+                return
+        # The thread ended without Done: only if the engine broke its own protocol.
+        yield failed(
+            "internal", f"{name}: the engine stopped without finishing", after_tokens=produced
+        )
+
+    async def _engine(self, flight: _Flight) -> Engine | None:
+        """The loaded engine (starting the load if nobody has), None when loading failed.
+
+        Returns early (with whatever state) when the request is cancelled meanwhile.
+        """
+        assert self.model_path is not None
+        load = _load_of(self.model_path)
+        self.start_loading()
+        loop = flight.loop
+        loaded = loop.create_future()
+
+        def resolve() -> None:
+            if not loaded.done():
+                loaded.set_result(None)
+
+        def notify() -> None:
+            with contextlib.suppress(RuntimeError):  # the waiting loop is gone
+                loop.call_soon_threadsafe(resolve)
+
+        if load.listen(notify):
+            woken = asyncio.ensure_future(flight.wake.wait())
+            try:
+                await asyncio.wait({loaded, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+                load.unlisten(notify)
+        return load.engine if load.state == "ready" else None
+
+    def _params(self, request: BackendRequest) -> GenerationParams:
+        from local_engine.generate import GenerationParams
+
+        options: dict[str, Any] = {k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        return GenerationParams(
+            max_tokens=request.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
+            stop=tuple(request.stop),
+            **options,
+        )
+
+    @staticmethod
+    def _generate(
+        engine: Engine,
+        messages: list[dict[str, Any]],
+        params: GenerationParams,
+        flight: _Flight,
+        events: asyncio.Queue[Any],
+    ) -> None:
+        """On the engine thread: engine events onto the stream's queue, then ``_END``."""
+        from local_engine.chat import ChatEncodingError
+        from local_engine.errors import EngineError
+
+        def put(item: object) -> None:
+            try:
+                flight.loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the stream's loop is closed: nobody listens any more
+                flight.stop.set()
+
+        try:
+            prompt_tokens = len(engine.encode_messages(messages, params))
+            if prompt_tokens >= engine.context_limit:
+                put(
+                    _Raised(
+                        "context_window",
+                        f"the conversation is {prompt_tokens} tokens but the local model's "
+                        f"context limit is {engine.context_limit}; start a new conversation "
+                        "or shorten the attachments",
+                    )
+                )
+                return
+            for event in engine.generate(messages, params, cancel=flight.stop):
+                put(event)
+        except ChatEncodingError as exc:  # tools, roles the encoding does not know
+            put(_Raised("bad_request", str(exc)))
+        except EngineError as exc:
+            put(_Raised("internal", str(exc)))
+        except Exception as exc:  # a bug in the engine must end the stream, not hang it
+            put(_Raised("internal", _message(exc)))
+        finally:
+            put(_END)
+
+    def _record(
+        self,
+        request: BackendRequest,
+        finish_reason: str,
+        stats: GenerationStats,
+        started: float,
+        load_wait: float,
+    ) -> None:
+        record = LocalStats(
+            request_id=request.request_id,
+            finish_reason=finish_reason,
+            wall_s=time.perf_counter() - started,
+            load_wait_s=load_wait,
+            generation_s=stats.total_s,
+            ttft_s=stats.ttft_s,
+            prefill_s=stats.prefill_s,
+            prefill_tok_s=stats.prefill_tok_s,
+            decode_s=stats.decode_s,
+            decode_tok_s=stats.decode_tok_s,
+            prompt_tokens=stats.prompt_tokens,
+            generated_tokens=stats.generated_tokens,
+            peak_memory_bytes=stats.peak_memory_bytes,
+        )
+        with self._lock:
+            self.last_stats = record
+            if request.request_id is not None:
+                self._stats[request.request_id] = record
+                while len(self._stats) > _KEEP_STATS:
+                    self._stats.popitem(last=False)
+
+    @staticmethod
+    def _estimated_usage(
+        engine: Engine, request: BackendRequest, params: GenerationParams, text: list[str]
+    ) -> Usage:
+        """Usage after a mid-stream failure (the engine reports none then), re-counted."""
+        try:
+            prompt = len(engine.encode_messages(request.messages, params))
+            output = len(engine.tokenizer.encode("".join(text)))
+        except Exception:  # counting is best effort; the failure is what matters
+            prompt, output = 0, len(text)
+        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+
+
+def _engine_types() -> Any:
+    """``local_engine.generate``, imported when a stream runs (never at import time)."""
+    import local_engine.generate as generate
+
+    return generate
+
+
+def forget_load(path: str | Path) -> bool:
+    """Forget this process's record of loading ``path`` (e.g. after a failure was fixed);
+    the engine's own cache is untouched. True when there was one."""
+    key = Path(path).expanduser().resolve()
+    with _LOADS_LOCK:
+        return _LOADS.pop(key, None) is not None
+
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "FAILED_STATUS",
+    "LocalBackend",
+    "LocalStats",
+    "forget_load",
+]
