@@ -19,8 +19,18 @@ from ds4router.errors import Ds4RouterError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "route": ("ds4router.commands.route", "Decide where a request would go, and why."),
     "config": ("ds4router.commands.config_cmd", "Show or validate configuration."),
+    "ask": ("ds4router.commands.ask", "Ask once: routed, streamed, priced, recorded."),
+    "history": ("ds4router.commands.history_cmd", "Conversations: list, show, export, delete."),
+    "engine": (
+        "ds4router.commands.engine_cmd",
+        "The local DeepSeek V4 Flash engine: info, generate, init-random, ...",
+    ),
+    "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
-    "estimate": ("ds4router.commands.estimate", "Monthly cost on 40+ models and on local hardware."),
+    "estimate": (
+        "ds4router.commands.estimate",
+        "Monthly cost on 40+ models and on local hardware.",
+    ),
 }
 
 
@@ -65,7 +75,9 @@ def cli(ctx: click.Context, project: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["project"] = project
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        from ds4router.commands.tui_cmd import run_tui
+
+        run_tui(project)
 
 
 def main(argv: list[str] | None = None) -> Any:

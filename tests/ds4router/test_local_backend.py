@@ -230,6 +230,18 @@ async def test_health_goes_from_not_loaded_to_loading_to_ready(
     assert "GiB of weights in memory" in ready.detail and "random weights" in ready.detail
 
 
+async def test_a_model_loaded_elsewhere_in_the_process_is_ready_at_once(fresh: Path) -> None:
+    from local_engine.engine import Engine
+
+    Engine.load(fresh)  # as the TUI's loader or an `engine` command would, on this thread
+    backend = LocalBackend(fresh)
+    health = backend.health()
+    assert health.status == "ready" and "GiB of weights in memory" in health.detail
+    # Served from the engine thread although another thread loaded it.
+    events = await collect(backend, request(max_tokens=3))
+    assert isinstance(events[-1], Done), events[-1]
+
+
 async def test_cancel_while_loading_ends_at_once(
     fresh: Path, hold_engine_thread: threading.Event
 ) -> None:
