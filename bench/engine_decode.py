@@ -122,7 +122,9 @@ def reference_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
         for name in names:
             yield info(name), state[name].numpy()
 
-    model = build_model(cfg, [info(n) for n in names], [stream()], dtype=__import__("mlx.core").core.float32)
+    model = build_model(
+        cfg, [info(n) for n in names], [stream()], dtype=__import__("mlx.core").core.float32
+    )
     del np
     return ref, model
 
@@ -296,9 +298,7 @@ def layers_that_fit(one_layer: Any) -> int:
     import mlx.core as mx
 
     c = one_layer
-    expert_bytes = c.n_routed_experts * 3 * c.moe_intermediate_size * c.hidden_size * (
-        0.5 + 1 / 32
-    )
+    expert_bytes = c.n_routed_experts * 3 * c.moe_intermediate_size * c.hidden_size * (0.5 + 1 / 32)
     per_layer = expert_bytes + 0.3e9  # attention, shared expert, compressors (FP8/bf16)
     fixed = 2 * c.vocab_size * c.hidden_size * 2 + 4e9  # embed + head (bf16), headroom
     total = mx.device_info().get("memory_size") or mx.device_info().get("total_memory")
@@ -326,20 +326,52 @@ def smoke_checks() -> dict[str, str]:
     w8 = quantize(mx.random.normal((3, 64, 256)), mode="mxfp8")
     w4 = quantize(mx.random.normal((8, 64, 256)), mode="mxfp4")
     idx = mx.array([[1, 5]], dtype=mx.uint32)
-    check("quantized_matmul_mxfp8_batched", lambda: mx.quantized_matmul(
-        mx.broadcast_to(x, (3, 2, 256)), w8.weight, w8.scales, transpose=True, group_size=32,
-        bits=8, mode="mxfp8"))
-    check("gather_qmm_mxfp4", lambda: mx.gather_qmm(
-        x[:1, None, None, :], w4.weight, w4.scales, rhs_indices=idx, transpose=True,
-        group_size=32, bits=4, mode="mxfp4"))
+    check(
+        "quantized_matmul_mxfp8_batched",
+        lambda: mx.quantized_matmul(
+            mx.broadcast_to(x, (3, 2, 256)),
+            w8.weight,
+            w8.scales,
+            transpose=True,
+            group_size=32,
+            bits=8,
+            mode="mxfp8",
+        ),
+    )
+    check(
+        "gather_qmm_mxfp4",
+        lambda: mx.gather_qmm(
+            x[:1, None, None, :],
+            w4.weight,
+            w4.scales,
+            rhs_indices=idx,
+            transpose=True,
+            group_size=32,
+            bits=4,
+            mode="mxfp4",
+        ),
+    )
     q = mx.random.normal((1, 64, 1, 512)).astype(mx.bfloat16)
     k = mx.random.normal((1, 1, 300, 512)).astype(mx.bfloat16)
-    check("sdpa_sinks_hd512", lambda: mx.fast.scaled_dot_product_attention(
-        q, k, k, scale=512**-0.5, sinks=mx.zeros((64,), dtype=mx.bfloat16)))
+    check(
+        "sdpa_sinks_hd512",
+        lambda: mx.fast.scaled_dot_product_attention(
+            q, k, k, scale=512**-0.5, sinks=mx.zeros((64,), dtype=mx.bfloat16)
+        ),
+    )
     check("argpartition", lambda: mx.argpartition(mx.random.normal((4, 256)), kth=5, axis=-1))
-    check("rope_freqs", lambda: mx.fast.rope(
-        q[..., -64:], 64, traditional=True, base=None, scale=1.0, offset=mx.array(3),
-        freqs=mx.ones((32,))))
+    check(
+        "rope_freqs",
+        lambda: mx.fast.rope(
+            q[..., -64:],
+            64,
+            traditional=True,
+            base=None,
+            scale=1.0,
+            offset=mx.array(3),
+            freqs=mx.ones((32,)),
+        ),
+    )
     return results
 
 
@@ -362,7 +394,10 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     log(f"building {args.layers} random layers, smoke: {smoke}")
     t0 = time.perf_counter()
     weights = random_weights(
-        cfg, args.seed, dtype=mx.bfloat16, dense_format=dense_format,
+        cfg,
+        args.seed,
+        dtype=mx.bfloat16,
+        dense_format=dense_format,
         expert_format=args.expert_format,
     )
     build_s = time.perf_counter() - t0

@@ -117,9 +117,7 @@ def update_compressor(
         else:
             first_kv = state.overlap_kv[None].astype(ck.dtype)
             first_gate = state.overlap_gate[None].astype(cg.dtype)
-        slots_kv = mx.concatenate(
-            [mx.concatenate([first_kv, a_kv[:-1]], axis=0), b_kv], axis=1
-        )
+        slots_kv = mx.concatenate([mx.concatenate([first_kv, a_kv[:-1]], axis=0), b_kv], axis=1)
         slots_gate = mx.concatenate(
             [mx.concatenate([first_gate, a_gate[:-1]], axis=0), b_gate], axis=1
         )
@@ -171,9 +169,7 @@ def indexer_selection(
     causal = _compressed_causal(offset, t, n, state.shape.ratio)
     total = mx.where(causal, total, -mx.inf)
     top = mx.argpartition(-total, kth=k - 1, axis=-1)[:, :k]
-    chosen = mx.put_along_axis(
-        mx.zeros((t, n), dtype=mx.bool_), top, mx.array(True), axis=-1
-    )
+    chosen = mx.put_along_axis(mx.zeros((t, n), dtype=mx.bool_), top, mx.array(True), axis=-1)
     return chosen & causal
 
 

@@ -162,8 +162,7 @@ def _validate(c: ModelConfig) -> list[str]:
         )
     if c.index_head_dim < c.qk_rope_head_dim:
         problems.append(
-            f"index_head_dim {c.index_head_dim} is smaller than the RoPE slice"
-            f" {c.qk_rope_head_dim}"
+            f"index_head_dim {c.index_head_dim} is smaller than the RoPE slice {c.qk_rope_head_dim}"
         )
     if c.num_attention_heads % c.o_groups:
         problems.append(

@@ -73,9 +73,7 @@ def hc_post(streams: mx.array, out: mx.array, post: mx.array, comb: mx.array) ->
     return spread + comb.swapaxes(-1, -2).astype(dt) @ streams
 
 
-def hc_head(streams: mx.array, w: HyperHeadWeights, *, hc_eps: float, norm_eps: float) -> (
-    mx.array
-):
+def hc_head(streams: mx.array, w: HyperHeadWeights, *, hc_eps: float, norm_eps: float) -> mx.array:
     """Collapse ``[T, hc, D]`` to ``[T, D]`` with sigmoid weights (no Sinkhorn)."""
     t = streams.shape[0]
     flat = _unweighted_rms_norm(streams.reshape(t, -1).astype(mx.float32), norm_eps)

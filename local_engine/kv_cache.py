@@ -310,13 +310,13 @@ def _int(snap: Mapping[str, mx.array | int], key: str) -> int:
     if isinstance(value, mx.array):
         if value.size != 1:
             raise CacheError(f"snapshot {key!r} should be an integer")
-        return int(value.item())
+        item = value.astype(mx.int64).item()
+        assert isinstance(item, int)
+        return item
     return int(value)
 
 
-def _array(
-    snap: Mapping[str, mx.array | int], key: str, shape: tuple[int, int] | None
-) -> mx.array:
+def _array(snap: Mapping[str, mx.array | int], key: str, shape: tuple[int, int] | None) -> mx.array:
     if key not in snap:
         raise CacheError(f"snapshot is missing {key!r}")
     value = snap[key]

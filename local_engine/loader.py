@@ -39,8 +39,7 @@ from local_engine.official_format import (
     float_to_e8m0,
     fp8_scales_to_mx,
 )
-from local_engine.safetensors_io import TensorInfo, list_shards, read_header
-from local_engine.safetensors_io import SafetensorsFile
+from local_engine.safetensors_io import SafetensorsFile, TensorInfo, list_shards, read_header
 from local_engine.weights import (
     ExpertWeights,
     QuantizedWeight,
@@ -163,9 +162,7 @@ class _Inventory:
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise CheckpointError(
-                "checkpoint is missing tensors the config needs: "
-                + ", ".join(missing[:5])
-                + more
+                "checkpoint is missing tensors the config needs: " + ", ".join(missing[:5]) + more
             )
 
     def _check_fused_experts(self, i: int) -> None:
@@ -180,9 +177,7 @@ class _Inventory:
                 raise CheckpointError(f"checkpoint is missing {path} {list(shape)}")
             self._check_one(entry, shape, None)
 
-    def _check_one(
-        self, entry: _Entry, shape: tuple[int, ...], scale: _Entry | None
-    ) -> None:
+    def _check_one(self, entry: _Entry, shape: tuple[int, ...], scale: _Entry | None) -> None:
         info = entry.info
         path = entry.parsed.path
         if path.endswith("tid2eid"):
@@ -369,9 +364,7 @@ def _stack_experts(cfg: ModelConfig, layer: int, mats: dict[str, list[Weight]]) 
     dense1 = [w for w in mats["w1"] if isinstance(w, mx.array)]
     dense3 = [w for w in mats["w3"] if isinstance(w, mx.array)]
     dense2 = [w for w in mats["w2"] if isinstance(w, mx.array)]
-    gate_up_stack = mx.stack(
-        [mx.concatenate([a, b]) for a, b in zip(dense1, dense3, strict=True)]
-    )
+    gate_up_stack = mx.stack([mx.concatenate([a, b]) for a, b in zip(dense1, dense3, strict=True)])
     return ExpertWeights(
         dense_expert_stack(gate_up_stack), dense_expert_stack(mx.stack(dense2)), e, inter, d
     )
@@ -405,7 +398,11 @@ def _assemble(cfg: ModelConfig, conv: _Converter) -> ModelWeights:
             wo_a = wo_a.reshape_leading(groups, cfg.o_lora_rank)
         else:
             wo_a = wo_a.reshape(groups, cfg.o_lora_rank, -1)
-        comp = compressor(q + "attn.compressor") if opt(q + "attn.compressor.wkv") is not None else None
+        comp = (
+            compressor(q + "attn.compressor")
+            if opt(q + "attn.compressor.wkv") is not None
+            else None
+        )
         indexer = None
         if opt(q + "attn.indexer.wq_b") is not None:
             indexer = IndexerWeights(
@@ -495,6 +492,8 @@ def build_model(
     dtype: mx.Dtype = mx.float32,
     graph: GraphOptions | None = None,
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
+    compile: bool | None = None,
+    layout: str = "auto",
 ) -> Model:
     """Check ``infos`` against ``cfg``, then convert tensors group by group (shard by shard)."""
     inv = _Inventory(cfg, infos)
@@ -505,7 +504,15 @@ def build_model(
         # Evaluate what this shard produced so its numpy buffers can be freed.
         mx.eval([a for a in _arrays(conv.params)])
     weights = _assemble(cfg, conv)
-    return Model(cfg, weights, dtype=dtype, graph=graph, prefill_chunk_size=prefill_chunk_size)
+    return Model(
+        cfg,
+        weights,
+        dtype=dtype,
+        graph=graph,
+        prefill_chunk_size=prefill_chunk_size,
+        compile=compile,
+        layout=layout,
+    )
 
 
 def _arrays(params: Mapping[str, Any]) -> Iterator[mx.array]:
@@ -520,7 +527,7 @@ def _arrays(params: Mapping[str, Any]) -> Iterator[mx.array]:
                 if isinstance(w, QuantizedWeight):
                     yield w.weight
                     yield w.scales
-                else:
+                elif isinstance(w, mx.array):
                     yield w
 
 
@@ -541,11 +548,15 @@ def load_model(
     dtype: str | mx.Dtype | None = None,
     graph: GraphOptions | None = None,
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
+    compile: bool | None = None,
+    layout: str = "auto",
 ) -> Model:
     """Load ``path`` (a directory with ``config.json`` and ``*.safetensors``).
 
     ``dtype`` is the compute dtype (default float32 on CPU, bfloat16 on GPU);
-    ``graph`` turns on the official-graph round-trips (off by default).
+    ``graph`` turns on the official-graph round-trips (off by default);
+    ``compile`` (default: on for GPU) and ``layout`` (``auto``, ``cpu``: dense
+    projections stored transposed, ``gpu``: as in the file) tune speed only.
     """
     model_dir = Path(path).expanduser()
     if not model_dir.is_dir():
@@ -576,4 +587,6 @@ def load_model(
         dtype=_dtype_from_name(dtype),
         graph=graph,
         prefill_chunk_size=prefill_chunk_size,
+        compile=compile,
+        layout=layout,
     )

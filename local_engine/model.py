@@ -136,9 +136,7 @@ def cpu_layout(weights: ModelWeights) -> ModelWeights:
                 changes[f.name] = convert(value)
         return replace(obj, **changes) if changes else obj
 
-    layers = tuple(
-        replace(lw, attn=convert(lw.attn), moe=convert(lw.moe)) for lw in weights.layers
-    )
+    layers = tuple(replace(lw, attn=convert(lw.attn), moe=convert(lw.moe)) for lw in weights.layers)
     head = weights.head
     if isinstance(head, mx.array) and head is not weights.embed:
         head = TransposedWeight.of(head)

@@ -105,9 +105,7 @@ def moe_block(
     limit: float,
 ) -> mx.array:
     """Routed experts plus the shared expert for ``x`` ``[T, D]``."""
-    idx, weights = route(
-        x, token_ids, w, top_k=top_k, scoring=scoring, routed_scale=routed_scale
-    )
+    idx, weights = route(x, token_ids, w, top_k=top_k, scoring=scoring, routed_scale=routed_scale)
     out = routed_experts(x, idx, weights, w.experts, limit)
     if w.shared_gate_up is not None and w.shared_down is not None:
         gu = linear(x, w.shared_gate_up)

@@ -54,7 +54,9 @@ def _e4m3_table() -> np.ndarray:
     sign = np.where(codes & 0x80, -1.0, 1.0)
     exp = (codes >> 3) & 0xF
     man = (codes & 7).astype(np.float64)
-    val = np.where(exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp.astype(np.float64) - 7))
+    val = np.where(
+        exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp.astype(np.float64) - 7)
+    )
     val = sign * val
     val[(exp == 15) & ((codes & 7) == 7)] = np.nan  # e4m3fn: S.1111.111 is NaN
     return val.astype(np.float32)

@@ -236,7 +236,9 @@ def official_tensors(
         yield from fp8_or_float(p + "attn.wq_b", (h * hd, cfg.q_lora_rank))
         yield from fp8_or_float(p + "attn.wkv", (hd, d))
         yield norm(p + "attn.kv_norm.weight", hd)
-        yield from fp8_or_float(p + "attn.wo_a", (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups))
+        yield from fp8_or_float(
+            p + "attn.wo_a", (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups)
+        )
         yield from fp8_or_float(p + "attn.wo_b", (d, cfg.o_groups * cfg.o_lora_rank))
         yield p + "attn.attn_sink", "F32", normal((h,), 1.0)
         kind = cfg.layer_types[i]
@@ -440,7 +442,9 @@ def random_weights(
         if expert_format == "float":
             return normal((e, out, inp), 1.0 / math.sqrt(inp), dt)
         chunk = max(1, min(e, 16))
-        parts = [random_quant((min(chunk, e - s), out, inp), expert_format) for s in range(0, e, chunk)]
+        parts = [
+            random_quant((min(chunk, e - s), out, inp), expert_format) for s in range(0, e, chunk)
+        ]
         for part in parts:
             mx.eval(part.weight, part.scales)
         return QuantizedWeight(

@@ -28,7 +28,7 @@ def default_inv_freq(base: float, dim: int) -> np.ndarray:
 
 
 def yarn_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """YaRN-blended frequencies of the compressed layers (extrapolate fast dims, interpolate slow)."""
+    """YaRN frequencies of the compressed layers: fast dims extrapolate, slow ones interpolate."""
     y = cfg.compress_yarn
     dim = cfg.qk_rope_head_dim
     base = cfg.compress_rope_theta
@@ -59,9 +59,7 @@ class Rope:
     # YaRN's attention factor would scale cos/sin; V4 forces 1.0 (kept for clarity).
     attention_scale: float = 1.0
 
-    def apply(
-        self, x: mx.array, offset: int | mx.array, *, stride: float = 1.0
-    ) -> mx.array:
+    def apply(self, x: mx.array, offset: int | mx.array, *, stride: float = 1.0) -> mx.array:
         """Rotate rows at positions ``stride * (offset + i)`` for row i along axis -2."""
         d = self.dims
         head = x[..., :-d]

@@ -109,8 +109,9 @@ class SafetensorsFile:
         raw_dtype = RAW_DTYPES[info.dtype]
         if self._map is None or info.end == info.start:
             return np.zeros(info.shape, dtype=raw_dtype)
-        buf = np.frombuffer(self._map, dtype=np.uint8, count=info.end - info.start,
-                            offset=info.start)
+        buf = np.frombuffer(
+            self._map, dtype=np.uint8, count=info.end - info.start, offset=info.start
+        )
         return buf.view(raw_dtype).reshape(info.shape).copy()
 
     def close(self) -> None:
@@ -157,7 +158,11 @@ def write_safetensors(
         if arr.dtype.itemsize != want.itemsize:
             raise ValueError(f"{name}: raw array itemsize {arr.dtype.itemsize} != {dtype}")
         n = arr.nbytes
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + n]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + n],
+        }
         offset += n
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned

@@ -123,9 +123,9 @@ class TransposedWeight:
 Weight = mx.array | QuantizedWeight | TransposedWeight
 
 
-def quantize(w: mx.array, *, mode: str = "affine", bits: int = 4, group_size: int = 64) -> (
-    QuantizedWeight
-):
+def quantize(
+    w: mx.array, *, mode: str = "affine", bits: int = 4, group_size: int = 64
+) -> QuantizedWeight:
     """Quantize a dense ``[..., out, in]`` weight with MLX (used for re-quantizing)."""
     if mode in ("mxfp4", "mxfp8"):
         bits, group_size = (4 if mode == "mxfp4" else 8), 32
@@ -211,7 +211,9 @@ def expert_matmul(
             mode=w.mode,
             sorted_indices=sorted_indices,
         )
-    return mx.gather_mm(x, w, rhs_indices=indices, sorted_indices=sorted_indices)
+    # Dense stacks are stored [E, in, out] already (see ExpertWeights).
+    dense = w.wt if isinstance(w, TransposedWeight) else w
+    return mx.gather_mm(x, dense, rhs_indices=indices, sorted_indices=sorted_indices)
 
 
 def dense_expert_stack(stacked_out_in: mx.array) -> mx.array:

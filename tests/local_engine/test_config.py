@@ -34,11 +34,16 @@ def test_official_and_transformers_spellings_give_the_same_config() -> None:
 
 
 def test_rope_frequencies_match_the_reference() -> None:
-    hf = DeepseekV4Config(**{k: v for k, v in official_config("full-layer").items()
-                             if k != "rope_scaling"},
-                          rope_parameters={"rope_type": "yarn", "factor": 16.0,
-                                           "original_max_position_embeddings": 65536,
-                                           "beta_fast": 32, "beta_slow": 1})
+    hf = DeepseekV4Config(
+        **{k: v for k, v in official_config("full-layer").items() if k != "rope_scaling"},
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 16.0,
+            "original_max_position_embeddings": 65536,
+            "beta_fast": 32,
+            "beta_slow": 1,
+        },
+    )
     rotary = DeepseekV4RotaryEmbedding(hf)
     ours = config_from_dict(hf.to_dict())
     assert ours.compress_yarn is not None and ours.compress_yarn.attention_factor == 1.0

@@ -91,7 +91,9 @@ def test_numpy_codecs_round_trip() -> None:
     rng = np.random.default_rng(0)
     codes = np.arange(256, dtype=np.uint8)
     finite = codes[~np.isnan(decode_e4m3(codes))]
-    assert np.array_equal(encode_e4m3(decode_e4m3(finite)) & 0xFF, np.where(finite == 0x80, 0, finite))
+    assert np.array_equal(
+        encode_e4m3(decode_e4m3(finite)) & 0xFF, np.where(finite == 0x80, 0, finite)
+    )
     nib = np.arange(16, dtype=np.uint8)
     from local_engine.official_format import decode_e2m1
 
@@ -124,11 +126,15 @@ def test_missing_tensor_is_named(official_tiny: Path, tmp_path: Path) -> None:
     ckpt = _rewrite(
         _copy(official_tiny, tmp_path / "c"), lambda t: t.pop("layers.1.attn.compressor.ape")
     )
-    with pytest.raises(CheckpointError, match=r"missing .*layers\.1\.attn\.compressor\.ape \[4, 128\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing .*layers\.1\.attn\.compressor\.ape \[4, 128\]"
+    ):
         load_model(ckpt)
 
 
-def test_wrong_shape_names_file_tensor_and_expected_shape(official_tiny: Path, tmp_path: Path) -> None:
+def test_wrong_shape_names_file_tensor_and_expected_shape(
+    official_tiny: Path, tmp_path: Path
+) -> None:
     def edit(t: dict) -> None:
         dtype, arr = t["layers.0.attn.attn_sink"]
         t["layers.0.attn.attn_sink"] = (dtype, arr[:3])
@@ -143,8 +149,12 @@ def test_wrong_shape_names_file_tensor_and_expected_shape(official_tiny: Path, t
 
 
 def test_fp8_weight_without_scale_is_reported(official_tiny: Path, tmp_path: Path) -> None:
-    ckpt = _rewrite(_copy(official_tiny, tmp_path / "c"), lambda t: t.pop("layers.3.attn.wo_b.scale"))
-    with pytest.raises(CheckpointError, match=r"'layers\.3\.attn\.wo_b\.weight' is F8_E4M3 but its"):
+    ckpt = _rewrite(
+        _copy(official_tiny, tmp_path / "c"), lambda t: t.pop("layers.3.attn.wo_b.scale")
+    )
+    with pytest.raises(
+        CheckpointError, match=r"'layers\.3\.attn\.wo_b\.weight' is F8_E4M3 but its"
+    ):
         load_model(ckpt)
 
 
@@ -154,7 +164,9 @@ def test_packed_fp4_with_wrong_width_is_reported(official_tiny: Path, tmp_path: 
         t["layers.1.ffn.experts.0.w2.weight"] = (dtype, np.ascontiguousarray(arr[:, :16]))
 
     ckpt = _rewrite(_copy(official_tiny, tmp_path / "c"), edit)
-    with pytest.raises(CheckpointError, match=r"packed FP4\) has shape \[128, 16\], expected \[128, 32\]"):
+    with pytest.raises(
+        CheckpointError, match=r"packed FP4\) has shape \[128, 16\], expected \[128, 32\]"
+    ):
         load_model(ckpt)
 
 
@@ -170,7 +182,9 @@ def test_unexpected_and_out_of_range_names_are_errors(official_tiny: Path, tmp_p
         t["layers.9.attn_norm.weight"] = ("F32", np.ones((128,), np.float32))
 
     ckpt = _rewrite(_copy(official_tiny, tmp_path / "b"), beyond)
-    with pytest.raises(CheckpointError, match=r"belongs to layer 9, but config\.json says num_hidden_layers=4"):
+    with pytest.raises(
+        CheckpointError, match=r"belongs to layer 9, but config\.json says num_hidden_layers=4"
+    ):
         load_model(ckpt)
 
 
@@ -182,7 +196,9 @@ def test_mtp_tensors_are_skipped(official_tiny: Path, tmp_path: Path, quantized)
     assert load_model(ckpt).num_parameters() == quantized.num_parameters()
 
 
-def test_directory_and_config_problems_are_engine_errors(tmp_path: Path, official_tiny: Path) -> None:
+def test_directory_and_config_problems_are_engine_errors(
+    tmp_path: Path, official_tiny: Path
+) -> None:
     with pytest.raises(EngineError, match="not a directory"):
         load_model(tmp_path / "nope")
     (tmp_path / "empty").mkdir()

@@ -202,7 +202,9 @@ def test_small_topk_selects_the_reference_sets(tmp_path: Path) -> None:
     model.record_indexer = True
     got = np.array(model(mx.array(ids[None].astype(np.int32)))[0])
 
-    selections = [np.array(model.last_indexer_selection[i]) for i in sorted(model.last_indexer_selection)]
+    selections = [
+        np.array(model.last_indexer_selection[i]) for i in sorted(model.last_indexer_selection)
+    ]
     assert len(selections) == len(picks) == 2
     first_ambiguous = len(ids)
     checked = 0
@@ -233,3 +235,32 @@ def test_small_topk_selects_the_reference_sets(tmp_path: Path) -> None:
     # Positions before the first tie at the boundary see identical selections.
     assert first_ambiguous > 3 * spec.csa_ratio * spec.index_topk // 2
     assert max_delta(got[:first_ambiguous], expected[:first_ambiguous]) <= TOL
+
+
+def test_module_names_in_memory_load_to_the_same_model(small_ratios: Case) -> None:
+    """transformers' in-memory names (self_attn.q_a_proj, fused experts) load too."""
+    import torch
+
+    from local_engine.config import config_from_dict
+    from local_engine.loader import build_model
+    from local_engine.safetensors_io import TensorInfo
+
+    ref = small_ratios.reference
+    state = {k: v for k, v in ref.state_dict().items() if "inv_freq" not in k}
+    assert "model.layers.1.self_attn.q_a_proj.weight" in state
+    assert "model.layers.1.mlp.experts.gate_up_proj" in state
+
+    def info(name: str) -> TensorInfo:
+        dtype = "F32" if state[name].dtype == torch.float32 else "I64"
+        return TensorInfo(name, Path("<memory>"), dtype, tuple(state[name].shape), 0, 0)
+
+    cfg = config_from_dict({"model_type": "deepseek_v4", **ref.config.to_dict()})
+    model = build_model(
+        cfg,
+        [info(n) for n in state],
+        [((info(n), t.numpy()) for n, t in state.items())],
+    )
+    assert max_delta(model(small_ratios.tokens())[0], small_ratios.expected) <= TOL
+    # Same parameter count as the reference (its routing bias is a buffer there).
+    biases = sum(b.numel() for n, b in ref.named_buffers() if n.endswith("correction_bias"))
+    assert model.num_parameters() == sum(p.numel() for p in ref.parameters()) + biases

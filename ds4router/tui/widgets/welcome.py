@@ -36,4 +36,5 @@ and private requests stay local while the rest may go to the cloud.
 
 class WelcomeView(Markdown):
     def __init__(self, status: SetupStatus, keys: Mapping[str, str]) -> None:
-        super().__init__(welcome_markdown(status, keys), id="welcome")
+        self.text = welcome_markdown(status, keys)
+        super().__init__(self.text, id="welcome")

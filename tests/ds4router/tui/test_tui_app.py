@@ -196,8 +196,9 @@ async def test_welcome_view_when_nothing_is_configured_and_reports_still_work(
     app = make_app(project, env={})
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app, until=lambda: bool(app.query("#welcome")))
-        welcome = app.query_one("#welcome")
-        source = welcome.source if hasattr(welcome, "source") else ""
+        from ds4router.tui.widgets.welcome import WelcomeView
+
+        source = app.query_one(WelcomeView).text
         assert "local.engine.model_path" in source and "OPENAI_API_KEY" in source
         await pilot.press("f3")
         await settle(pilot, app, until=lambda: getattr(app.screen, "result", None) is not None)
