@@ -57,7 +57,7 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
     privacy.add_column("contribution")
     privacy.add_column("level", justify="right")
     for c in request.privacy.contributions:
-        privacy.add_row(c.source, str(c.level))
+        privacy.add_row(Text(c.source), str(c.level))
     for note in request.privacy.notes:
         privacy.add_row(Text(note, style="yellow"), "")
 
@@ -68,7 +68,9 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
     findings.add_column("kind")
     findings.add_column("preview")
     for f in request.privacy.findings:
-        findings.add_row(f"{f.where or 'text'}:{f.finding.line}", f.finding.kind, f.finding.preview)
+        findings.add_row(
+            Text(f"{f.where or 'text'}:{f.finding.line}"), f.finding.kind, Text(f.finding.preview)
+        )
     if not request.privacy.findings:
         findings.add_row("-", "none", "")
 
@@ -84,14 +86,14 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
     tasks.add_column("matched features")
     for name, score in task.scores:
         if score > 0 or name == task.task:
-            tasks.add_row(name, f"{score:g}", ", ".join(task.features_of(name)))
+            tasks.add_row(name, f"{score:g}", Text(", ".join(task.features_of(name))))
 
     rules = Table(title="Rules, in order", title_justify="left", expand=True, show_edge=False)
     rules.add_column("rule")
     rules.add_column("", width=3)
     rules.add_column("why")
     for t in decision.trace:
-        rules.add_row(t.rule, "✓" if t.matched else "·", t.why)
+        rules.add_row(Text(t.rule), "✓" if t.matched else "·", Text(t.why))
     if not decision.trace:
         rules.add_row("-", "", "no rules were tried")
 
@@ -104,12 +106,5 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
         )
     if decision.fix:
         steps.append(f"to allow it: {decision.fix}\n", style="yellow")
-    parts = [
-        head,
-        privacy,
-        findings,
-        tasks,
-        rules,
-        Panel(steps, title="Decision", border_style=colour),
-    ]
-    return Group(*parts)
+    panel = Panel(steps, title="Decision", border_style=colour)
+    return Group(head, privacy, findings, tasks, rules, panel)

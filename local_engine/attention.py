@@ -14,7 +14,9 @@ attend over compressed rows:
   previous window's A must survive between calls (overlap state). The lightning
   indexer (its own compressor at ``index_head_dim``) scores the rows per query,
   ``sum_h w_h relu(q_h . k_s) / sqrt(d)``, and only the top ``index_topk`` rows
-  are attended to.
+  are attended to: they are gathered per query, so a token reads k rows however
+  long the context (while there are at most k rows, all visible ones are used
+  and the indexer's scores are not needed).
 
 Position biases are indexed by position within the window, i.e. absolute
 position mod ratio, because windows always start at multiples of the ratio.
@@ -134,6 +136,29 @@ def update_compressor(
     state.buffer.append(rows)
 
 
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The indexer's choice per query: row ``indices`` ``[T, k]`` and which are ``valid``.
+
+    Invalid picks (future rows, when a query has fewer than k visible rows) are
+    masked out of the attention.
+    """
+
+    indices: mx.array
+    valid: mx.array
+
+    def dense(self, n: int) -> mx.array:
+        """The same choice as a ``[T, N]`` bool mask."""
+        t = self.indices.shape[0]
+        empty = mx.zeros((t, n), dtype=mx.bool_)
+        return mx.put_along_axis(empty, self.indices, self.valid, axis=-1)
+
+
+# Elements of one [T, heads, N] indexer score block; more heads are scored in turns
+# so a long prefill chunk over a long context stays within memory.
+_INDEXER_BLOCK = 1 << 27
+
+
 def indexer_selection(
     x: mx.array,
     q_residual: mx.array,
@@ -143,8 +168,8 @@ def indexer_selection(
     offset: int,
     shape: AttentionShape,
     graph: GraphOptions,
-) -> mx.array | None:
-    """Which compressed rows each query may attend to: ``[T, N]`` bool, or None for "all causal".
+) -> Selection | None:
+    """The compressed rows each query attends to, or None for "every row it may see".
 
     None is returned when there are no more rows than ``index_topk``: top-k then
     selects every row and only causality remains (the caller's mask).
@@ -158,19 +183,23 @@ def indexer_selection(
     t = x.shape[0]
     nh, d = shape.index_heads, shape.index_head_dim
     q = linear(q_residual, w.wq_b).reshape(t, nh, d).swapaxes(0, 1)  # [nh, T, d]
-    q = rope.apply(q, offset).swapaxes(0, 1)  # [T, nh, d]
+    q = rope.apply(q, offset)
     if graph.indexer_fp4:
         q = indexer_rotate_fp4(q)
-    keys = state.rows.astype(mx.float32)
-    scores = (q.astype(mx.float32).reshape(t * nh, d) @ keys.T).reshape(t, nh, n)
-    scores = mx.maximum(scores, 0.0) * (d**-0.5)
+    q = q.astype(mx.float32)
+    keys_t = state.rows.astype(mx.float32).T  # [d, N]
     head_w = linear(x, w.weights_proj).astype(mx.float32) * (nh**-0.5)  # [T, nh]
-    total = (head_w[:, None, :] @ scores).squeeze(1)  # [T, N]
+    step = max(1, min(nh, _INDEXER_BLOCK // max(1, t * n)))
+    total = None
+    for h0 in range(0, nh, step):
+        scores = mx.maximum(q[h0 : h0 + step] @ keys_t, 0.0) * (d**-0.5)  # [h, T, N]
+        part = (head_w[:, h0 : h0 + step].T[:, :, None] * scores).sum(axis=0)
+        total = part if total is None else total + part
+    assert total is not None
     causal = _compressed_causal(offset, t, n, state.shape.ratio)
     total = mx.where(causal, total, -mx.inf)
     top = mx.argpartition(-total, kth=k - 1, axis=-1)[:, :k]
-    chosen = mx.put_along_axis(mx.zeros((t, n), dtype=mx.bool_), top, mx.array(True), axis=-1)
-    return chosen & causal
+    return Selection(top, mx.take_along_axis(causal, top, axis=-1))
 
 
 def _compressed_causal(offset: int, t: int, n: int, ratio: int) -> mx.array:
@@ -221,6 +250,42 @@ def attention_output(
     return linear(mixed.swapaxes(0, 1).reshape(t, -1), w.wo_b)
 
 
+def _sparse_attention(
+    q: mx.array,
+    window_keys: mx.array,
+    window_mask: mx.array | None,
+    rows: mx.array,
+    selection: Selection,
+    sinks: mx.array,
+    scale: float,
+) -> mx.array:
+    """Attention over the window plus each query's own selected compressed rows.
+
+    Gathers the k chosen rows per query (``[T, k, hd]``) instead of masking all
+    N rows, so a CSA layer reads ``index_topk`` rows a token however long the
+    context is. Logits and softmax in fp32 with the sink logit per head, which
+    is then dropped.
+    """
+    dt = q.dtype
+    qh = q[0]  # [H, T, hd]
+    wk = window_keys.astype(dt)
+    s_w = (qh @ wk.T).astype(mx.float32) * scale  # [H, T, Lw]
+    if window_mask is not None:
+        s_w = mx.where(window_mask[None], s_w, -mx.inf)
+    picked = rows[selection.indices].astype(dt)  # [T, k, hd]
+    s_c = (qh.swapaxes(0, 1) @ picked.swapaxes(1, 2)).swapaxes(0, 1)  # [H, T, k]
+    s_c = mx.where(selection.valid[None], s_c.astype(mx.float32) * scale, -mx.inf)
+    h, t = qh.shape[0], qh.shape[1]
+    sink = mx.broadcast_to(sinks.astype(mx.float32)[:, None, None], (h, t, 1))
+    probs = mx.softmax(mx.concatenate([s_w, s_c, sink], axis=-1), axis=-1, precise=True)
+    probs = probs.astype(dt)
+    lw = wk.shape[0]
+    out = probs[..., :lw] @ wk  # [H, T, hd]
+    p_c = probs[..., lw:-1].swapaxes(0, 1)  # [T, H, k]
+    out = out + (p_c @ picked).swapaxes(0, 1)
+    return out[None].astype(q.dtype)
+
+
 def attention_core(
     x: mx.array,
     q_residual: mx.array,
@@ -248,31 +313,37 @@ def attention_core(
     masks = [_window_mask(n_prev, t, shape.window)] if need_mask else []
 
     if cache.compressor is not None and w.compressor is not None:
-        selected = None
+        selection = None
         if cache.indexer is not None and w.indexer is not None:
-            selected = indexer_selection(
+            selection = indexer_selection(
                 x, q_residual, w.indexer, cache.indexer, rope, offset, shape, graph
             )
-            if record is not None and selected is not None:
-                record["indexer_selected"] = selected
         post = (lambda r: kv_fp8_roundtrip(r, shape.rope_dim)) if graph.fp8_kv else None
         update_compressor(x, w.compressor, cache.compressor, rope, shape.eps, post)
         rows = cache.compressor.rows
         n = rows.shape[0]
+        if selection is not None:
+            if record is not None:
+                record["indexer_selected"] = selection.dense(n)
+            cache.tokens = offset + t
+            return _sparse_attention(
+                q,
+                full,
+                masks[0] if masks else None,
+                rows,
+                selection,
+                w.sinks,
+                shape.head_dim**-0.5,
+            )
         if n:
             keys = mx.concatenate([full, rows], axis=0)
-            if selected is not None:
-                comp_mask = selected
-            elif t > 1:
-                comp_mask = _compressed_causal(offset, t, n, cache.compressor.shape.ratio)
-            else:
-                comp_mask = None  # one query after its own update sees every row
-            if comp_mask is not None and not masks:
-                masks = [mx.ones((t, full.shape[0]), dtype=mx.bool_)]
-            if masks:
-                masks.append(
-                    comp_mask if comp_mask is not None else mx.ones((t, n), dtype=mx.bool_)
-                )
+            if t > 1:
+                causal = _compressed_causal(offset, t, n, cache.compressor.shape.ratio)
+                masks = masks or [mx.ones((t, full.shape[0]), dtype=mx.bool_)]
+                masks.append(causal)
+            elif masks:
+                # One query after its own update sees every compressed row.
+                masks.append(mx.ones((t, n), dtype=mx.bool_))
     cache.tokens = offset + t
 
     mask = mx.concatenate(masks, axis=-1)[None, None] if masks else None
@@ -285,19 +356,3 @@ def attention_core(
         mask=mask,
         sinks=w.sinks.astype(q.dtype),
     )
-
-
-def attention(
-    x: mx.array,
-    w: AttentionWeights,
-    cache: LayerCache,
-    rope: Rope,
-    shape: AttentionShape,
-    graph: GraphOptions,
-    record: dict[str, mx.array] | None = None,
-) -> mx.array:
-    """Attention over ``x`` ``[T, D]`` at positions ``cache.tokens + i``; advances ``cache``."""
-    offset = cache.tokens
-    q_residual, q, kv = attention_inputs(x, w, rope, shape, graph, offset)
-    out = attention_core(x, q_residual, q, kv, w, cache, rope, shape, graph, record)
-    return attention_output(out, w, rope, shape, offset)

@@ -273,7 +273,11 @@ class ModelCache:
         return [a for layer in self.layers for a in layer.arrays()]
 
     def snapshot(self) -> Snapshot:
-        """A flat dict of named arrays and ints; restoring it continues identically."""
+        """A flat dict of named arrays and ints; restoring it continues identically.
+
+        The arrays may still be lazy: ``mx.eval`` them on this thread before
+        handing the snapshot to another one (a disk writer, say).
+        """
         snap: Snapshot = {
             "format": SNAPSHOT_FORMAT,
             "tokens": self.offset,

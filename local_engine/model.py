@@ -130,9 +130,7 @@ def cpu_layout(weights: ModelWeights) -> ModelWeights:
             value = getattr(obj, f.name)
             if f.name in names and isinstance(value, mx.array):
                 changes[f.name] = TransposedWeight.of(value)
-            elif type(value) in _PROJECTIONS or isinstance(value, IndexerWeights):
-                changes[f.name] = convert(value)
-            elif isinstance(value, AttentionWeights | MoEWeights | CompressorWeights):
+            elif type(value) in _PROJECTIONS:  # a nested compressor or indexer
                 changes[f.name] = convert(value)
         return replace(obj, **changes) if changes else obj
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -572,7 +572,3 @@ def _leaves(obj: Any) -> Iterator[Any]:
 def preset_config(preset: str, *, num_layers: int | None = None, **overrides: Any) -> ModelConfig:
     """The :class:`ModelConfig` of a preset (no files written)."""
     return config_from_dict(official_config(preset, num_layers=num_layers, **overrides))
-
-
-def config_json(path: str | Path) -> Mapping[str, Any]:
-    return json.loads((Path(path) / "config.json").read_text())

@@ -3,7 +3,8 @@
 DeepSeek V4 lays each head out as ``[nope | rope]`` and rotates consecutive
 pairs of the trailing ``qk_rope_head_dim`` channels. Sliding-only layers use
 plain RoPE (theta 1e4); CSA/HCA layers, their compressors and the indexer use
-theta 1.6e5 with YaRN frequencies (attention factor 1.0: cos/sin unscaled).
+theta 1.6e5 with YaRN frequencies (attention factor forced to 1.0 by the
+reference, so cos/sin are never scaled and no factor appears here).
 The attention output's rope slice is rotated back (angle negated) at the query
 position because K and V are the same tensor.
 
@@ -56,8 +57,6 @@ class Rope:
 
     dims: int
     periods: mx.array  # 1 / inv_freq, what mx.fast.rope's `freqs` wants
-    # YaRN's attention factor would scale cos/sin; V4 forces 1.0 (kept for clarity).
-    attention_scale: float = 1.0
 
     def apply(self, x: mx.array, offset: int | mx.array, *, stride: float = 1.0) -> mx.array:
         """Rotate rows at positions ``stride * (offset + i)`` for row i along axis -2."""

@@ -134,10 +134,6 @@ def quantize(
     return QuantizedWeight(parts[0], parts[1], biases, group_size, bits, mode)
 
 
-def weight_shape(w: Weight) -> tuple[int, ...]:
-    return tuple(w.shape)
-
-
 def weight_nbytes(w: Weight) -> int:
     return int(w.nbytes)
 

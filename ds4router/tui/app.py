@@ -39,6 +39,7 @@ from ds4router.tui.actions import ACTIONS, app_bindings, key_label
 from ds4router.tui.clock import Clock, system_clock
 from ds4router.tui.config_watch import ConfigProblem, ConfigWatcher
 from ds4router.tui.engine_loader import EngineStatus, initial_status, load_engine
+from ds4router.tui.threads import ui_call
 from ds4router.tui.widgets.composer import Composer
 from ds4router.tui.widgets.messages import AssistantMessage, UserMessage
 from ds4router.tui.widgets.sidebar import ConversationItem, Sidebar
@@ -213,7 +214,7 @@ class Ds4RouterApp(App[None]):
             problems.append(f"history unavailable: {exc}")
             log.exception("history failed")
         files = ProjectFiles.scan(self.watcher.project_dir)
-        self.call_from_thread(self._booted, setup, session, history, files, problems)
+        ui_call(self, self._booted, setup, session, history, files, problems)
 
     def _booted(
         self, setup: Any, session: Any, history: Any, files: Any, problems: list[str]
@@ -415,20 +416,18 @@ class Ds4RouterApp(App[None]):
     def preview(self, text: str) -> None:
         session = self.session
         if not text.strip() or session is None:
-            self.call_from_thread(self.composer.show_preview, "", "empty")
+            ui_call(self, self.composer.show_preview, "", "empty")
             return
         try:
             _, decision = session.preview(text)
         except Ds4RouterError as exc:
-            self.call_from_thread(self.composer.show_preview, Text(f"⚠ {exc}"), "refuse")
+            ui_call(self, self.composer.show_preview, Text(f"⚠ {exc}"), "refuse")
             return
         except Exception as exc:
             log.exception("preview failed")
-            self.call_from_thread(
-                self.composer.show_preview, Text(f"⚠ preview failed: {exc}"), "refuse"
-            )
+            ui_call(self, self.composer.show_preview, Text(f"⚠ preview failed: {exc}"), "refuse")
             return
-        self.call_from_thread(self.composer.show_preview, *preview_line(decision))
+        ui_call(self, self.composer.show_preview, *preview_line(decision))
 
     # --- conversations ---------------------------------------------------------------------
 
@@ -440,9 +439,9 @@ class Ds4RouterApp(App[None]):
         try:
             conversations = list(history.list_conversations(self.loaded.project_name))
         except Exception as exc:
-            self.call_from_thread(self.notify, f"history: {exc}", severity="error")
+            ui_call(self, self.notify, f"history: {exc}", severity="error")
             return
-        self.call_from_thread(self._show_conversations, conversations)
+        ui_call(self, self._show_conversations, conversations)
 
     def _show_conversations(self, conversations: list[Any]) -> None:
         self.conversations = conversations
@@ -546,8 +545,8 @@ class Ds4RouterApp(App[None]):
         try:
             method(*args)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"history: {exc}", severity="error")
-        self.call_from_thread(self.refresh_conversations)
+            ui_call(self, self.notify, f"history: {exc}", severity="error")
+        ui_call(self, self.refresh_conversations)
 
     # --- sidebar figures, engine, cloud ------------------------------------------------------
 
@@ -558,9 +557,9 @@ class Ds4RouterApp(App[None]):
         try:
             figures = month_figures(self.loaded, self.clock(), self.db_path)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"ledger: {exc}", severity="error")
+            ui_call(self, self.notify, f"ledger: {exc}", severity="error")
             return
-        self.call_from_thread(self.sidebar.show_figures, figures)
+        ui_call(self, self.sidebar.show_figures, figures)
 
     def _maybe_load_engine(self) -> None:
         status = initial_status(self.loaded)
@@ -574,10 +573,10 @@ class Ds4RouterApp(App[None]):
     @work(thread=True, exclusive=True, group="engine")
     def _load_engine(self) -> None:
         def report(status: EngineStatus) -> None:
-            self.call_from_thread(self._set_engine, status)
+            ui_call(self, self._set_engine, status)
 
         final = load_engine(self.loaded, report)
-        self.call_from_thread(self._set_engine, final)
+        ui_call(self, self._set_engine, final)
 
     def _set_engine(self, status: EngineStatus) -> None:
         self.engine_status = status
@@ -604,7 +603,7 @@ class Ds4RouterApp(App[None]):
         if status == "not_configured" and self._setup is not None and self._setup.cloud_ok:
             # Keys in the environment, no cloud.models: the provider defaults apply.
             status, detail = "ready", self._setup.cloud_detail
-        self.call_from_thread(self.sidebar.show_cloud, status, detail)
+        ui_call(self, self.sidebar.show_cloud, status, detail)
 
     # --- live configuration ----------------------------------------------------------------------
 
@@ -621,10 +620,10 @@ class Ds4RouterApp(App[None]):
 
         result = self.watcher.reload()
         if isinstance(result, ConfigProblem):
-            self.call_from_thread(self._show_problem, result)
+            ui_call(self, self._show_problem, result)
             return
         setup = setup_status(result, self.env)
-        self.call_from_thread(self._config_reloaded, result, setup)
+        ui_call(self, self._config_reloaded, result, setup)
 
     def _config_reloaded(self, loaded: LoadedConfig, setup: Any) -> None:
         self._show_problem(None)
@@ -724,14 +723,14 @@ class Ds4RouterApp(App[None]):
 
         session = self.session
         if session is None:
-            self.call_from_thread(self.notify, "still starting", severity="warning")
+            ui_call(self, self.notify, "still starting", severity="warning")
             return
         try:
             request, decision = session.preview(text)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"cannot explain: {exc}", severity="error")
+            ui_call(self, self.notify, f"cannot explain: {exc}", severity="error")
             return
-        self.call_from_thread(self.push_screen, ExplainScreen(decision, request, subject))
+        ui_call(self, self.push_screen, ExplainScreen(decision, request, subject))
 
     def action_edit_config(self) -> None:
         path = self.watcher.project_file
@@ -797,7 +796,7 @@ class Ds4RouterApp(App[None]):
         tool = copy_with_tool(code)
         lines = code.count("\n") + (0 if code.endswith("\n") else 1)
         via = f"OSC 52 + {tool}" if tool else "OSC 52"
-        self.call_from_thread(self.notify, f"copied {lines} line(s) ({via})", timeout=3)
+        ui_call(self, self.notify, f"copied {lines} line(s) ({via})", timeout=3)
 
     def action_toggle_reasoning(self) -> None:
         with_reasoning = [m for m in self.query(AssistantMessage) if m.reasoning]

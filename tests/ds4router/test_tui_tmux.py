@@ -3,7 +3,8 @@
 The app is started as users start it (``python -m ds4router --project DIR``),
 keys are typed with ``send-keys`` and the screen read with ``capture-pane``.
 The project routes to the loopback OpenAI-compatible test server, so the
-answer streams through LiteLLM over HTTP, is priced and lands in the ledger.
+answer streams through LiteLLM over HTTP, is priced and lands in the ledger;
+then the project file is edited through ``$EDITOR`` and the change applies live.
 """
 
 from __future__ import annotations
@@ -102,7 +103,11 @@ budget: {{monthly_usd: 40}}
 """,
         encoding="utf-8",
     )
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\nsed -i "s/^project: acme$/project: edited-by-editor/" "$1"\n')
+    editor.chmod(0o755)
     env = {
+        "EDITOR": str(editor),
         "DS4ROUTER_HOME": os.environ["DS4ROUTER_HOME"],
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "TERM": "xterm-256color",
@@ -135,6 +140,11 @@ budget: {{monthly_usd: 40}}
     assert [(r.route, r.model, r.status) for r in rows] == [("cloud", "openai/gpt-4.1", "ok")]
     assert rows[0].cost_usd is not None and rows[0].cost_usd > 0
     assert f"${rows[0].cost_usd:.4f}" in screen
+
+    # F9 hands the terminal to $EDITOR (App.suspend); the saved change applies at once.
+    tmux.keys("F9")
+    screen = tmux.wait_for("edited-by-editor", "configuration reloaded")
+    assert "ready" in screen
 
     tmux.keys("C-c")
     tmux.keys("C-c")

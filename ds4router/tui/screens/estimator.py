@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
 from ds4router.tui.format import count, money
+from ds4router.tui.threads import ui_call
 
 if TYPE_CHECKING:
     from pricing.estimator import Estimate
@@ -182,9 +183,9 @@ class EstimatorScreen(Screen[None]):
         try:
             result = run_estimate(inputs, self.configs, self.overrides)
         except PricingError as exc:
-            self.app.call_from_thread(self._summary, Text(str(exc), style="red"))
+            ui_call(self.app, self._summary, Text(str(exc), style="red"))
             return
-        self.app.call_from_thread(self.show, result)
+        ui_call(self.app, self.show, result)
 
     def _summary(self, text: Text) -> None:
         self.query_one("#est-summary", Static).update(text)

@@ -29,6 +29,7 @@ from textual.widgets import (
 )
 
 from ds4router.tui.format import column_chart, count, money, short_model
+from ds4router.tui.threads import ui_call
 
 if TYPE_CHECKING:
     from pricing.report import Bucket, MonthReport
@@ -200,7 +201,7 @@ class ReportScreen(Screen[None]):
         report = build_month_report(
             self.db_path, self.month, self.project, self.cap, self.warn_at, self.now
         )
-        self.app.call_from_thread(self.show, report)
+        ui_call(self.app, self.show, report)
 
     def show(self, report: MonthReport) -> None:
         self.report = report
@@ -265,7 +266,7 @@ class ReportScreen(Screen[None]):
 
         report = self.report
         if report is None:
-            self.app.call_from_thread(self._export_result, "the report is still loading", True)
+            ui_call(self.app, self._export_result, "the report is still loading", True)
             return
         try:
             text = render(report, fmt)
@@ -273,10 +274,13 @@ class ReportScreen(Screen[None]):
             path.write_text(text, encoding="utf-8")
         except (OSError, PricingError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
-            self.app.call_from_thread(self._export_result, f"cannot write {path}: {reason}", True)
+            ui_call(self.app, self._export_result, f"cannot write {path}: {reason}", True)
             return
-        self.app.call_from_thread(
-            self._export_result, f"wrote the {report.month} report ({fmt}) to {path}", False
+        ui_call(
+            self.app,
+            self._export_result,
+            f"wrote the {report.month} report ({fmt}) to {path}",
+            False,
         )
 
     def _export_result(self, message: str, error: bool = False) -> None:

@@ -214,8 +214,10 @@ class AssistantMessage(Vertical):
         self.priced = priced
         decision = self.decision
         route = getattr(priced, "route", None)
-        if decision is not None and route in ("local", "cloud") and (
-            route != decision.target or priced.model != decision.model
+        if (
+            decision is not None
+            and route in ("local", "cloud")
+            and (route != decision.target or priced.model != decision.model)
         ):
             # A fallback answered: the badge names who did, and says so.
             parts = badge_parts(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import MONTH, SIZE, seed_ledger, settle, write_project
+from tui_support import MONTH, SIZE, seed_ledger, settle, write_project
 
 from ds4router.tui.actions import ACTIONS
 from ds4router.tui.app import Ds4RouterApp
@@ -167,9 +167,9 @@ async def test_command_palette_lists_every_action(tmp_path: Path, make_app: Make
         assert {a.title for a in ACTIONS} <= titles
         # Chosen from the palette, an action runs: open it, type, pick.
         await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
+        await settle(pilot, app, until=lambda: type(app.screen).__name__ == "CommandPalette")
         await pilot.press(*"Estimator")
-        await pilot.pause(0.5)
+        await pilot.pause(1.0)  # the palette searches in a worker of its own
         await pilot.press("enter")
         await settle(pilot, app)
         assert type(app.screen).__name__ == "EstimatorScreen"
@@ -181,9 +181,12 @@ async def test_ctrl_c_twice_quits_once_does_not(tmp_path: Path, make_app: MakeAp
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         await pilot.press("ctrl+c")
-        await pilot.pause(0.1)
+        await settle(
+            pilot,
+            app,
+            until=lambda: any("again to quit" in str(n.message) for n in app._notifications),
+        )
         assert app.is_running
-        assert any("again to quit" in str(n.message) for n in app._notifications)
         await pilot.press("ctrl+c")
         await pilot.pause(0.1)
     assert app.return_code == 0 and not app.is_running
@@ -215,11 +218,10 @@ async def test_at_path_completion_from_project_files(tmp_path: Path, make_app: M
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app, until=lambda: app.composer.files is not None)
         await pilot.press(*"look at @src/bi")
-        await pilot.pause(0.1)
-        assert app.composer.completing
+        # Wait for state rather than a fixed time: CI machines are slow and shared.
+        await settle(pilot, app, until=lambda: app.composer.completing)
         await pilot.press("tab")
-        await pilot.pause(0.1)
-        assert app.composer.text == "look at @src/billing.py "
+        await settle(pilot, app, until=lambda: app.composer.text == "look at @src/billing.py ")
         assert not app.composer.completing
 
 
@@ -277,3 +279,23 @@ print(" ".join(seen))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["painted"]
+
+
+async def test_settings_show_each_value_with_its_source_and_the_key_ids(
+    tmp_path: Path, make_app: MakeApp
+) -> None:
+    project = write_project(tmp_path, "project: acme\nbudget: {monthly_usd: 40}\n")
+    app = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f5")
+        await settle(pilot, app)
+        from textual.widgets import DataTable
+
+        config = app.screen.query_one("#config-table", DataTable)
+        rows = {str(config.get_row_at(i)[0]): config.get_row_at(i) for i in range(config.row_count)}
+        assert rows["budget.monthly_usd"][1:] == ["40.0", "project (.ds4router.yaml)"]
+        assert rows["default"][1:] == ['"local"', "built-in"]
+        keys = app.screen.query_one("#keys-table", DataTable)
+        ids = {str(keys.get_row_at(i)[0]) for i in range(keys.row_count)}
+        assert {"send", "cancel", "quit", "report", "report.export"} <= ids

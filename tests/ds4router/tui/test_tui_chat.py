@@ -8,8 +8,8 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import SIZE, cloud_project, settle
 from openai_server import OpenAIServer, Reply, ok
+from tui_support import SIZE, cloud_project, settle
 
 from ds4router import paths
 from ds4router.tui.app import Ds4RouterApp
@@ -85,6 +85,12 @@ async def test_send_streams_markdown_then_badge_stats_and_a_ledger_row(
         await settle(pilot, app)
         assert app.clipboard == fences[0].code
 
+        # Explain, with an empty draft: the last message, as it was routed.
+        await pilot.press("f4")
+        await settle(pilot, app, until=lambda: type(app.screen).__name__ == "ExplainScreen")
+        assert "as routed" in app.screen.subject
+        assert app.screen.decision is answer.decision
+
 
 async def test_a_refused_secret_request_shows_why_and_sends_nothing(
     tmp_path: Path, openai_server: OpenAIServer, make_app: MakeApp
@@ -149,8 +155,7 @@ async def test_conversations_switch_and_resume_from_history(
         assert first_id is not None
 
         await pilot.press("ctrl+n")
-        await pilot.pause(0.1)
-        assert not app.query(UserMessage)
+        await settle(pilot, app, until=lambda: not app.query(UserMessage))
         await type_and_send(pilot, app, "Another topic")
         await settle(pilot, app, until=lambda: not app.generating)
         second_id = app.conversation_id
@@ -168,17 +173,14 @@ async def test_conversations_switch_and_resume_from_history(
 
         # Rename, then delete, through the dialogs.
         await pilot.press("ctrl+r")
-        await pilot.pause(0.1)
-        assert type(app.screen).__name__ == "TextPrompt", [
-            str(n.message) for n in app._notifications
-        ]
+        await settle(pilot, app, until=lambda: type(app.screen).__name__ == "TextPrompt")
         app.screen.query_one("Input").value = "Invoices"
         await pilot.press("enter")
         await settle(
             pilot, app, until=lambda: any(c.title == "Invoices" for c in app.conversations)
         )
         await pilot.press("f8")
-        await pilot.pause(0.1)
+        await settle(pilot, app, until=lambda: bool(app.screen.query("#yes")))
         await pilot.click("#yes")
         await settle(pilot, app, until=lambda: len(app.conversations) == 1)
         assert app.conversations[0].id == second_id
@@ -190,7 +192,7 @@ async def test_a_local_request_streams_from_a_tiny_random_checkpoint(
 ) -> None:
     """The LOCAL badge and a local cost (electricity + hardware). The random model never
     stops on its own, so the answer is cancelled after a few tokens; it is still priced."""
-    from conftest import write_project
+    from tui_support import write_project
 
     project = write_project(
         tmp_path,

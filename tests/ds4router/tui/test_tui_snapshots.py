@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import SIZE, cloud_project, seed_ledger, settle, write_project
 from openai_server import OpenAIServer
+from tui_support import SIZE, cloud_project, seed_ledger, settle, write_project
 
 from ds4router.tui.app import Ds4RouterApp
 
