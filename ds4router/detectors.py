@@ -338,7 +338,7 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     _secret("stripe_key", r"whsec_[A-Za-z0-9]{24,}" + _E, ["whsec_"], token=True),
     _secret(
-        "sendgrid_key", r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}" + _E, ["SG."], token=True
+        "sendgrid_key", r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}" + _E, ["SG."], token=False
     ),
     _secret("twilio_key", r"SK[0-9a-fA-F]{32}" + _E, ["SK"], token=True),
     _secret("mailgun_key", r"key-[0-9a-zA-Z]{32}" + _E, ["key-"], token=True),
@@ -346,7 +346,7 @@ DETECTORS: tuple[Detector, ...] = (
         "jwt",
         r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}" + _E,
         ["eyJ"],
-        token=True,
+        token=False,
     ),
     _secret(
         "connection_string",
@@ -396,27 +396,28 @@ def _table(chars: str) -> bytes:
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _B64_TABLE = _table(_ALNUM + "/+")
-_TOKEN_TABLE = _table(_ALNUM + "_-.")
+_TOKEN_TABLE = _table(_ALNUM + "_-")
+_DIGIT_TABLE = _table("0123456789")
 _TOKEN_MIN = 15  # every token format below is at least this long
 
 
 def _scan_tokens(text: str, detectors: Sequence[Detector]) -> Iterator[tuple[Detector, int, int]]:
-    """Token-shaped credentials: tried only where a long token starts (or follows a '.')."""
+    """Token-shaped credentials: tried only where a long run of token characters starts.
+
+    A match may not follow a token character (``Detector.not_after``), so it can
+    only begin where a run begins.
+    """
     by_prefix: dict[str, list[tuple[str, Detector]]] = {}
     for detector in detectors:
         for literal in detector.prefilter:
             by_prefix.setdefault(literal[:2], []).append((literal, detector))
-    for start, end in _runs(text, _TOKEN_TABLE, _TOKEN_MIN):
-        pos = start
-        while pos != -1 and pos < end:
-            for literal, detector in by_prefix.get(text[pos : pos + 2], ()):
-                if text.startswith(literal, pos):
-                    match = detector.pattern.match(text, pos, end)
-                    span = None if match is None else detector._accept(text, match)
-                    if span is not None:
-                        yield detector, span[0], span[1]
-            dot = text.find(".", pos, end)
-            pos = -1 if dot == -1 else dot + 1
+    for start, _end in _runs(text, _TOKEN_TABLE, _TOKEN_MIN):
+        for literal, detector in by_prefix.get(text[start : start + 2], ()):
+            if text.startswith(literal, start):
+                match = detector.pattern.match(text, start)
+                span = None if match is None else detector._accept(text, match)
+                if span is not None:
+                    yield detector, span[0], span[1]
 
 
 def _scan_bare_aws_secret(text: str) -> Iterator[tuple[str, int, int]]:
@@ -559,8 +560,33 @@ def _phone_bounded(text: str, start: int, end: int) -> bool:
     return True
 
 
+_NUMBER_LEAD = frozenset("0123456789 -.()/+")
+
+
+def _number_runs(text: str) -> Iterator[re.Match[str]]:
+    """Runs of digits and separators, found from their first pair of adjacent digits.
+
+    Every format below has two digits side by side somewhere; ``bytes.find`` finds
+    those pairs far faster than a regex that tries every digit of a code listing.
+    """
+    mapped = text.encode("ascii", "replace").translate(_DIGIT_TABLE)
+    pos = mapped.find(b"aa")
+    while pos != -1:
+        begin = pos  # walk back over a short lead such as "+1 " or "(0) "
+        while begin > 0 and pos - begin < 6 and text[begin - 1] in _NUMBER_LEAD:
+            begin -= 1
+        while begin < pos and not text[begin].isdigit():
+            begin += 1
+        match = _NUMBER_RUN.match(text, begin) or _NUMBER_RUN.match(text, pos)
+        if match is not None:
+            yield match
+            pos = mapped.find(b"aa", match.end())
+        else:
+            pos = mapped.find(b"aa", pos + 2)
+
+
 def _scan_numbers(text: str) -> Iterator[tuple[str, int, int]]:
-    for run in _NUMBER_RUN.finditer(text):
+    for run in _number_runs(text):
         lo = max(0, run.start() - 3)  # room for '+', '(' and an IBAN's country code
         hi = run.end()
         for match in _IBAN.finditer(text, lo, hi):

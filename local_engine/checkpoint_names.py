@@ -10,6 +10,11 @@ Three spellings reach the loader:
 * transformers' in-memory module names (``self_attn.q_a_proj``,
   ``mlp.experts.gate_up_proj``), which older writers may emit.
 
+Our converter (:mod:`local_engine.convert`) writes official names too, with
+MLX's quantized entries beside a ``.weight``: ``.scales`` and ``.biases``, and
+each layer's routed experts fused (``ffn.experts.gate_up_proj``,
+``ffn.experts.down_proj``).
+
 :func:`parse_name` folds any of them into a :class:`ParsedName`: our internal
 parameter path (``layers.3.attn.wq_a``), whether it is a weight or its FP8/FP4
 scale, and for per-expert tensors which expert and which matrix (w1 gate, w3
@@ -103,6 +108,8 @@ _TOP_PATHS: dict[str, str] = {
 _EXPERT = re.compile(r"^ffn\.experts\.(\d+)\.(w[123])$")
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _SCALE_SUFFIXES = (".scale", ".weight_scale_inv")
+# MLX-quantized entries (converted checkpoints): suffix -> ParsedName.part
+_MLX_SUFFIXES = {".scales": "scales", ".biases": "biases"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,8 @@ class ParsedName:
     layer: int | None = None
     expert: int | None = None
     matrix: str | None = None  # w1 / w2 / w3 for per-expert tensors
+    # "weight", "scale" (official FP8/FP4 block scales) or MLX's "scales" / "biases"
+    part: str = "weight"
 
 
 def to_official(name: str) -> str:
@@ -133,26 +142,48 @@ def parse_name(name: str) -> ParsedName | None:
     if n.startswith("mtp."):
         return None
     is_scale = False
+    part = "weight"
     for suffix in _SCALE_SUFFIXES:
         if n.endswith(suffix):
-            n, is_scale = n[: -len(suffix)], True
+            n, is_scale, part = n[: -len(suffix)], True, "scale"
             break
     else:
-        n = n.removesuffix(".weight")
+        for suffix, mlx_part in _MLX_SUFFIXES.items():
+            if n.endswith(suffix):
+                n, part = n[: -len(suffix)], mlx_part
+                break
+        else:
+            n = n.removesuffix(".weight")
     m = _LAYER.match(n)
     if m is None:
         if n in _TOP_PATHS:
-            return ParsedName(_TOP_PATHS[n], is_scale)
+            return ParsedName(_TOP_PATHS[n], is_scale, part=part)
         raise KeyError(name)
     layer, rest = int(m.group(1)), m.group(2)
     e = _EXPERT.match(rest)
     if e is not None:
         return ParsedName(
-            f"layers.{layer}.moe.experts", is_scale, layer, int(e.group(1)), e.group(2)
+            f"layers.{layer}.moe.experts", is_scale, layer, int(e.group(1)), e.group(2), part
         )
     if rest in _LAYER_PATHS:
-        return ParsedName(f"layers.{layer}.{_LAYER_PATHS[rest]}", is_scale, layer)
+        return ParsedName(f"layers.{layer}.{_LAYER_PATHS[rest]}", is_scale, layer, part=part)
     raise KeyError(name)
+
+
+def official_name(path: str) -> str:
+    """The official tensor base name of an internal path (the inverse of :func:`parse_name`
+    for non-expert paths; fused experts map to ``ffn.experts.gate_up_proj`` / ``down_proj``).
+    """
+    top = {v: k for k, v in _TOP_PATHS.items()}
+    if path in top:
+        return top[path]
+    m = _LAYER.match(path)
+    if m is not None:
+        inverse = {v: k for k, v in _LAYER_PATHS.items()}
+        rest = m.group(2)
+        if rest in inverse:
+            return f"layers.{m.group(1)}.{inverse[rest]}"
+    raise KeyError(path)
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -9,10 +9,16 @@ expected), then reads the shards one at a time, converting each tensor as it
 arrives: FP8 and FP4 tensors become MLX ``mxfp8`` / ``mxfp4`` weights without
 being dequantized, float tensors are cast to the compute dtype, and each
 layer's experts are stacked as soon as the last of them has been read.
+
+A directory written by ``ds4router engine convert`` (:mod:`local_engine.convert`)
+lists its quantized tensors in ``config.json``'s ``quantization`` section; those
+load as the same MLX layers the recipe made (``.weight`` codes + ``.scales`` +
+``.biases``, affine scales cast to the compute dtype), experts already fused.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,8 @@ from local_engine.official_format import (
     float_to_e8m0,
     fp8_scales_to_mx,
 )
+from local_engine.quantize import encoded_layout, quantized_paths
+from local_engine.recipes import AFFINE, Format
 from local_engine.safetensors_io import SafetensorsFile, TensorInfo, list_shards, read_header
 from local_engine.weights import (
     ExpertWeights,
@@ -87,8 +95,16 @@ def _raw_to_mx(raw: np.ndarray, dtype_name: str, target: mx.Dtype) -> mx.array:
 class _Inventory:
     """Every tensor of a checkpoint, indexed by internal path, checked against the config."""
 
-    def __init__(self, cfg: ModelConfig, infos: Iterable[TensorInfo]) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        infos: Iterable[TensorInfo],
+        quantized: Mapping[str, Format] | None = None,
+    ) -> None:
         self.cfg = cfg
+        # internal path -> recipe format, for MLX-quantized tensors of converted checkpoints
+        self.quantized: Mapping[str, Format] = quantized or {}
+        self.mlx_parts: dict[tuple[str, str], _Entry] = {}
         self.weights: dict[str, _Entry] = {}
         self.scales: dict[str, _Entry] = {}
         self.experts: dict[tuple[int, str, int], _Entry] = {}
@@ -109,6 +125,15 @@ class _Inventory:
                     f" num_hidden_layers={cfg.num_hidden_layers}"
                 )
             entry = _Entry(info, parsed)
+            if parsed.part in ("scales", "biases"):
+                if parsed.path not in self.quantized:
+                    raise CheckpointError(
+                        f"{_where(info)} is an MLX quantization entry, but config.json's"
+                        " 'quantization' section does not list its tensor; was config.json"
+                        " replaced after `ds4router engine convert` wrote the directory?"
+                    )
+                self.mlx_parts[(parsed.path, parsed.part)] = entry
+                continue
             if parsed.expert is not None:
                 assert parsed.matrix is not None and parsed.layer is not None
                 if parsed.expert >= cfg.n_routed_experts:
@@ -142,7 +167,10 @@ class _Inventory:
                     continue
                 missing.append(f"{path} {list(shape)}")
                 continue
-            self._check_one(entry, shape, self.scales.get(path))
+            if path in self.quantized:
+                self._check_mlx(entry, shape, self.quantized[path])
+            else:
+                self._check_one(entry, shape, self.scales.get(path))
         for i in range(cfg.num_hidden_layers):
             fused = (
                 f"layers.{i}.moe.experts.gate_up" in self.weights
@@ -175,7 +203,28 @@ class _Inventory:
             entry = self.weights.get(path)
             if entry is None:
                 raise CheckpointError(f"checkpoint is missing {path} {list(shape)}")
-            self._check_one(entry, shape, None)
+            if path in self.quantized:
+                self._check_mlx(entry, shape, self.quantized[path])
+            else:
+                self._check_one(entry, shape, None)
+
+    def _check_mlx(self, entry: _Entry, shape: tuple[int, ...], fmt: Format) -> None:
+        """An MLX-quantized tensor: codes, scales (and biases) as ``fmt`` lays them out."""
+        path = entry.parsed.path
+        for want in encoded_layout(fmt, shape, where=_where(entry.info)):
+            got = entry if want.suffix == "weight" else self.mlx_parts.get((path, want.suffix))
+            if got is None:
+                raise CheckpointError(
+                    f"{_where(entry.info)} is stored as {fmt.label} but its '.{want.suffix}'"
+                    " tensor is missing (incomplete shard set?)"
+                )
+            if got.info.dtype != want.dtype or got.info.shape != want.shape:
+                raise CheckpointError(
+                    f"{_where(got.info)} is {got.info.dtype} {list(got.info.shape)}; a"
+                    f" {list(shape)} weight stored as {fmt.label} needs {want.dtype}"
+                    f" {list(want.shape)} (config.json's quantization section disagrees with"
+                    " the shards)"
+                )
 
     def _check_one(self, entry: _Entry, shape: tuple[int, ...], scale: _Entry | None) -> None:
         info = entry.info
@@ -236,7 +285,7 @@ class _Converter:
         self.inv = inv
         self.dtype = dtype
         self.params: dict[str, Any] = {}
-        self._raw: dict[tuple[str, bool], tuple[TensorInfo, np.ndarray]] = {}
+        self._raw: dict[tuple[str, str], tuple[TensorInfo, np.ndarray]] = {}
         self._expert_raw: dict[tuple[int, str, int, bool], tuple[TensorInfo, np.ndarray]] = {}
         self._expert_done: dict[int, int] = {}
 
@@ -250,23 +299,43 @@ class _Converter:
             self._expert_raw[key] = (info, raw)
             self._maybe_stack_experts(parsed.layer)
             return
-        self._raw[(parsed.path, parsed.is_scale)] = (info, raw)
+        self._raw[(parsed.path, parsed.part)] = (info, raw)
         self._maybe_convert(parsed.path)
 
     def _maybe_convert(self, path: str) -> None:
-        weight = self._raw.get((path, False))
+        fmt = self.inv.quantized.get(path)
+        if fmt is not None:
+            self._maybe_mlx(path, fmt)
+            return
+        weight = self._raw.get((path, "weight"))
         if weight is None:
             return
         info, raw = weight
         if info.dtype in FLOAT_DTYPES or path.endswith("tid2eid"):
             self.params[path] = self._dense(path, info, raw)
-            del self._raw[(path, False)]
+            del self._raw[(path, "weight")]
             return
-        scale = self._raw.get((path, True))
+        scale = self._raw.get((path, "scale"))
         if scale is None:
             return  # its scale is in a later shard
         self.params[path] = _quantized(info, raw, scale[0], scale[1])
-        del self._raw[(path, False)], self._raw[(path, True)]
+        del self._raw[(path, "weight")], self._raw[(path, "scale")]
+
+    def _maybe_mlx(self, path: str, fmt: Format) -> None:
+        parts = ("weight", "scales", "biases") if fmt.kind == AFFINE else ("weight", "scales")
+        if any((path, part) not in self._raw for part in parts):
+            return  # the rest is in a later shard
+        raw = {part: self._raw.pop((path, part))[1] for part in parts}
+        assert fmt.bits is not None and fmt.group_size is not None
+        if fmt.kind == AFFINE:
+            # Scales and biases in the activations' dtype (CPU kernels want them to match).
+            scales = mx.array(raw["scales"]).view(mx.bfloat16).astype(self.dtype)
+            biases = mx.array(raw["biases"]).view(mx.bfloat16).astype(self.dtype)
+        else:
+            scales, biases = mx.array(raw["scales"]), None
+        self.params[path] = QuantizedWeight(
+            mx.array(raw["weight"]), scales, biases, fmt.group_size, fmt.bits, fmt.mode
+        )
 
     def _dense(self, path: str, info: TensorInfo, raw: np.ndarray) -> mx.array:
         if path.endswith("tid2eid"):
@@ -303,6 +372,14 @@ class _Converter:
         if gu is None or down is None:
             return None
         cfg = self.cfg
+        if isinstance(gu, QuantizedWeight) or isinstance(down, QuantizedWeight):
+            if not (isinstance(gu, QuantizedWeight) and isinstance(down, QuantizedWeight)):
+                raise CheckpointError(
+                    f"layer {layer}: fused experts mix quantized and float weights"
+                )
+            return ExpertWeights(
+                gu, down, cfg.n_routed_experts, cfg.moe_intermediate_size, cfg.hidden_size
+            )
         return ExpertWeights(
             dense_expert_stack(gu),
             dense_expert_stack(down),
@@ -468,10 +545,12 @@ def _assemble(cfg: ModelConfig, conv: _Converter) -> ModelWeights:
 
 def _concat_rows(a: Weight, b: Weight) -> Weight:
     if isinstance(a, QuantizedWeight) and isinstance(b, QuantizedWeight):
+        if (a.mode, a.bits, a.group_size) != (b.mode, b.bits, b.group_size):
+            raise CheckpointError("shared expert w1 and w3 use different quantizations")
         return QuantizedWeight(
             mx.concatenate([a.weight, b.weight]),
             mx.concatenate([a.scales, b.scales]),
-            None,
+            None if a.biases is None or b.biases is None else mx.concatenate([a.biases, b.biases]),
             a.group_size,
             a.bits,
             a.mode,
@@ -494,9 +573,14 @@ def build_model(
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
     compile: bool | None = None,
     layout: str = "auto",
+    quantized: Mapping[str, Format] | None = None,
 ) -> Model:
-    """Check ``infos`` against ``cfg``, then convert tensors group by group (shard by shard)."""
-    inv = _Inventory(cfg, infos)
+    """Check ``infos`` against ``cfg``, then convert tensors group by group (shard by shard).
+
+    ``quantized`` maps internal paths to the recipe format of a converted checkpoint's
+    MLX-quantized tensors (:func:`local_engine.quantize.quantized_paths`).
+    """
+    inv = _Inventory(cfg, infos, quantized)
     conv = _Converter(cfg, inv, dtype)
     for group in groups:
         for info, raw in group:
@@ -520,15 +604,20 @@ def _arrays(params: Mapping[str, Any]) -> Iterator[mx.array]:
         if isinstance(v, mx.array):
             yield v
         elif isinstance(v, QuantizedWeight):
-            yield v.weight
-            yield v.scales
+            yield from _quantized_arrays(v)
         elif isinstance(v, ExpertWeights):
             for w in (v.gate_up, v.down):
                 if isinstance(w, QuantizedWeight):
-                    yield w.weight
-                    yield w.scales
+                    yield from _quantized_arrays(w)
                 elif isinstance(w, mx.array):
                     yield w
+
+
+def _quantized_arrays(w: QuantizedWeight) -> Iterator[mx.array]:
+    yield w.weight
+    yield w.scales
+    if w.biases is not None:
+        yield w.biases
 
 
 def _dtype_from_name(name: str | mx.Dtype | None) -> mx.Dtype:
@@ -562,6 +651,7 @@ def load_model(
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is not a directory (expected a model directory)")
     cfg = load_config(model_dir)
+    quantized = quantized_paths(json.loads((model_dir / "config.json").read_text("utf-8")))
     shards = list_shards(model_dir)
     infos: list[TensorInfo] = []
     seen: dict[str, Path] = {}
@@ -589,4 +679,5 @@ def load_model(
         prefill_chunk_size=prefill_chunk_size,
         compile=compile,
         layout=layout,
+        quantized=quantized,
     )
