@@ -254,17 +254,18 @@ def _sparse_attention(
     q: mx.array,
     window_keys: mx.array,
     window_mask: mx.array | None,
-    rows: mx.array,
+    picked_rows: mx.array,
     selection: Selection,
     sinks: mx.array,
     scale: float,
 ) -> mx.array:
     """Attention over the window plus each query's own selected compressed rows.
 
-    Gathers the k chosen rows per query (``[T, k, hd]``) instead of masking all
-    N rows, so a CSA layer reads ``index_topk`` rows a token however long the
-    context is. Logits and softmax in fp32 with the sink logit per head, which
-    is then dropped.
+    ``picked_rows`` are the k chosen rows per query (``[T, k, hd]``, gathered by
+    the row buffer -- from RAM or, for a tiered cache, from disk) instead of
+    masking all N rows, so a CSA layer reads ``index_topk`` rows a token however
+    long the context is. Logits and softmax in fp32 with the sink logit per head,
+    which is then dropped.
     """
     dt = q.dtype
     qh = q[0]  # [H, T, hd]
@@ -272,7 +273,7 @@ def _sparse_attention(
     s_w = (qh @ wk.T).astype(mx.float32) * scale  # [H, T, Lw]
     if window_mask is not None:
         s_w = mx.where(window_mask[None], s_w, -mx.inf)
-    picked = rows[selection.indices].astype(dt)  # [T, k, hd]
+    picked = picked_rows.astype(dt)  # [T, k, hd]
     s_c = (qh.swapaxes(0, 1) @ picked.swapaxes(1, 2)).swapaxes(0, 1)  # [H, T, k]
     s_c = mx.where(selection.valid[None], s_c.astype(mx.float32) * scale, -mx.inf)
     h, t = qh.shape[0], qh.shape[1]
@@ -320,8 +321,7 @@ def attention_core(
             )
         post = (lambda r: kv_fp8_roundtrip(r, shape.rope_dim)) if graph.fp8_kv else None
         update_compressor(x, w.compressor, cache.compressor, rope, shape.eps, post)
-        rows = cache.compressor.rows
-        n = rows.shape[0]
+        n = cache.compressor.count
         if selection is not None:
             if record is not None:
                 record["indexer_selected"] = selection.dense(n)
@@ -330,12 +330,13 @@ def attention_core(
                 q,
                 full,
                 masks[0] if masks else None,
-                rows,
+                cache.compressor.buffer.gather(selection.indices),
                 selection,
                 w.sinks,
                 shape.head_dim**-0.5,
             )
         if n:
+            rows = cache.compressor.rows
             keys = mx.concatenate([full, rows], axis=0)
             if t > 1:
                 causal = _compressed_causal(offset, t, n, cache.compressor.shape.ratio)

@@ -96,7 +96,7 @@ def model_fingerprint(
 
 
 def fingerprint_of(model: Any, model_dir: str | Path) -> str:
-    """The fingerprint of ``model`` (a :class:`~local_engine.model.Model`) loaded from ``model_dir``."""
+    """The fingerprint of ``model`` (a ``Model``) loaded from ``model_dir``."""
     import mlx.core as mx
 
     device = "cpu" if mx.default_device() == mx.cpu else "gpu"

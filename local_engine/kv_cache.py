@@ -21,11 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
 from local_engine.config import CSA, HCA, ModelConfig
 from local_engine.errors import CacheError
+
+if TYPE_CHECKING:
+    from local_engine.tiered import TieredRows, TierPolicy
 
 SNAPSHOT_FORMAT = 1
 Snapshot = dict[str, "mx.array | int"]
@@ -81,6 +86,12 @@ class RowBuffer:
     def arrays(self) -> list[mx.array]:
         return [] if self._data is None else [self._data]
 
+    def gather(self, indices: mx.array) -> mx.array:
+        """``rows[indices]``: ``[T, k]`` row indices (all below ``count``) -> ``[T, k, width]``."""
+        if self._data is None:
+            raise CacheError("cannot gather rows from an empty buffer")
+        return self._data[indices]
+
 
 @dataclass(frozen=True)
 class CompressorShape:
@@ -103,7 +114,8 @@ class CompressorState:
         # Previous window's A series (kv, gate after position bias), CSA only.
         self.overlap_kv: mx.array | None = None
         self.overlap_gate: mx.array | None = None
-        self.buffer = RowBuffer(shape.row_width, dtype)
+        # A TieredRows (local_engine.tiered) when the cache keeps old rows on disk.
+        self.buffer: RowBuffer | TieredRows = RowBuffer(shape.row_width, dtype)
 
     @property
     def count(self) -> int:
@@ -249,6 +261,38 @@ class ModelCache:
 
     def __init__(self, layers: list[LayerCache]) -> None:
         self.layers = layers
+        self.tier: TierPolicy | None = None
+
+    def enable_tiering(self, ram_bytes: int, directory: str | Path | None = None) -> None:
+        """Keep at most ``ram_bytes`` of state in RAM: older compressed CSA rows go to
+        memory-mapped files under ``directory`` (a temp dir when None).
+
+        Index keys, window rows, HCA rows and pending buffers stay in RAM whatever the
+        budget; logits are identical to the all-RAM cache.
+        """
+        from local_engine.tiered import TieredRows, TierPolicy
+
+        if self.tier is not None:
+            raise CacheError("this cache is tiered already")
+        policy = TierPolicy(ram_bytes, directory, lambda: self.resident_nbytes)
+        self.tier = policy
+        for i, layer in enumerate(self.layers):
+            comp = layer.compressor
+            if layer.kind == CSA and comp is not None:
+                rows = comp.rows
+                tiered = TieredRows(comp.shape.row_width, comp.dtype, policy, f"layer{i}.rows")
+                comp.buffer = tiered
+                tiered.load(rows)
+
+    @property
+    def resident_nbytes(self) -> int:
+        """Bytes of state held in RAM (``nbytes`` minus the rows on disk)."""
+        return self.nbytes - self.disk_nbytes
+
+    @property
+    def disk_nbytes(self) -> int:
+        """Bytes of compressed rows kept in memory-mapped files (0 unless tiered)."""
+        return 0 if self.tier is None else self.tier.disk_bytes
 
     @property
     def offset(self) -> int:

@@ -277,6 +277,14 @@ class _Inventory:
             )
 
 
+def inventory(
+    cfg: ModelConfig, infos: Iterable[TensorInfo], quantized: Mapping[str, Format] | None = None
+) -> _Inventory:
+    """Index a checkpoint's tensors by internal path and check them against ``cfg``
+    (missing, unexpected, wrong shape or encoding: the error names file and tensor)."""
+    return _Inventory(cfg, infos, quantized)
+
+
 class _Converter:
     """Turns raw tensors into MLX weights as shards stream by."""
 

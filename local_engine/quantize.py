@@ -74,7 +74,11 @@ def encoded_layout(fmt: Format, shape: tuple[int, ...], *, where: str) -> list[E
     packed = (*lead, inp * fmt.bits // 32)
     groups = (*lead, inp // fmt.group_size)
     if fmt.kind == AFFINE:
-        return [Entry(WEIGHT, "U32", packed), Entry(SCALES, "BF16", groups), Entry(BIASES, "BF16", groups)]
+        return [
+            Entry(WEIGHT, "U32", packed),
+            Entry(SCALES, "BF16", groups),
+            Entry(BIASES, "BF16", groups),
+        ]
     return [Entry(WEIGHT, "U32", packed), Entry(SCALES, "U8", groups)]
 
 
@@ -116,9 +120,7 @@ def encode_rows(rows: object, fmt: Format) -> dict[str, np.ndarray]:
     return {WEIGHT: np.array(q), SCALES: np.array(scales).astype(np.uint8)}
 
 
-def mx_quantized_rows(
-    packed: np.ndarray, e8m0: np.ndarray, mode: str
-) -> dict[str, np.ndarray]:
+def mx_quantized_rows(packed: np.ndarray, e8m0: np.ndarray, mode: str) -> dict[str, np.ndarray]:
     """Entries of an ``mxfp8`` / ``mxfp4`` tensor given its codes (bytes) and per-32 scales."""
     assert mode in (MXFP8, MXFP4)
     words = np.ascontiguousarray(packed.view(np.uint8)).view(np.uint32)

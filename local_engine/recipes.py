@@ -72,7 +72,9 @@ class Format:
                 raise RecipeError(f"format {self.kind} takes no bits or group_size")
         elif self.kind == AFFINE:
             if self.bits not in AFFINE_BITS:
-                raise RecipeError(f"affine bits must be one of {list(AFFINE_BITS)}, got {self.bits}")
+                raise RecipeError(
+                    f"affine bits must be one of {list(AFFINE_BITS)}, got {self.bits}"
+                )
             if self.group_size not in GROUP_SIZES:
                 raise RecipeError(
                     f"affine group_size must be one of {list(GROUP_SIZES)}, got {self.group_size}"
@@ -215,13 +217,13 @@ def recipe_from_dict(raw: Mapping[str, Any], *, where: str = "recipe") -> Recipe
     """Build a recipe from its YAML/JSON form (``name``, ``description``, ``components``)."""
     unknown = sorted(set(raw) - {"name", "description", "components"})
     if unknown:
-        raise RecipeError(f"{where}: unknown keys {unknown}; expected name, description, components")
+        raise RecipeError(
+            f"{where}: unknown keys {unknown}; expected name, description, components"
+        )
     comps = raw.get("components")
     if not isinstance(comps, Mapping):
         raise RecipeError(f"{where}: 'components' must map component names to formats")
-    formats = {
-        str(c): format_from(v, where=f"{where}: components.{c}") for c, v in comps.items()
-    }
+    formats = {str(c): format_from(v, where=f"{where}: components.{c}") for c, v in comps.items()}
     # The down projection follows the other expert matrices unless the recipe says otherwise.
     if "routed_experts_down" not in formats and "routed_experts" in formats:
         formats["routed_experts_down"] = formats["routed_experts"]

@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import math
 from collections.abc import Callable
 
 from pricing.errors import PricingError
@@ -41,9 +42,13 @@ def render(report: MonthReport, fmt: str) -> str:
 
 
 def usd(value: float | None) -> str:
-    """$1,234.56 for dollars, $0.0042 for fractions of a cent, 'unpriced' for None."""
+    """$1,234.56 for dollars, $0.0042 for cents, two significant digits below that
+    ($0.000038): a cost that is not zero never reads as $0.0000. 'unpriced' for None."""
     if value is None:
         return "unpriced"
+    if value != 0 and abs(value) < 0.001:
+        decimals = min(12, 1 - math.floor(math.log10(abs(value))))
+        return f"${value:.{decimals}f}"
     if value != 0 and abs(value) < 1:
         return f"${value:,.4f}"
     return f"${value:,.2f}"

@@ -215,3 +215,14 @@ def test_an_empty_month_renders_in_every_format() -> None:
     for fmt in ("table", "csv", "json", "md", "html"):
         assert render(report, fmt)
     assert "no spend this month" in render(report, "html")
+
+
+def test_small_costs_never_read_as_zero() -> None:
+    from pricing.report_render import usd
+
+    assert usd(0.000038) == "$0.000038"
+    assert usd(3.8e-7) == "$0.00000038"
+    assert usd(0.0042) == "$0.0042"
+    assert usd(1234.5) == "$1,234.50"
+    assert usd(0) == "$0.00"
+    assert usd(None) == "unpriced"
