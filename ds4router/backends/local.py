@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from local_engine.engine import Engine
     from local_engine.generate import GenerationParams, GenerationStats
 
-# The config has no output limit for local requests yet; a request without max_tokens gets
-# this many (room for an answer with code, short of the model's own limits).
+# A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
+# answer with code, short of the model's own limits).
 DEFAULT_MAX_TOKENS = 4096
 
 # What health() reports when loading failed (see the module docstring).
@@ -336,7 +336,8 @@ class LocalBackend:
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> LocalBackend:
         """The backend for ``local.engine`` of a loaded config (nothing is loaded yet)."""
-        return cls(loaded.config.local.engine.model_path)
+        engine = loaded.config.local.engine
+        return cls(engine.model_path, max_tokens=engine.max_tokens)
 
     # -- loading -------------------------------------------------------------------------
     def start_loading(self, *, retry: bool = False) -> None:
