@@ -63,7 +63,7 @@ DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 GB = 10**9
 # Float32 bytes of source rows decoded and encoded at once.
 CHUNK_BYTES = 64 * 2**20
-_FLOAT_SOURCES = {"F32", "BF16", "F16"}
+_FLOAT_SOURCES = {"F64", "F32", "BF16", "F16"}
 # Upper bound of one tensor's JSON in a header, beyond its name (dtype, shape, offsets).
 _HEADER_PER_ENTRY = 128
 
@@ -520,6 +520,8 @@ def _decode(reader: _Reader, src: RowSource, a: int, b: int, want_f32: bool) -> 
     info = src.info
     if info.dtype in _FLOAT_SOURCES:
         raw = reader.rows(info, a, b)
+        if info.dtype == "F64":
+            raw = raw.astype(np.float32)
         arr = mx.array(raw).view(mx.bfloat16) if info.dtype == "BF16" else mx.array(raw)
         return arr.astype(target)
     if src.scale is None:
@@ -673,7 +675,17 @@ class ConvertResult:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (the OS's high-water mark)."""
+    """This process's peak resident memory so far (the OS's high-water mark).
+
+    Linux: ``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` there survives ``exec`` and
+    so may report the parent's size at ``fork`` (a CLI started from a big process).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 

@@ -24,12 +24,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local_engine.chat import ChatEncodingError, render_prompt
 from local_engine.errors import CheckpointError, EngineError
 from local_engine.generate import Event, GenerationParams, PrefillProgress, stream_generate
 from local_engine.tokenizer import ASSISTANT, THINK_END, THINK_START, Tokenizer
+
+if TYPE_CHECKING:
+    from local_engine.prefix_cache import PrefixCache
 
 GIB = 1024**3
 # Beyond the weights: activations, the decode state and MLX's allocator slack. The decode
@@ -236,6 +239,12 @@ class Engine:
         self.config = config
         self.graph = graph
         self._generate_lock = threading.Lock()
+        # The KV cache on disk (prefix reuse) and the RAM budget of the decode state
+        # (tiered long context); both off until ``use_kv_cache``.
+        self.prefix_cache: PrefixCache | None = None
+        self.kv_ram_bytes: int | None = None
+        self._tier_dir: Path | None = None
+        self._fingerprint: str | None = None
 
     @classmethod
     def load(
@@ -329,6 +338,67 @@ class Engine:
     def context_limit(self) -> int:
         return int(self.config.max_position_embeddings)
 
+    # -- the KV cache ----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """What a saved decode state must match: weights, recipe, graph switches, numerics."""
+        if self._fingerprint is None:
+            from local_engine.fingerprint import fingerprint_of
+
+            self._fingerprint = fingerprint_of(self.model, self.path)
+        return self._fingerprint
+
+    def use_kv_cache(
+        self,
+        directory: str | Path | None,
+        *,
+        disk_bytes: int | None = None,
+        ram_bytes: int | None = None,
+        snapshot_every: int | None = None,
+    ) -> None:
+        """Reuse prompt prefixes through the cache in ``directory`` (None: no disk cache).
+
+        ``disk_bytes`` bounds the directory (least valuable entries are evicted);
+        ``ram_bytes`` bounds the decode state in RAM: beyond it, compressed CSA rows go
+        to memory-mapped files (under ``directory/tier``, else a temp dir). Settings
+        apply from the next generation on.
+        """
+        from local_engine.kv_store import KVStore
+        from local_engine.prefix_cache import DEFAULT_SNAPSHOT_EVERY, PrefixCache
+
+        if ram_bytes is not None and ram_bytes < 0:
+            raise EngineError(f"the KV RAM budget must be >= 0 bytes, got {ram_bytes}")
+        if disk_bytes is not None and disk_bytes < 0:
+            raise EngineError(f"the KV disk budget must be >= 0 bytes, got {disk_bytes}")
+        self.kv_ram_bytes = ram_bytes
+        if directory is None:
+            self.prefix_cache = None
+            self._tier_dir = None
+            return
+        root = Path(directory).expanduser()
+        current = self.prefix_cache
+        if current is not None and current.root == root:
+            current.store.budget_bytes = disk_bytes
+            if snapshot_every is not None:
+                current.snapshot_every = snapshot_every
+        else:
+            store = KVStore(root, budget_bytes=disk_bytes)
+            every = DEFAULT_SNAPSHOT_EVERY if snapshot_every is None else snapshot_every
+            self.prefix_cache = PrefixCache(store, self.fingerprint, snapshot_every=every)
+        self._tier_dir = root / "tier"
+
+    def flush_kv_cache(self, timeout: float | None = None) -> bool:
+        """Wait until queued snapshots are on disk (e.g. before the process exits)."""
+        cache = self.prefix_cache
+        return True if cache is None else cache.flush(timeout)
+
+    def make_cache(self) -> Any:
+        """An empty decode state for this engine's model (tiered when a RAM budget is set)."""
+        cache = self.model.make_cache()
+        if self.kv_ram_bytes is not None:
+            cache.enable_tiering(self.kv_ram_bytes, self._tier_dir)
+        return cache
+
     def info(self) -> EngineInfo:
         """Sizes, bytes by storage type, limits, and whether the weights are random."""
         by_dtype = _model_bytes_by_dtype(self.model) or checkpoint_bytes_by_dtype(self.path)
@@ -381,6 +451,19 @@ class Engine:
         prompt_ids = self.encode_messages(messages, params)
         return self._run(prompt_ids, params, cancel, on_prefill_progress, started)
 
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        on_prefill_progress: PrefillProgress | None = None,
+    ) -> Iterator[Event]:
+        """Like ``generate`` for an already tokenized prompt (benchmarks, raw completions)."""
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        return self._run(list(prompt_ids), params, cancel, on_prefill_progress, started)
+
     def _run(
         self,
         prompt_ids: list[int],
@@ -391,6 +474,12 @@ class Engine:
     ) -> Iterator[Event]:
         eos = self.config.eos_token_id
         eos_ids = tuple(eos) if isinstance(eos, tuple) else (() if eos is None else (int(eos),))
+        # Thinking mode: the next turn re-renders this prompt's closing <think> as </think>
+        # (earlier reasoning is dropped), so the state just before it is the reusable one.
+        # For the same reason a thinking turn's end is never a prefix of the next prompt.
+        think_start = self.tokenizer.special.think_start
+        thinking_close = params.thinking and bool(prompt_ids) and prompt_ids[-1] == think_start
+        save_points = (len(prompt_ids) - 1,) if thinking_close else ()
         with self._generate_lock:
             yield from stream_generate(
                 self.model,
@@ -402,6 +491,10 @@ class Engine:
                 cancel=cancel,
                 on_prefill_progress=on_prefill_progress,
                 started_at=started,
+                prefix_cache=self.prefix_cache,
+                make_cache=self.make_cache,
+                save_points=save_points,
+                save_turn_end=not params.thinking,
             )
 
 

@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local_engine.errors import EngineError
 from local_engine.sampling import Sampler, SamplingParams, StopMatcher
 from local_engine.tokenizer import THINK_END, Tokenizer
+
+if TYPE_CHECKING:
+    from local_engine.prefix_cache import PrefixCache
 
 FINISH_STOP = "stop"  # end-of-sentence token or a stop string
 FINISH_LENGTH = "length"  # max_tokens or the context limit
@@ -73,11 +76,17 @@ class GenerationStats:
     decode_tok_s: float  # tokens after the first / decode_s
     total_s: float
     peak_memory_bytes: int
+    # Prompt tokens restored from the KV cache on disk (not prefilled), and the time the
+    # restore took (lookup, read, checks, rebuilding the state); both within ttft_s.
+    cached_prompt_tokens: int = 0
+    kv_restore_s: float = 0.0
 
     def to_dict(self) -> dict[str, float | int]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": self.generated_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "kv_restore_s": self.kv_restore_s,
             "prefill_s": self.prefill_s,
             "prefill_tok_s": self.prefill_tok_s,
             "ttft_s": self.ttft_s,
@@ -189,12 +198,23 @@ def stream_generate(
     cancel: threading.Event | None = None,
     on_prefill_progress: PrefillProgress | None = None,
     started_at: float | None = None,
+    prefix_cache: PrefixCache | None = None,
+    make_cache: Callable[[], Any] | None = None,
+    save_points: Sequence[int] = (),
+    save_turn_end: bool = True,
 ) -> Iterator[Event]:
     """Generate from ``prompt_ids`` with ``model``; yields deltas, then ``Usage``, then ``Done``.
 
     ``cancel`` may be set from any thread; it is checked between prefill chunks and between
     tokens, and ends the stream with ``Done("cancelled")``. ``started_at`` (a
     ``time.perf_counter()`` value) lets the caller include prompt encoding in TTFT.
+
+    With ``prefix_cache`` the longest cached prefix of the prompt is restored and only the
+    rest is prefilled; snapshots are saved at the prompt's end, at ``save_points``
+    (prompt positions, e.g. where a re-rendered conversation will diverge), every
+    ``prefix_cache.snapshot_every`` tokens of a long prefill, and -- with
+    ``save_turn_end`` -- after the generated turn. ``make_cache`` builds the empty
+    decode state (default ``model.make_cache``; e.g. a tiered one).
     """
     import mlx.core as mx
 
@@ -244,19 +264,46 @@ def stream_generate(
         if text:
             yield TextDelta(text)
 
-    # -- prefill, in chunks ------------------------------------------------------------------
-    cache = model.make_cache()
+    # -- restore the longest cached prefix ----------------------------------------------------
+    new_cache: Callable[[], Any] = make_cache or model.make_cache
+    cache = None
+    last_logits = None
+    cached = 0
+    restore_s = 0.0
+    if prefix_cache is not None:
+        t_restore = time.perf_counter()
+        restored = prefix_cache.restore(prompt_ids, new_cache)
+        restore_s = time.perf_counter() - t_restore
+        if restored is not None:
+            cache, cached, last_logits = restored.cache, restored.tokens, restored.logits
+            if on_prefill_progress is not None:
+                on_prefill_progress(cached, prompt_tokens)
+    if cache is None:
+        cache = new_cache()
+    saves: set[int] = set()
+    if prefix_cache is not None:
+        every = prefix_cache.snapshot_every
+        saves = {p for p in save_points if cached < p <= prompt_tokens} | {prompt_tokens}
+        if every:
+            saves |= set(range((cached // every + 1) * every, prompt_tokens, every))
+        saves.discard(cached)
+
+    # -- prefill the rest, in chunks ------------------------------------------------------------
     prefill_last = getattr(model, "prefill", None)
     prompt = mx.array(list(prompt_ids), dtype=mx.int32)[None]
     chunk = params.prefill_chunk_size
     t_prefill = time.perf_counter()
-    last_logits = None
-    done = 0
+    done = cached
     while done < prompt_tokens:
         if cancelled():
             finish = FINISH_CANCELLED
             break
-        end = min(done + chunk, prompt_tokens)
+        # Chunks end at multiples of the chunk size and at save points.
+        end = min(
+            (done // chunk + 1) * chunk,
+            prompt_tokens,
+            min((p for p in saves if p > done), default=prompt_tokens),
+        )
         piece = prompt[:, done:end]
         if prefill_last is not None:
             # The model's own prefill computes the head for the last position only.
@@ -267,9 +314,12 @@ def stream_generate(
         # and cancellation happen at true chunk boundaries.
         mx.eval(last_logits)
         done = end
+        if prefix_cache is not None and done in saves:
+            prefix_cache.save(cache, prompt_ids[:done], last_logits)
         if on_prefill_progress is not None:
             on_prefill_progress(done, prompt_tokens)
     prefill_s = time.perf_counter() - t_prefill
+    cache_logits = last_logits  # the logits after the last token the cache has seen
 
     # -- decode, pipelined -------------------------------------------------------------------
     if finish != FINISH_CANCELLED and last_logits is not None:
@@ -281,6 +331,7 @@ def stream_generate(
                 # Queue the next step before syncing on this one. If this token turns out
                 # to be EOS or a stop, the extra step is wasted work, never emitted.
                 next_logits = model(y.reshape(1, 1), cache=cache)[:, -1, :]
+                cache_logits = next_logits
                 next_y = sampler(next_logits)
                 mx.async_eval(next_y)
             token = int(y.item())  # type: ignore[arg-type]
@@ -312,6 +363,19 @@ def stream_generate(
     if stops.stopped is None:
         yield from route(detok.flush(), final=True)
 
+    if (
+        prefix_cache is not None
+        and save_turn_end
+        and finish != FINISH_CANCELLED
+        and cache_logits is not None
+    ):
+        # The pipelined loop may have fed the last sampled token (an end-of-sentence one
+        # included) or not: the snapshot is keyed by exactly what the cache has seen.
+        seen = int(getattr(cache, "offset", 0))
+        turn = [*prompt_ids, *sampled]
+        if prompt_tokens < seen <= len(turn):
+            prefix_cache.save(cache, turn[:seen], cache_logits)
+
     t_end = time.perf_counter()
     ttft = (first_token_at - t_start) if first_token_at is not None else 0.0
     decode_s = (
@@ -323,12 +387,14 @@ def stream_generate(
         prompt_tokens=prompt_tokens,
         generated_tokens=generated,
         prefill_s=prefill_s,
-        prefill_tok_s=_rate(done, prefill_s),
+        prefill_tok_s=_rate(done - cached, prefill_s),
         ttft_s=ttft,
         decode_s=decode_s,
         decode_tok_s=_rate(generated - 1, decode_s),
         total_s=t_end - t_start,
         peak_memory_bytes=int(mx.get_peak_memory()),
+        cached_prompt_tokens=cached,
+        kv_restore_s=restore_s,
     )
     yield Usage(prompt_tokens, generated, reasoning_tokens)
     yield Done(finish, stats, tuple(sampled))

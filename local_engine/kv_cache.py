@@ -19,6 +19,7 @@ pending buffers are empty: those are the cheap snapshot points.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,7 +275,13 @@ class ModelCache:
 
         if self.tier is not None:
             raise CacheError("this cache is tiered already")
-        policy = TierPolicy(ram_bytes, directory, lambda: self.resident_nbytes)
+        me = weakref.ref(self)  # the policy must not keep its cache alive (files go with it)
+
+        def resident() -> int:
+            cache = me()
+            return 0 if cache is None else cache.resident_nbytes
+
+        policy = TierPolicy(ram_bytes, directory, resident)
         self.tier = policy
         for i, layer in enumerate(self.layers):
             comp = layer.compressor

@@ -474,6 +474,10 @@ class KVStore:
             return None
         return replace(state, read_s=time.perf_counter() - started)
 
+    def remove(self, info: EntryInfo) -> None:
+        """Delete one entry (file and index row)."""
+        self._forget(info.key, delete=True, path=self.root / info.file)
+
     def _forget(self, key: str, *, delete: bool, path: Path | None = None) -> None:
         if delete and path is not None:
             with contextlib.suppress(OSError):
@@ -510,7 +514,8 @@ class KVStore:
                 raise ValueError(f"cannot store dtype {raw.dtype} ({name})")
             store_dtype, _ = _DTYPES[raw.dtype]
             data = np.ascontiguousarray(np.asarray(raw.data).view(store_dtype).reshape(raw.shape))
-            sections.append((name, raw.dtype, tuple(raw.shape), memoryview(data).cast("B")))
+            flat = memoryview(data.reshape(-1).view(np.uint8))
+            sections.append((name, raw.dtype, tuple(raw.shape), flat))
         meta = []
         offset = 0
         for name, dtype, shape, view in sections:

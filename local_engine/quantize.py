@@ -116,8 +116,8 @@ def encode_rows(rows: object, fmt: Format) -> dict[str, np.ndarray]:
             SCALES: _bf16_bits(scales.astype(mx.bfloat16)),
             BIASES: _bf16_bits(biases.astype(mx.bfloat16)),
         }
-    q, scales = mx.quantize(x, group_size=MX_GROUP, bits=fmt.bits, mode=fmt.kind)
-    return {WEIGHT: np.array(q), SCALES: np.array(scales).astype(np.uint8)}
+    parts = mx.quantize(x, group_size=MX_GROUP, bits=fmt.bits, mode=fmt.kind)  # no biases
+    return {WEIGHT: np.array(parts[0]), SCALES: np.array(parts[1]).astype(np.uint8)}
 
 
 def mx_quantized_rows(packed: np.ndarray, e8m0: np.ndarray, mode: str) -> dict[str, np.ndarray]:
@@ -138,8 +138,9 @@ def dequantize_entries(entries: dict[str, np.ndarray], fmt: Format) -> np.ndarra
         return (w.astype(np.uint32) << 16).view(np.float32)
     assert fmt.bits is not None and fmt.group_size is not None
     if fmt.kind == AFFINE:
-        scales = mx.array(entries[SCALES]).view(mx.bfloat16)
-        biases = mx.array(entries[BIASES]).view(mx.bfloat16)
+        # In f32: dequantizing with bf16 scales rounds every value to bf16.
+        scales = mx.array(entries[SCALES]).view(mx.bfloat16).astype(mx.float32)
+        biases = mx.array(entries[BIASES]).view(mx.bfloat16).astype(mx.float32)
     else:
         scales, biases = mx.array(entries[SCALES]), None
     out = mx.dequantize(

@@ -62,8 +62,9 @@ def from_host(data: np.ndarray, dtype: mx.Dtype) -> mx.array:
 class TierPolicy:
     """The RAM budget of one model cache and the directory its row files go to.
 
-    ``resident`` returns the cache's bytes in RAM; the directory (a fresh one under
-    ``base_dir``) is removed when the policy is garbage-collected or ``close``-d.
+    ``resident`` returns the cache's bytes in RAM. The directory (a fresh one under
+    ``base_dir``, else under the system temp dir) is made at the first spill and
+    removed with its files when the policy is garbage-collected or ``close``-d.
     """
 
     def __init__(
@@ -72,18 +73,27 @@ class TierPolicy:
         if ram_bytes < 0:
             raise ValueError("ram_bytes must be >= 0")
         self.ram_bytes = ram_bytes
-        base = Path(base_dir).expanduser() if base_dir is not None else None
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        self.directory = Path(tempfile.mkdtemp(prefix=f"tier-{os.getpid()}-", dir=base))
+        self.base_dir = Path(base_dir).expanduser() if base_dir is not None else None
         self.resident = resident
-        self.buffers: list[TieredRows] = []
-        self._files: list[Any] = []
-        self._finalizer = weakref.finalize(self, _remove_dir, self.directory, self._files)
+        # Weak, so that buffers -> policy is the only strong link (no cycle: the files
+        # go as soon as the cache that owns them is dropped).
+        self.buffers: weakref.WeakSet[TieredRows] = weakref.WeakSet()
+        # [directory, open files]: shared with the finalizer, which must not hold self.
+        self._owned: list[Any] = [None, []]
+        self._finalizer = weakref.finalize(self, _remove_owned, self._owned)
+
+    @property
+    def directory(self) -> Path | None:
+        return self._owned[0]
 
     def open_file(self, name: str) -> Any:
-        fh = (self.directory / name).open("w+b")
-        self._files.append(fh)
+        if self._owned[0] is None:
+            if self.base_dir is not None:
+                self.base_dir.mkdir(parents=True, exist_ok=True)
+            base = None if self.base_dir is None else str(self.base_dir)
+            self._owned[0] = Path(tempfile.mkdtemp(prefix=f"tier-{os.getpid()}-", dir=base))
+        fh = (self._owned[0] / name).open("w+b")
+        self._owned[1].append(fh)
         return fh
 
     def over(self) -> int:
@@ -98,11 +108,13 @@ class TierPolicy:
         self._finalizer()
 
 
-def _remove_dir(directory: Path, files: list[Any]) -> None:
+def _remove_owned(owned: list[Any]) -> None:
+    directory, files = owned
     for fh in files:
         with contextlib.suppress(Exception):
             fh.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class TieredRows:
@@ -122,9 +134,10 @@ class TieredRows:
         self.spilled = 0
         self._storage = _storage(dtype)
         self._row_bytes = width * self._storage.itemsize
-        self._file = policy.open_file(name)
+        self._name = name
+        self._file: Any = None  # opened at the first spill: most caches never need one
         self._map: np.memmap[Any, Any] | None = None
-        policy.buffers.append(self)
+        policy.buffers.add(self)
 
     # -- sizes ------------------------------------------------------------------------------
     @property
@@ -170,8 +183,9 @@ class TieredRows:
 
     def load(self, rows: mx.array) -> None:
         """Replace the contents; whatever does not fit the budget goes straight to disk."""
-        self._file.seek(0)
-        self._file.truncate()
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
         self._map = None
         self.spilled = 0
         self.ram.load(rows)
@@ -205,6 +219,8 @@ class TieredRows:
 
     def _spill(self, k: int) -> None:
         rows = self.ram.rows
+        if self._file is None:
+            self._file = self.policy.open_file(self._name)
         self._file.seek(0, os.SEEK_END)
         self._file.write(to_host(rows[:k]).tobytes())
         self._file.flush()

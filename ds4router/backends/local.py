@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import queue
 import threading
 import time
@@ -90,6 +91,8 @@ class LocalStats:
     prompt_tokens: int
     generated_tokens: int
     peak_memory_bytes: int
+    cached_prompt_tokens: int = 0  # restored from the KV cache on disk, not prefilled
+    kv_restore_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +109,8 @@ class LocalStats:
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": self.generated_tokens,
             "peak_memory_bytes": self.peak_memory_bytes,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "kv_restore_s": self.kv_restore_s,
         }
 
 
@@ -320,6 +325,9 @@ class LocalBackend:
         max_tokens: int | None = None,
         check_memory: bool = True,
         available_memory_bytes: int | None = None,
+        kv_cache_dir: str | Path | None = None,
+        kv_disk_bytes: int | None = None,
+        kv_ram_bytes: int | None = None,
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
@@ -327,6 +335,11 @@ class LocalBackend:
         self.max_tokens = max_tokens
         self.check_memory = check_memory
         self.available_memory_bytes = available_memory_bytes
+        # Prefix reuse through the KV cache on disk (None: off), its byte budget, and the
+        # RAM budget of the decode state beyond which old compressed rows go to disk.
+        self.kv_cache_dir = None if kv_cache_dir in (None, "") else Path(kv_cache_dir).expanduser()
+        self.kv_disk_bytes = kv_disk_bytes
+        self.kv_ram_bytes = kv_ram_bytes
         self.last_stats: LocalStats | None = None
         self._stats: OrderedDict[str, LocalStats] = OrderedDict()
         self._flights: set[_Flight] = set()
@@ -336,8 +349,19 @@ class LocalBackend:
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> LocalBackend:
         """The backend for ``local.engine`` of a loaded config (nothing is loaded yet)."""
+        from ds4router.paths import kv_cache_dir
+
         engine = loaded.config.local.engine
-        return cls(engine.model_path, max_tokens=engine.max_tokens)
+        # kv_disk_gb 0 turns the disk cache off; kv_ram_gb 0 keeps every compressed CSA
+        # row on disk (index keys, window and HCA rows always stay in RAM).
+        disk_on = engine.kv_disk_gb > 0
+        return cls(
+            engine.model_path,
+            max_tokens=engine.max_tokens,
+            kv_cache_dir=(engine.kv_cache_dir or kv_cache_dir()) if disk_on else None,
+            kv_disk_bytes=int(engine.kv_disk_gb * GIB) if disk_on else None,
+            kv_ram_bytes=int(engine.kv_ram_gb * GIB),
+        )
 
     # -- loading -------------------------------------------------------------------------
     def start_loading(self, *, retry: bool = False) -> None:
@@ -455,6 +479,7 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
         _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
         kinds = _engine_types()
         text: list[str] = []
@@ -536,6 +561,24 @@ class LocalBackend:
             **options,
         )
 
+    def _configure_kv(self, engine: Engine) -> None:
+        """On the engine thread: point the engine at this backend's KV cache settings.
+
+        A cache directory that cannot be used costs the reuse, never the request.
+        """
+        try:
+            engine.use_kv_cache(
+                self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning(
+                "local engine: KV cache at %s is unusable (%s); continuing without it",
+                self.kv_cache_dir,
+                _message(exc),
+            )
+            with contextlib.suppress(Exception):
+                engine.use_kv_cache(None, ram_bytes=self.kv_ram_bytes)
+
     @staticmethod
     def _generate(
         engine: Engine,
@@ -599,6 +642,8 @@ class LocalBackend:
             prompt_tokens=stats.prompt_tokens,
             generated_tokens=stats.generated_tokens,
             peak_memory_bytes=stats.peak_memory_bytes,
+            cached_prompt_tokens=getattr(stats, "cached_prompt_tokens", 0),
+            kv_restore_s=getattr(stats, "kv_restore_s", 0.0),
         )
         with self._lock:
             self.last_stats = record

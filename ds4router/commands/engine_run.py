@@ -2,7 +2,9 @@
 
 ``info PATH`` loads a checkpoint and describes it (and says when its weights are random);
 ``generate PATH`` streams a reply to one prompt and reports the engine's figures (prompt
-and generated tokens, prefill and decode tok/s, time to first token, peak memory);
+and generated tokens, prefill and decode tok/s, time to first token, peak memory); with
+``--kv-cache DIR`` it restores the longest cached prefix of the prompt from DIR and saves
+new states there (the figures then say how many prompt tokens were cached);
 ``init-random OUT`` writes a random-weight checkpoint in the official layout, for tests,
 demos and benchmarks. Engine errors (missing directory, unknown ``model_type``, a tensor of
 the wrong shape, a model that cannot fit) end the command with one line and exit 2.
@@ -184,6 +186,26 @@ def _sigint_sets(event: threading.Event) -> Iterator[None]:
 )
 @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0)
 @click.option("--seed", type=int, default=None, help="Make sampling repeatable.")
+@click.option(
+    "--kv-cache",
+    "kv_cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Reuse cached prompt prefixes from this directory and save new ones there.",
+)
+@click.option(
+    "--kv-disk-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Byte budget of the --kv-cache directory in GiB (default: no limit).",
+)
+@click.option(
+    "--kv-ram-gb",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Keep at most this many GiB of decode state in RAM; older compressed rows go "
+    "to memory-mapped files (default: all in RAM).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end only.")
 @_memory_option
 def generate_command(
@@ -196,14 +218,27 @@ def generate_command(
     temperature: float,
     top_p: float,
     seed: int | None,
+    kv_cache: Path | None,
+    kv_disk_gb: float | None,
+    kv_ram_gb: float | None,
     as_json: bool,
     memory_limit_gb: float | None,
 ) -> None:
-    """Stream a reply to one prompt from the model in PATH, then its figures."""
+    """Stream a reply to one prompt from the model in PATH, then its figures.
+
+    With --kv-cache DIR the longest prefix of the prompt already in DIR is restored
+    instead of prefilled, and the new states are saved there for the next run.
+    """
     text = _prompt_text(prompt, prompt_file)
     from local_engine.generate import Done, GenerationParams, ReasoningDelta, TextDelta
 
     engine = load_engine(path, memory_limit_gb)
+    with engine_errors():
+        engine.use_kv_cache(
+            kv_cache,
+            disk_bytes=None if kv_disk_gb is None else int(kv_disk_gb * GIB),
+            ram_bytes=None if kv_ram_gb is None else int(kv_ram_gb * GIB),
+        )
     messages: list[dict[str, str]] = []
     if system:
         messages.append({"role": "system", "content": system})
@@ -235,6 +270,9 @@ def generate_command(
                     click.secho(event.text, nl=False, err=True, dim=True, italic=True)
             elif isinstance(event, Done):
                 done = event
+    # Snapshots are written off the decode thread: let them land before the process ends.
+    if not engine.flush_kv_cache(timeout=600):
+        click.secho("warning: the KV cache is still writing; some states were not saved", err=True)
     if done is None:
         raise Ds4RouterError("the engine stopped without finishing; this is a bug, report it")
     stats = done.stats
@@ -248,6 +286,8 @@ def generate_command(
                 if key
                 in (
                     "prompt_tokens",
+                    "cached_prompt_tokens",
+                    "kv_restore_s",
                     "generated_tokens",
                     "prefill_tok_s",
                     "decode_tok_s",
@@ -261,6 +301,7 @@ def generate_command(
             "finish_reason": done.finish_reason,
             "model": str(engine.path),
             "is_random": bool(engine.config.is_random),
+            "kv_cache": None if kv_cache is None else str(kv_cache.expanduser()),
         }
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
@@ -268,8 +309,13 @@ def generate_command(
             click.echo("")
         elif reasoning and not answer:
             click.echo("", err=True)
+        cached = (
+            f" ({stats.cached_prompt_tokens} cached, restored in {stats.kv_restore_s:.2f} s)"
+            if stats.cached_prompt_tokens
+            else ""
+        )
         click.secho(
-            f"── {stats.prompt_tokens} prompt tok · {stats.generated_tokens} generated · "
+            f"── {stats.prompt_tokens} prompt tok{cached} · {stats.generated_tokens} generated · "
             f"prefill {stats.prefill_tok_s:.1f} tok/s · TTFT {stats.ttft_s:.2f} s · "
             f"decode {stats.decode_tok_s:.1f} tok/s · peak {_size(stats.peak_memory_bytes)} · "
             f"{done.finish_reason}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,18 @@ from ds4router.config.loader import LoadedConfig
 from ds4router.tui.engine_loader import EngineStatus
 from ds4router.tui.figures import MonthFigures
 from ds4router.tui.format import bar, budget_level, money, short_model
+
+
+def _kv_activity() -> Any:
+    """This process's KV cache figures, once the engine has used a cache (else None).
+
+    Never imports the engine: before it ran, there is nothing to show.
+    """
+    module = sys.modules.get("local_engine.kv_store")
+    if module is None:
+        return None
+    kv = module.activity()
+    return kv if kv.lookups or kv.entries else None
 
 
 class BudgetBar(Static):
@@ -74,11 +87,27 @@ class Sidebar(Vertical):
             lines.append(f"{figures.unpriced} unpriced")
         self.query_one("#savings", Static).update("\n".join(lines))
 
+    _engine_status: EngineStatus | None = None
+    _kv_seen: object = None
+
+    def on_mount(self) -> None:
+        # The KV cache's figures change with every local request; a cheap poll keeps the
+        # engine line current without the app having to tell the sidebar.
+        self.set_interval(2.0, self._refresh_kv, name="kv-cache-poll")
+
+    def _refresh_kv(self) -> None:
+        if self._engine_status is not None and _kv_activity() != self._kv_seen:
+            self.show_engine(self._engine_status)
+
     def show_engine(self, status: EngineStatus) -> None:
         dot = {"ready": "green", "loading": "yellow", "failed": "red"}.get(status.state, "grey50")
         text = Text()
         text.append("● ", style=dot)
         text.append(f"local {status.text}")
+        self._engine_status = status
+        self._kv_seen = kv = _kv_activity()
+        if kv is not None:
+            text.append(f"\nKV cache {kv.hits} hits · {kv.stored_bytes / 1024**2:,.1f} MiB")
         widget = self.query_one("#engine", Static)
         widget.update(text)
         widget.tooltip = status.detail or None

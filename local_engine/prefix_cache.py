@@ -1,0 +1,265 @@
+"""Prefix reuse: the engine's side of the on-disk KV cache.
+
+:class:`PrefixCache` joins a :class:`~local_engine.kv_store.KVStore` to one model
+(its fingerprint). ``restore`` finds the longest cached prefix of a prompt and
+rebuilds a decode state from it (into a fresh cache, so a failure half-way leaves
+nothing behind); ``save`` snapshots a cache and hands the snapshot to a writer
+thread, so the disk never holds up prefill or decode.
+
+MLX arrays belong to the thread that made them: ``save`` evaluates the snapshot's
+arrays (bfloat16 ones viewed as uint16, which numpy can read) on the calling
+thread before queueing them; the writer only reads their bytes. A snapshot is a
+copy (``ModelCache.snapshot``), so the generation thread may keep appending to the
+cache meanwhile.
+
+Nothing here raises into a generation: a state that will not restore or save is
+logged as one warning line and the engine prefills as if nothing was cached.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from local_engine.errors import CacheError
+from local_engine.kv_cache import ModelCache
+from local_engine.kv_store import KVStore, RawArray, StoredState
+
+log = logging.getLogger("local_engine.kv_cache")
+
+# During a long prefill a snapshot is saved every this many tokens (a multiple of 128,
+# where every pending buffer is empty), so a later prompt that shares only the start
+# of this one -- a long document with another question -- still skips most prefill.
+DEFAULT_SNAPSHOT_EVERY = 4096
+# Snapshots waiting for the writer; a full queue makes the generation thread wait
+# rather than hold an unbounded number of state copies in memory.
+MAX_PENDING = 4
+
+_MX_DTYPES = {
+    "float32": mx.float32,
+    "float16": mx.float16,
+    "bfloat16": mx.bfloat16,
+    "int32": mx.int32,
+    "int64": mx.int64,
+    "uint16": mx.uint16,
+    "uint32": mx.uint32,
+    "uint8": mx.uint8,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Restored:
+    """A decode state rebuilt from disk: ``cache`` has seen the first ``tokens`` ids."""
+
+    cache: Any
+    tokens: int
+    logits: mx.array  # [1, vocab], the last cached position's
+    read_s: float
+    nbytes: int
+
+
+def _dtype_name(dtype: mx.Dtype) -> str:
+    for name, value in _MX_DTYPES.items():
+        if value == dtype:
+            return name
+    raise CacheError(f"cannot store arrays of dtype {dtype}")
+
+
+def _raw(arr: mx.array) -> tuple[RawArray, mx.array]:
+    """The array to write for ``arr`` and the (lazy) array to evaluate before writing."""
+    name = _dtype_name(arr.dtype)
+    host = arr.view(mx.uint16) if arr.dtype == mx.bfloat16 else arr
+    return RawArray(name, tuple(arr.shape), host), host
+
+
+def _to_mx(data: np.ndarray, dtype: str) -> mx.array:
+    arr = mx.array(data)
+    return arr.view(mx.bfloat16) if dtype == "bfloat16" else arr
+
+
+class _Writer:
+    """One daemon thread that runs queued writes in order; ``flush`` waits for them."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=MAX_PENDING)
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="ds4router-kv-writer", daemon=True
+                )
+                self._thread.start()
+        with self._idle:
+            self._pending += 1
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception as exc:  # a failed write must not kill the writer
+                log.warning("kv cache: a snapshot could not be written (%s)", exc)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    @property
+    def pending(self) -> int:
+        with self._idle:
+            return self._pending
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued write is done; False if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+
+_LIVE: weakref.WeakSet[PrefixCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # Writer threads are daemons: without this, a snapshot queued just before the
+    # interpreter exits would be lost (never half-written: the rename never happens).
+    for cache in list(_LIVE):
+        cache.flush(timeout=60)
+
+
+class PrefixCache:
+    """Prefix reuse for one model (``fingerprint``) in one ``store``."""
+
+    def __init__(
+        self,
+        store: KVStore,
+        fingerprint: str,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    ) -> None:
+        if snapshot_every < 0 or snapshot_every % 128:
+            raise CacheError(
+                f"snapshot_every must be a multiple of 128 (0: off), got {snapshot_every}"
+            )
+        self.store = store
+        self.fingerprint = fingerprint
+        self.snapshot_every = snapshot_every
+        self._writer = _Writer()
+        _LIVE.add(self)
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    # -- restore ----------------------------------------------------------------------------
+    def restore(
+        self, prompt_ids: Sequence[int], make_cache: Callable[[], ModelCache]
+    ) -> Restored | None:
+        """The longest cached prefix of ``prompt_ids`` as a live cache, or None."""
+        ids = np.asarray(prompt_ids, dtype=np.int32)
+        try:
+            state = self.store.lookup(self.fingerprint, ids)
+        except Exception as exc:  # an unreadable store is a miss, never a failed request
+            log.warning("kv cache: lookup in %s failed (%s); prefilling", self.root, exc)
+            return None
+        if state is None:
+            return None
+        try:
+            cache = make_cache()
+            cache.restore(self._snapshot_of(state))
+            logits = _to_mx(state.logits, "float32")
+            mx.eval(logits, *cache.arrays())
+        except (CacheError, KeyError, ValueError) as exc:
+            log.warning(
+                "kv cache: entry %s (%d tokens) does not fit this model (%s); removed it, "
+                "prefilling instead",
+                state.info.key[:12],
+                state.info.tokens,
+                exc,
+            )
+            self._discard(state)
+            return None
+        if cache.offset != state.info.tokens:
+            self._discard(state)
+            return None
+        return Restored(cache, state.info.tokens, logits, state.read_s, state.info.nbytes)
+
+    @staticmethod
+    def _snapshot_of(state: StoredState) -> dict[str, mx.array | int]:
+        snap: dict[str, mx.array | int] = dict(state.ints)
+        for name, data in state.arrays.items():
+            snap[name] = _to_mx(data, state.dtypes[name])
+        return snap
+
+    def _discard(self, state: StoredState) -> None:
+        try:
+            self.store.remove(state.info)
+        except Exception as exc:
+            log.debug("kv cache: could not remove entry %s: %s", state.info.key[:12], exc)
+
+    # -- save -----------------------------------------------------------------------------
+    def has(self, token_ids: Sequence[int]) -> bool:
+        try:
+            return self.store.has(self.fingerprint, np.asarray(token_ids, dtype=np.int32))
+        except Exception:
+            return False
+
+    def save(self, cache: ModelCache, token_ids: Sequence[int], logits: mx.array) -> bool:
+        """Queue a snapshot of ``cache`` (which has seen exactly ``token_ids``) for writing.
+
+        Returns False when nothing was queued (already stored, or the snapshot failed).
+        """
+        ids = np.asarray(token_ids, dtype=np.int32)
+        if len(ids) == 0 or cache.offset != len(ids) or self.has(ids):
+            return False
+        try:
+            snap = cache.snapshot()
+            raws: dict[str, RawArray] = {}
+            ints: dict[str, int] = {}
+            pending: list[mx.array] = []
+            for name, value in snap.items():
+                if isinstance(value, mx.array):
+                    raws[name], host = _raw(value)
+                    pending.append(host)
+                else:
+                    ints[name] = int(value)
+            raw_logits, host_logits = _raw(logits.astype(mx.float32))
+            pending.append(host_logits)
+            # Computed here, on the thread that owns them; the writer only reads bytes.
+            mx.eval(*pending)
+        except Exception as exc:
+            log.warning("kv cache: could not snapshot %d tokens (%s); not saved", len(ids), exc)
+            return False
+        fingerprint, store = self.fingerprint, self.store
+        self._writer.submit(lambda: store.put(fingerprint, ids, raws, ints, raw_logits))
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for queued snapshots to reach the disk; False if ``timeout`` ran out."""
+        return self._writer.flush(timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._writer.pending
