@@ -146,13 +146,6 @@ _CARD_PREFIX = re.compile(
 )
 
 
-def _card_ok(match: re.Match[str]) -> bool:
-    digits = re.sub(r"[ -]", "", match.group(0))
-    if not 13 <= len(digits) <= 19:
-        return False
-    return bool(_CARD_PREFIX.match(digits)) and luhn_ok(digits)
-
-
 _IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
@@ -172,10 +165,6 @@ def iban_ok(raw: str) -> bool:
     rearranged = iban[4:] + iban[:4]
     number = "".join(str(int(c, 36)) for c in rearranged)
     return int(number) % 97 == 1
-
-
-def _iban_match_ok(match: re.Match[str]) -> bool:
-    return iban_ok(match.group(0))
 
 
 _PLACEHOLDER = re.compile(
@@ -217,11 +206,6 @@ def _phone_ok(match: re.Match[str]) -> bool:
 _EXAMPLE_DOMAIN = re.compile(r"(^|\.)(example\.(com|org|net)|test|invalid|localhost)$", re.I)
 
 
-def _email_ok(match: re.Match[str]) -> bool:
-    domain = match.group("domain")
-    return not _EXAMPLE_DOMAIN.search(domain) and match.group("local").lower() != "git"
-
-
 # --- the catalogue ------------------------------------------------------------
 
 _WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -246,29 +230,6 @@ def _secret(
         tuple(prefilter),
         anchored,
         token,
-        groups,
-        validate,
-        not_after,
-    )
-
-
-def _pii(
-    kind: str,
-    pattern: str,
-    prefilter: Sequence[str] = (),
-    *,
-    groups: tuple[int | str, ...] = (0,),
-    validate: Validator | None = None,
-    not_after: frozenset[str] = _WORD,
-    anchored: bool = False,
-) -> Detector:
-    return Detector(
-        kind,
-        "pii",
-        re.compile(pattern),
-        tuple(prefilter),
-        anchored,
-        False,
         groups,
         validate,
         not_after,

@@ -38,6 +38,16 @@ def check_target(value: str) -> str:
     return value
 
 
+def check_regexes(patterns: list[str]) -> list[str]:
+    """Every pattern compiles (so a typo fails at load, with the pattern named)."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a regex: {exc}") from exc
+    return patterns
+
+
 Target = Annotated[str, Field(description="local | refuse | cloud:<model>")]
 Fraction = Annotated[float, Field(ge=0.0)]
 
@@ -67,15 +77,7 @@ class PrivacyConfig(Strict):
         default_factory=list, description="regexes; a finding whose text matches is ignored"
     )
 
-    @field_validator("allowlist")
-    @classmethod
-    def _regexes_compile(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"allowlist pattern {pattern!r} is not a regex: {exc}") from exc
-        return value
+    _allowlist = field_validator("allowlist")(lambda value: check_regexes(value))
 
 
 class RuleWhen(Strict):
@@ -197,15 +199,7 @@ class TaskSpec(Strict):
     patterns: list[str] = Field(default_factory=list)
     weight: float = Field(default=1.0, gt=0)
 
-    @field_validator("patterns")
-    @classmethod
-    def _regexes_compile(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {pattern!r} is not a regex: {exc}") from exc
-        return value
+    _patterns = field_validator("patterns")(lambda value: check_regexes(value))
 
 
 class ClassifierConfig(Strict):
