@@ -11,6 +11,13 @@ would be a disaster, so every caller shares one.
 streams ``local_engine.generate`` events. One generation runs at a time per engine (MLX
 evaluates on one device; interleaving two decode loops would only slow both); a second caller
 waits for the first to finish.
+
+``Engine.use_kv_cache(dir, disk_bytes=, ram_bytes=)`` turns on prefix reuse through the KV
+cache on disk (keyed by ``Engine.fingerprint``) and, with a RAM budget, tiered decode state
+(old compressed CSA rows in memory-mapped files). Chat turns are saved at the prompt's end
+and at the turn's end (the next request's prompt starts with both); in thinking mode the
+next prompt re-renders this one's closing ``<think>`` as ``</think>``, so the state just
+before it is saved instead and the turn's end is not.
 """
 
 from __future__ import annotations

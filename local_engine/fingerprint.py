@@ -86,7 +86,7 @@ def model_fingerprint(
         "dtype": dtype,
         "device": device,
         "compiled": compiled,
-        "mlx": mx.__version__,
+        "mlx": getattr(mx, "__version__", "unknown"),
         "snapshot_format": SNAPSHOT_FORMAT,
         "state_version": STATE_VERSION,
         **{k: _plain(v) for k, v in extra},

@@ -8,6 +8,12 @@ pipelined: the next step's graph is queued with ``mx.async_eval`` before the hos
 current token, so the device is not idle while Python detokenizes. Nothing here imports
 ds4router: events are plain frozen dataclasses that the application adapts.
 
+With a prefix cache (``local_engine.prefix_cache``) the longest cached prefix of the prompt is
+restored from disk and only the rest is prefilled; snapshots of the state are queued for the
+disk at the prompt's end, at given save points, every ``snapshot_every`` tokens of a long
+prefill and at the end of the generated turn. ``GenerationStats`` then says how many prompt
+tokens came from the cache and how long the restore took.
+
 In thinking mode the prompt ends with ``<think>``; generated text up to ``</think>`` is
 streamed as ``ReasoningDelta``, the rest as ``TextDelta``. Stop strings apply to the answer
 only (a model's reasoning may legitimately mention them), and the stop string itself is

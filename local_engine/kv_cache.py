@@ -15,6 +15,11 @@ snapshot is a flat ``dict`` of named ``mx.array`` and ``int`` values (nothing
 else), so the SSD cache can write it with ``mx.save_safetensors`` plus the ints
 as metadata. At positions that are multiples of 128 (and of every ratio) all
 pending buffers are empty: those are the cheap snapshot points.
+
+``ModelCache.enable_tiering`` bounds the bytes held in RAM: beyond the budget the
+oldest compressed CSA rows move to memory-mapped files (``local_engine.tiered``),
+with identical logits. ``state_nbytes`` is the architecture's byte count of the
+state, used by the benchmarks and checked against live caches by the tests.
 """
 
 from __future__ import annotations
@@ -380,6 +385,36 @@ def _array(snap: Mapping[str, mx.array | int], key: str, shape: tuple[int, int] 
     if shape is not None and tuple(value.shape) != shape:
         raise CacheError(f"snapshot {key!r} has shape {list(value.shape)}, expected {list(shape)}")
     return value
+
+
+def state_nbytes(cfg: ModelConfig, tokens: int, value_bytes: int) -> int:
+    """Bytes of the decode state after ``tokens`` tokens -- what a snapshot holds -- from the
+    architecture alone (ENGINE.md's state table): window rows, compressed rows, pending
+    tokens' kv/gate and the CSA overlap series, for the main and the indexer compressor."""
+    values = 0
+    for kind in cfg.layer_types:
+        values += min(tokens, cfg.sliding_window - 1) * cfg.head_dim
+        if kind == HCA:
+            r = cfg.hca_ratio
+            values += (tokens // r) * cfg.head_dim + 2 * (tokens % r) * cfg.head_dim
+        elif kind == CSA:
+            r = cfg.csa_ratio
+            for width in (cfg.head_dim, cfg.index_head_dim):
+                values += (tokens // r) * width
+                values += 2 * (tokens % r) * 2 * width  # pending kv + gate, series A | B
+                values += 2 * r * width if tokens >= r else 0  # overlap: A's kv + gate
+    return values * value_bytes
+
+
+def values_per_token(cfg: ModelConfig) -> float:
+    """How many values the state grows by per token (compressed and index rows)."""
+    total = 0.0
+    for kind in cfg.layer_types:
+        if kind == HCA:
+            total += cfg.head_dim / cfg.hca_ratio
+        elif kind == CSA:
+            total += (cfg.head_dim + cfg.index_head_dim) / cfg.csa_ratio
+    return total
 
 
 def make_model_cache(cfg: ModelConfig, dtype: mx.Dtype) -> ModelCache:

@@ -514,7 +514,7 @@ class KVStore:
                 raise ValueError(f"cannot store dtype {raw.dtype} ({name})")
             store_dtype, _ = _DTYPES[raw.dtype]
             data = np.ascontiguousarray(np.asarray(raw.data).view(store_dtype).reshape(raw.shape))
-            flat = memoryview(data.reshape(-1).view(np.uint8))
+            flat = data.reshape(-1).view(np.uint8).data
             sections.append((name, raw.dtype, tuple(raw.shape), flat))
         meta = []
         offset = 0

@@ -12,6 +12,12 @@ thread before queueing them; the writer only reads their bytes. A snapshot is a
 copy (``ModelCache.snapshot``), so the generation thread may keep appending to the
 cache meanwhile.
 
+Exactness: a restored state is bit-for-bit the state that was saved, so continuing
+it gives the logits that continuing the live state would have given. A fresh
+prefill of a longer prompt may split the same tokens into different calls (e.g. a
+reply decoded token by token, then prefilled in one chunk), which MLX computes with
+different rounding: equal to float precision, not bit for bit.
+
 Nothing here raises into a generation: a state that will not restore or save is
 logged as one warning line and the engine prefills as if nothing was cached.
 """
@@ -92,13 +98,13 @@ class _Writer:
     """One daemon thread that runs queued writes in order; ``flush`` waits for them."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=MAX_PENDING)
+        self._jobs: queue.Queue[Callable[[], object]] = queue.Queue(maxsize=MAX_PENDING)
         self._pending = 0
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], object]) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -220,7 +226,7 @@ class PrefixCache:
             log.debug("kv cache: could not remove entry %s: %s", state.info.key[:12], exc)
 
     # -- save -----------------------------------------------------------------------------
-    def has(self, token_ids: Sequence[int]) -> bool:
+    def has(self, token_ids: Sequence[int] | np.ndarray) -> bool:
         try:
             return self.store.has(self.fingerprint, np.asarray(token_ids, dtype=np.int32))
         except Exception:

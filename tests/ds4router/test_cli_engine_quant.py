@@ -181,3 +181,36 @@ def test_plan_does_not_import_mlx() -> None:
     done = ds4router("engine", "plan", "--json", code=code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("mlx imported: False")
+
+
+def test_ctrl_c_during_convert_says_how_to_resume(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    source: Path,
+    tmp_path: Path,
+) -> None:
+    import local_engine.convert as convert_module
+
+    real = convert_module.convert
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        progress = kwargs["progress"]
+
+        def stop(done: int, total: int, what: str) -> None:
+            progress(done, total, what)  # type: ignore[operator]
+            if done > total // 2:
+                raise KeyboardInterrupt
+
+        kwargs["progress"] = stop
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(convert_module, "convert", interrupted)
+    out = tmp_path / "q2"
+    code, _, err = run(capsys, "engine", "convert", str(source), str(out))
+    assert code == 130
+    assert "interrupted; run the same command with --resume to continue" in err
+    assert list(out.glob("*.partial")) and not (out / "config.json").exists()
+    monkeypatch.setattr(convert_module, "convert", real)
+    code, stdout, _ = run(capsys, "engine", "convert", str(source), str(out), "--resume")
+    assert code == 0 and "wrote q2" in stdout
+    assert (out / "config.json").is_file()

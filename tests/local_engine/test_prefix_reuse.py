@@ -22,6 +22,7 @@ import pytest
 
 from local_engine.engine import Engine
 from local_engine.generate import Done, GenerationParams, GenerationStats
+from local_engine.kv_cache import state_nbytes
 from local_engine.kv_store import KVStore
 from local_engine.prefix_cache import PrefixCache
 from local_engine.random_checkpoint import write_random_checkpoint
@@ -70,6 +71,10 @@ def test_a_restored_state_continues_exactly_like_a_prefilled_one(
         reference[n] = model.prefill(ids[:, start:n], live, chunk_size=128)[:, -1, :]
         assert cache.save(live, ids[0, :n].tolist(), reference[n])
     assert cache.flush(timeout=30)
+    # The state holds exactly the architecture's count (which the benchmark reports).
+    assert live.nbytes == state_nbytes(model.config, 700, 4)
+    (entry,) = [e for e in cache.store.entries() if e.tokens == 700]
+    assert live.nbytes < entry.nbytes < live.nbytes + 4 * 700 + 4 * model.config.vocab_size + 8192
     follow = [ids[:, 700:730], ids[:, 730:731], ids[:, 731:760]]
 
     def continue_from(c: Any) -> list[np.ndarray]:
