@@ -1,0 +1,128 @@
+"""Where a decode step's time goes, piece by piece, at full-size layer dimensions.
+
+Builds a few random full-size layers (one of each type: sliding, CSA, HCA) on the
+device, prefills a prompt, then times each piece of one decode step per layer —
+mHC + norm before attention, the attention projections, the attention core (cache
+update, compressors, indexer, softmax), the output projection + mHC, and the MoE +
+mHC — with a device sync between pieces, so each figure includes one launch
+boundary. Also the whole step unsynchronised, for comparison. Prints one JSON line.
+
+    python bench/engine_profile.py --device gpu    # on the GPU machine
+    python bench/engine_profile.py --device cpu --preset tiny   # a dry run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--preset", default="full-layer")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--prompt", type=int, default=512)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--expert-format", default="mxfp4", choices=["mxfp4", "mxfp8", "float"])
+    p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
+    args = p.parse_args()
+
+    import mlx.core as mx
+
+    from local_engine.attention import attention_core
+    from local_engine.model import Model
+    from local_engine.random_checkpoint import preset_config, random_weights
+
+    mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
+    cfg = preset_config(args.preset, num_layers=args.layers)
+    weights = random_weights(
+        cfg, 0, dtype=mx.bfloat16, dense_format=args.dense_format, expert_format=args.expert_format
+    )
+    model = Model(cfg, weights, dtype=mx.bfloat16, compile=True)
+    cache = model.make_cache()
+    prompt = mx.array([list(range(1000, 1000 + args.prompt))])
+    mx.eval(model.prefill(prompt, cache, chunk_size=args.prompt))
+
+    token = mx.array([[1234]], dtype=mx.int32)
+
+    def step_unsynced() -> float:
+        t0 = time.perf_counter()
+        logits = model(token, cache=cache)
+        mx.eval(logits, *cache.arrays())
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        step_unsynced()
+    whole = [step_unsynced() for _ in range(args.steps)]
+
+    pieces = ["pre_attn", "attn_in", "attn_core", "attn_out_pre_ffn", "ffn_post"]
+    times: dict[int, dict[str, list[float]]] = {
+        i: {k: [] for k in pieces} for i in range(args.layers)
+    }
+
+    def timed(bucket: list[float], fn: Any, *a: Any) -> Any:
+        mx.synchronize()
+        t0 = time.perf_counter()
+        out = fn(*a)
+        mx.eval(out)
+        mx.synchronize()
+        bucket.append(time.perf_counter() - t0)
+        return out
+
+    ids = token.reshape(-1)
+    for step in range(args.steps + 3):
+        h = model._embed(ids)
+        streams = mx.broadcast_to(h[:, None, :], (1, cfg.hc_mult, cfg.hidden_size))
+        for i, lw in enumerate(model.weights.layers):
+            prog = model._programs[i]
+            layer_cache = cache[i]
+            offset = mx.array(layer_cache.tokens, dtype=mx.int32)
+            t = times[i] if step >= 3 else {k: [] for k in pieces}
+            post, comb, x = timed(t["pre_attn"], prog.pre_attn, streams)
+            q_res, q, kv = timed(t["attn_in"], prog.attn_in, x, offset)
+            out = timed(
+                t["attn_core"],
+                lambda x=x, q_res=q_res, q=q, kv=kv, lw=lw, lc=layer_cache, prog=prog: (
+                    attention_core(
+                        x, q_res, q, kv, lw.attn, lc, prog.rope, model._shape, model.graph, None
+                    )
+                ),
+            )
+            streams, post, comb, x = timed(
+                t["attn_out_pre_ffn"], prog.attn_out_pre_ffn, streams, out, offset, post, comb
+            )
+            streams = timed(t["ffn_post"], prog.ffn_post, streams, x, ids, post, comb)
+        mx.eval(*cache.arrays())
+
+    per_layer = {
+        f"{i}:{cfg.layer_types[i]}": {k: round(statistics.median(v) * 1e3, 4) for k, v in t.items()}
+        for i, t in times.items()
+    }
+    for row in per_layer.values():
+        row["sum_ms"] = round(sum(row.values()), 4)
+    print(
+        json.dumps(
+            {
+                "bench": "engine_profile",
+                "device": args.device,
+                "device_name": str(mx.default_device()),
+                "preset": args.preset,
+                "layers": args.layers,
+                "layer_types": list(cfg.layer_types),
+                "expert_format": args.expert_format,
+                "dense_format": args.dense_format,
+                "prompt_tokens": args.prompt,
+                "decode_step_ms_median": round(statistics.median(whole) * 1e3, 4),
+                "decode_step_ms_per_layer": round(statistics.median(whole) * 1e3 / args.layers, 4),
+                "synced_pieces_ms_per_layer": per_layer,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
