@@ -17,8 +17,10 @@ component and per layer, from the shard headers and the files:
   1 CSA-hash, 20 CSA, 20 HCA) plus the measured embedding/head/..., against the
   plan for ``deepseek-v4-flash``;
 * optionally (``--load``) the converted model loaded at bf16: resident bytes
-  and bytes read per token against the plan (needs ~12 GB of RAM).
+  and bytes read per token against the plan, and one 4-token forward pass
+  (the loader peaks near 15 GB of RAM here).
 
+Needs ~27 GB of disk (16 GB source, 10 GB converted) and ~6 minutes on 2 cores.
 Run: ``python bench/quant_plan.py [--recipe q2] [--workdir DIR] [--keep] [--load]``.
 """
 
@@ -317,6 +319,11 @@ def main() -> None:
                 "plan_bytes_read_per_token": plan.bytes_read_per_token,
                 "ratio_per_token": model.weight_bytes_per_token() / plan.bytes_read_per_token,
             }
+            t0 = time.perf_counter()
+            logits = model(mx.array([[0, 1, 2, 3]], dtype=mx.int32))
+            mx.eval(logits)
+            result["loaded"]["forward_4_tokens_s"] = round(time.perf_counter() - t0, 2)
+            result["loaded"]["logits_finite"] = bool(mx.isfinite(logits).all().item())
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -176,7 +176,8 @@ def convert_command(
         return
     verdict = "within" if result.within_ram_bound else "ABOVE"
     click.echo(
-        f"wrote {result.recipe} to {result.dst}: {len(result.shards)} shards, "
+        f"wrote {result.recipe} to {result.dst}: {len(result.shards)} "
+        f"shard{'s' if len(result.shards) != 1 else ''}, "
         f"{_gb(result.file_bytes)} from {_gb(result.source_bytes)} in {result.seconds:.1f} s"
         + (
             f" ({result.shards_verified} finished shards verified)"

@@ -16,17 +16,16 @@ from ds4router.tui.engine_loader import EngineStatus
 from ds4router.tui.figures import MonthFigures
 from ds4router.tui.format import bar, budget_level, money, short_model
 
+_UNSET = object()
+
 
 def _kv_activity() -> Any:
-    """This process's KV cache figures, once the engine has used a cache (else None).
+    """This process's KV cache counters, or None before the engine used a cache.
 
     Never imports the engine: before it ran, there is nothing to show.
     """
     module = sys.modules.get("local_engine.kv_store")
-    if module is None:
-        return None
-    kv = module.activity()
-    return kv if kv.lookups or kv.entries else None
+    return None if module is None else module.activity()
 
 
 class BudgetBar(Static):
@@ -89,8 +88,13 @@ class Sidebar(Vertical):
 
     _engine_status: EngineStatus | None = None
     _kv_seen: object = None
+    # The counters when this sidebar first looked (None: no cache used yet); the line
+    # counts from there, so it is about this app's requests.
+    _kv_base: Any = _UNSET
 
     def on_mount(self) -> None:
+        if self._kv_base is _UNSET:
+            self._kv_base = _kv_activity()
         # The KV cache's figures change with every local request; a cheap poll keeps the
         # engine line current without the app having to tell the sidebar.
         self.set_interval(2.0, self._refresh_kv, name="kv-cache-poll")
@@ -99,6 +103,16 @@ class Sidebar(Vertical):
         if self._engine_status is not None and _kv_activity() != self._kv_seen:
             self.show_engine(self._engine_status)
 
+    def _kv_line(self, kv: Any) -> str | None:
+        """The line 'KV cache n hits · size', once the engine looked up a prompt here."""
+        if self._kv_base is _UNSET:
+            self._kv_base = kv
+        base = self._kv_base
+        if kv is None or (base is not None and kv.lookups == base.lookups):
+            return None
+        hits = kv.hits - (base.hits if base is not None else 0)
+        return f"KV cache {hits} hits · {kv.stored_bytes / 1024**2:,.1f} MiB"
+
     def show_engine(self, status: EngineStatus) -> None:
         dot = {"ready": "green", "loading": "yellow", "failed": "red"}.get(status.state, "grey50")
         text = Text()
@@ -106,8 +120,9 @@ class Sidebar(Vertical):
         text.append(f"local {status.text}")
         self._engine_status = status
         self._kv_seen = kv = _kv_activity()
-        if kv is not None:
-            text.append(f"\nKV cache {kv.hits} hits · {kv.stored_bytes / 1024**2:,.1f} MiB")
+        line = self._kv_line(kv) if status.state == "ready" else None
+        if line:
+            text.append("\n" + line)
         widget = self.query_one("#engine", Static)
         widget.update(text)
         widget.tooltip = status.detail or None
