@@ -306,8 +306,12 @@ class KVStore:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _index(self) -> dict[str, EntryInfo]:
-        """The index as last written (re-read only when the file changed)."""
+    def _index(self, *, locked: bool = False) -> dict[str, EntryInfo]:
+        """The index as last written (re-read only when the file changed).
+
+        ``locked``: the caller holds the index lock (a second flock from this process
+        would wait for itself).
+        """
         try:
             st = self.index_path.stat()
         except FileNotFoundError:
@@ -330,7 +334,7 @@ class KVStore:
                 exc,
             )
             _count(faults=1)
-            with self._locked():
+            with contextlib.nullcontext() if locked else self._locked():
                 entries = self._scan_entries()
                 self._write_index(entries)
             return dict(entries)
@@ -369,7 +373,7 @@ class KVStore:
         with self._locked():
             with self._mem_lock:
                 self._cached = None
-            entries = self._index()
+            entries = self._index(locked=True)
             change(entries)
             self._write_index(entries)
             return entries
@@ -685,7 +689,7 @@ class KVStore:
         with self._locked():
             with self._mem_lock:
                 self._cached = None
-            index = self._index()
+            index = self._index(locked=True)
             fresh: dict[str, EntryInfo] = {}
             for path in sorted(self.entries_dir.glob("*/*.kvc")):
                 checked += 1

@@ -51,6 +51,8 @@ DEFAULT_SNAPSHOT_EVERY = 4096
 # Snapshots waiting for the writer; a full queue makes the generation thread wait
 # rather than hold an unbounded number of state copies in memory.
 MAX_PENDING = 4
+# Entries that fail to rebuild a state before a lookup gives up (each is removed).
+RESTORE_ATTEMPTS = 3
 
 _MX_DTYPES = {
     "float32": mx.float32,
@@ -183,34 +185,39 @@ class PrefixCache:
     def restore(
         self, prompt_ids: Sequence[int], make_cache: Callable[[], ModelCache]
     ) -> Restored | None:
-        """The longest cached prefix of ``prompt_ids`` as a live cache, or None."""
+        """The longest cached prefix of ``prompt_ids`` as a live cache, or None.
+
+        An entry that reads back whole but does not rebuild a state of this model is
+        removed with a warning and the next longest is tried.
+        """
         ids = np.asarray(prompt_ids, dtype=np.int32)
-        try:
-            state = self.store.lookup(self.fingerprint, ids)
-        except Exception as exc:  # an unreadable store is a miss, never a failed request
-            log.warning("kv cache: lookup in %s failed (%s); prefilling", self.root, exc)
-            return None
-        if state is None:
-            return None
-        try:
-            cache = make_cache()
-            cache.restore(self._snapshot_of(state))
-            logits = _to_mx(state.logits, "float32")
-            mx.eval(logits, *cache.arrays())
-        except (CacheError, KeyError, ValueError) as exc:
-            log.warning(
-                "kv cache: entry %s (%d tokens) does not fit this model (%s); removed it, "
-                "prefilling instead",
-                state.info.key[:12],
-                state.info.tokens,
-                exc,
-            )
-            self._discard(state)
-            return None
-        if cache.offset != state.info.tokens:
-            self._discard(state)
-            return None
-        return Restored(cache, state.info.tokens, logits, state.read_s, state.info.nbytes)
+        for _ in range(RESTORE_ATTEMPTS):
+            try:
+                state = self.store.lookup(self.fingerprint, ids)
+            except Exception as exc:  # an unreadable store is a miss, never a failed request
+                log.warning("kv cache: lookup in %s failed (%s); prefilling", self.root, exc)
+                return None
+            if state is None:
+                return None
+            try:
+                cache = make_cache()
+                cache.restore(self._snapshot_of(state))
+                if cache.offset != state.info.tokens:
+                    raise CacheError(f"it rebuilds {cache.offset} tokens, not {state.info.tokens}")
+                logits = _to_mx(state.logits, "float32")
+                mx.eval(logits, *cache.arrays())
+            except Exception as exc:  # CacheError mostly; whatever it is, prefilling is safe
+                log.warning(
+                    "kv cache: entry %s (%d tokens) does not fit this model (%s); removed it, "
+                    "prefilling instead",
+                    state.info.key[:12],
+                    state.info.tokens,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+                self._discard(state)
+                continue
+            return Restored(cache, state.info.tokens, logits, state.read_s, state.info.nbytes)
+        return None
 
     @staticmethod
     def _snapshot_of(state: StoredState) -> dict[str, mx.array | int]:

@@ -45,19 +45,21 @@ def ask_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def short_answers(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A random model never says end-of-sentence: keep its answers short."""
-    monkeypatch.setattr(local, "DEFAULT_MAX_TOKENS", 8)
-    return 8
+def short_answers() -> int:
+    """A random model never says end-of-sentence: `project` caps its answers at this."""
+    return SHORT
 
 
-def project(tmp_path: Path, model_path: Path, **overrides: Any) -> Path:
+SHORT = 8
+
+
+def project(tmp_path: Path, model_path: Path, max_tokens: int = SHORT, **overrides: Any) -> Path:
     data: dict[str, Any] = {
         "project": "acme",
         "default": "local",
         "fallback": {"local_unavailable": None},
         "local": {
-            "engine": {"model_path": str(model_path)},
+            "engine": {"model_path": str(model_path), "max_tokens": max_tokens},
             "power": {"watts": WATTS, "source": "configured"},
             "electricity_usd_per_kwh": USD_PER_KWH,
             "hardware": HARDWARE,
@@ -165,8 +167,7 @@ def test_a_local_model_that_fails_to_load_is_an_error_row_naming_the_tensor(
 async def test_cancelling_a_local_answer_records_the_partial_usage(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "DEFAULT_MAX_TOKENS", 5000)
-    session = Session(load_config(project(tmp_path, tiny)))
+    session = Session(load_config(project(tmp_path, tiny, max_tokens=5000)))
     events: list[Any] = []
     try:
         async for event in session.send("tell me a long story"):

@@ -285,3 +285,21 @@ def test_an_entry_that_does_not_fit_the_model_is_removed(
     (line,) = warnings(caplog)
     assert "does not fit this model" in line
     assert run(engine).stats.cached_prompt_tokens == len(PROMPT)
+
+
+def test_a_damaged_longest_entry_falls_back_to_the_next_longest(
+    engine: Engine, reference: tuple[int, ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.use_kv_cache(tmp_path, snapshot_every=128)  # snapshots at 128, 256, 384 and 400
+    assert run(engine).token_ids == reference
+    entry = prompt_entry(tmp_path, engine)
+    data = bytearray(entry.read_bytes())
+    data[-7] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger=LOGGER):
+        done = run(engine)
+    assert done.stats.cached_prompt_tokens == 384
+    assert len(warnings(caplog)) == 1
+    # Restored at 384 and 16 prefilled: the same state as a straight prefill, up to rounding
+    # of the different split, and the same greedy tokens here.
+    assert done.token_ids == reference

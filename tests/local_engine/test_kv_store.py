@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +178,14 @@ def test_an_unreadable_index_is_rebuilt_with_a_warning(
     assert state is not None and state.info.tokens == 130
     assert any("index" in r.message and "rebuilding" in r.message for r in caplog.records)
     assert json.loads((tmp_path / "index.json").read_text())["format"] == 1
+    # Also when a writer, holding the index lock, is the one to find it damaged.
+    writer = KVStore(tmp_path)
+    (tmp_path / "index.json").write_text("[]")
+    update = threading.Thread(target=writer._update, args=(lambda entries: None,), daemon=True)
+    update.start()
+    update.join(timeout=20)
+    assert not update.is_alive()  # it did not wait on its own lock
+    assert [e.tokens for e in KVStore(tmp_path).entries()] == [130]
 
 
 def test_stats_and_clear(tmp_path: Path) -> None:
