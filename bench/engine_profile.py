@@ -27,7 +27,12 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--prompt", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--expert-format", default="mxfp4", choices=["mxfp4", "mxfp8", "float"])
+    p.add_argument(
+        "--expert-format",
+        default="mxfp4",
+        choices=["mxfp4", "mxfp8", "float", "affine2", "affine4"],
+        help="affineN: random N-bit affine codes (group 64), as the q2/q4 recipes store experts",
+    )
     p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
     args = p.parse_args()
 
@@ -39,9 +44,16 @@ def main() -> None:
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     cfg = preset_config(args.preset, num_layers=args.layers)
+    affine_bits = int(args.expert_format[6:]) if args.expert_format.startswith("affine") else 0
     weights = random_weights(
-        cfg, 0, dtype=mx.bfloat16, dense_format=args.dense_format, expert_format=args.expert_format
+        cfg,
+        0,
+        dtype=mx.bfloat16,
+        dense_format=args.dense_format,
+        expert_format="mxfp4" if affine_bits else args.expert_format,
     )
+    if affine_bits:
+        weights = with_affine_experts(weights, affine_bits)
     model = Model(cfg, weights, dtype=mx.bfloat16, compile=True)
     cache = model.make_cache()
     prompt = mx.array([list(range(1000, 1000 + args.prompt))])
@@ -122,6 +134,39 @@ def main() -> None:
             }
         )
     )
+
+
+def with_affine_experts(weights: Any, bits: int, group: int = 64) -> Any:
+    """The same model with its routed experts as random ``bits``-bit affine codes.
+
+    Only the speed is of interest: codes are random, scales keep activations small.
+    """
+    from dataclasses import replace
+
+    import mlx.core as mx
+
+    from local_engine.weights import ExpertWeights, QuantizedWeight
+
+    def random_affine(e: int, out: int, inp: int) -> QuantizedWeight:
+        halves = mx.random.randint(0, 1 << 16, (2, e, out, inp * bits // 32)).astype(mx.uint32)
+        codes = halves[0] | (halves[1] << 16)
+        scales = mx.full((e, out, inp // group), 0.02 / (2**bits - 1), dtype=mx.bfloat16)
+        biases = mx.full((e, out, inp // group), -0.01, dtype=mx.bfloat16)
+        mx.eval(codes, scales, biases)
+        return QuantizedWeight(codes, scales, biases, group, bits, "affine")
+
+    layers = []
+    for lw in weights.layers:
+        ex = lw.moe.experts
+        new = ExpertWeights(
+            gate_up=random_affine(ex.num_experts, 2 * ex.intermediate, ex.hidden),
+            down=random_affine(ex.num_experts, ex.hidden, ex.intermediate),
+            num_experts=ex.num_experts,
+            intermediate=ex.intermediate,
+            hidden=ex.hidden,
+        )
+        layers.append(replace(lw, moe=replace(lw.moe, experts=new)))
+    return replace(weights, layers=layers)
 
 
 if __name__ == "__main__":
