@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_support import run
 
 from ds4router import cli, paths
 from ds4router.backends import local
@@ -70,16 +71,6 @@ def project(tmp_path: Path, model_path: Path, max_tokens: int = SHORT, **overrid
     directory.mkdir(exist_ok=True)
     (directory / ".ds4router.yaml").write_text(yaml.safe_dump(data))
     return directory
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def ledger_rows() -> list[LedgerRow]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_support import run
 from openai_server import OpenAIServer, error, ok
 
 import ds4router.session as session_module
@@ -65,16 +66,6 @@ def write_project(tmp_path: Path, server: OpenAIServer, **extra: Any) -> Path:
 @pytest.fixture
 def project_dir(tmp_path: Path, openai_server: OpenAIServer) -> Path:
     return write_project(tmp_path, openai_server)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows() -> list[LedgerRow]:

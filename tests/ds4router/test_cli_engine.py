@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_support import run
 
 from ds4router import cli
 from ds4router.commands import engine_cmd, engine_run
@@ -59,16 +60,6 @@ def ds4router(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProces
         cwd=cwd,
         env=env,
     )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def copy_of(model: Path, tmp_path: Path, name: str = "copy") -> Path:

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run
 
-from ds4router import cli
 from local_engine.random_checkpoint import write_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,16 +49,6 @@ def generate(model: Path, prompt_file: Path, kv: Path, home: Path) -> dict[str, 
     )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

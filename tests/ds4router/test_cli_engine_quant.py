@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run
 
 from ds4router import cli
 from ds4router.commands import engine_quant
@@ -46,16 +47,6 @@ def ds4router(*argv: str, code: str = MAIN) -> subprocess.CompletedProcess[str]:
         timeout=180,
         env=env,
     )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cli_support import run
 
 from ds4router import cli, paths
 from pricing.cost import price_request
@@ -36,16 +37,6 @@ def project(tmp_path: Path) -> Path:
         "project: acme\nbudget: {monthly_usd: 0.01, warn_at: [0.5, 1.0]}\n"
     )
     return directory
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fill_ledger() -> list[LedgerRow]:
