@@ -16,6 +16,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from local_engine.cpu_blas import prefer_fast_blas
+
+# Before any submodule imports mlx: on Linux, MLX's CPU matmuls then run on the
+# machine's optimized BLAS instead of the reference one its wheel bundles.
+prefer_fast_blas()
+
 if TYPE_CHECKING:
     from local_engine.chat import (
         ChatEncodingError,

@@ -1,0 +1,45 @@
+"""On Linux, MLX's CPU matmuls run on the machine's optimized BLAS (see local_engine/cpu_blas.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from local_engine.cpu_blas import CANDIDATES
+
+PROBE = """
+import json, sys
+import local_engine
+from local_engine.cpu_blas import loaded_blas
+import mlx.core as mx
+a = mx.array([[float(i * 7 % 11) for i in range(64)] for _ in range(48)])
+b = mx.array([[float(i * 5 % 13 - 6) for i in range(32)] for _ in range(64)])
+print(json.dumps({"blas": loaded_blas(), "product": (a @ b).tolist()}))
+"""
+
+
+def probe(blas: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "DS4ROUTER_BLAS"}
+    if blas is not None:
+        env["DS4ROUTER_BLAS"] = blas
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_an_optimized_blas_is_loaded_on_linux_and_gives_the_same_products() -> None:
+    assert sys.platform.startswith("linux")
+    present = [p for p in CANDIDATES if os.path.isfile(p)]
+    assert present, "install an optimized BLAS: apt-get install libopenblas0-pthread (.ci/run does)"
+    fast = probe(None)
+    assert fast["blas"] == present[0]
+    reference = probe("off")
+    assert reference["blas"] is None
+    # Small integers: both libraries compute these products exactly.
+    assert fast["product"] == reference["product"]
+
+
+def test_a_missing_library_leaves_the_bundled_one() -> None:
+    assert probe("/nonexistent/libblas.so.3")["blas"] is None
