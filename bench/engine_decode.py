@@ -17,6 +17,11 @@ the per-token time per layer.
 
 Run: ``python bench/engine_decode.py`` (CPU) or
 ``python bench/engine_decode.py --device gpu`` (as many layers as fit).
+
+Caveat (measured): when local_engine loads the machine's OpenBLAS (local_engine/cpu_blas.py),
+its two worker threads spin between calls and slow the interleaved PyTorch rounds (reference
+decode fell from ~12.3 to ~3.1 tok/s on 2 cores), so the ratio is then unfair to the reference.
+Compare with ``DS4ROUTER_BLAS=off`` runs, whose reference figures are undisturbed.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def machine() -> dict[str, Any]:
     import mlx.core as mx
 
+    from local_engine.cpu_blas import loaded_blas
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "mlx": mx.__version__,
         "device": str(mx.default_device()),
+        "cpu_blas": loaded_blas() or "bundled with mlx",
     }
     try:
         info["device_info"] = {
@@ -211,6 +219,8 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
     import numpy as np
     import torch
+
+    import local_engine  # noqa: F401  (first: it points MLX at the machine's BLAS, see cpu_blas)
 
     mx.set_default_device(mx.cpu)
     torch.set_num_threads(os.cpu_count() or 1)
