@@ -126,15 +126,20 @@ class StopMatcher:
         if not self.stops:
             self._held = ""
             return buffer, False
-        first: tuple[int, str] | None = None
+        # The stop that completes first wins (ties: the one that starts first). A stream
+        # cannot wait for a longer stop that might still complete, so the whole-text
+        # answer must be the same for every split of the text into pieces.
+        first: tuple[int, int, str] | None = None
         for stop in self.stops:
             at = buffer.find(stop)
-            if at >= 0 and (first is None or at < first[0]):
-                first = (at, stop)
+            if at >= 0:
+                key = (at + len(stop), at, stop)
+                if first is None or key[:2] < first[:2]:
+                    first = key
         if first is not None:
             self._held = ""
-            self.stopped = first[1]
-            return buffer[: first[0]], True
+            self.stopped = first[2]
+            return buffer[: first[1]], True
         hold = self._partial_suffix(buffer)
         self._held = buffer[len(buffer) - hold :] if hold else ""
         return buffer[: len(buffer) - hold], False

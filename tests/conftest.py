@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests are derandomized so CI is reproducible; DS4_HYPOTHESIS_RANDOM=1 explores anew.
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile("explore" if os.environ.get("DS4_HYPOTHESIS_RANDOM") else "reproducible")
 
 # LiteLLM fetches its price map over the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
