@@ -28,3 +28,18 @@ def test_ci_script_fails_on_any_failure() -> None:
     script = (REPO / ".ci" / "run").read_text()
     assert "set -euo pipefail" in script
     assert "|| true" not in script and "--exitfirst" not in script
+
+
+def test_readme_screenshots_are_the_current_snapshots() -> None:
+    """docs/screenshots/*.svg are copies of the TUI's SVG snapshots: update both together."""
+    snapshots = REPO / "tests" / "ds4router" / "tui" / "__snapshots__" / "test_tui_snapshots"
+    readme = (REPO / "README.md").read_text()
+    shown = re.findall(r"\(docs/screenshots/(\w+)\.svg\)", readme)
+    assert set(shown) == {"chat", "report", "estimator", "explain", "welcome"}
+    for name in shown:
+        [snapshot] = snapshots.glob(f"test_{name}_*.svg")
+        assert (
+            REPO / "docs" / "screenshots" / f"{name}.svg"
+        ).read_bytes() == snapshot.read_bytes(), (
+            f"copy {snapshot.name} to docs/screenshots/{name}.svg"
+        )
