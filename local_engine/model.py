@@ -12,9 +12,9 @@ are host integers the cache tracks, so a decode loop can queue step after step.
 
 Each layer's stateless pieces (mHC pre/post with their norms, the attention's
 input projections and output projection, the MoE block, the final head) are
-``mx.compile``-d when ``compile`` is on -- the default on GPU, where kernel
-launches dominate decode; on CPU the JIT's C++ compile costs seconds per shape
-and saves little. On CPU dense projections are stored transposed
+``mx.compile``-d: every call on GPU, where kernel launches dominate decode;
+only decode steps (``T = 1``) on CPU, where the JIT's C++ compile costs seconds
+per new shape but decode has just one. On CPU dense projections are stored transposed
 (:class:`~local_engine.weights.TransposedWeight`), which MLX's CPU matmul reads
 faster.
 """
@@ -153,10 +153,38 @@ def _weight_arrays(weights: ModelWeights) -> list[mx.array]:
     return out
 
 
+CompileMode = bool | str  # True (every call), False (none) or "decode" (T = 1 calls only)
+
+
+def _compiler(mode: CompileMode) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps a piece whose first argument is ``[T, ...]`` per the compile ``mode``.
+
+    ``"decode"`` compiles only ``T = 1`` calls: decode steps have one fixed shape, so
+    the JIT compiles once and then fuses the many tiny elementwise ops of mHC and
+    the norms (measured on this 2-core CPU, mid-size config: the mHC piece before
+    attention 1.4 -> 0.6 ms a layer); prefill shapes vary, and each new one would
+    cost a C++ compile on CPU.
+    """
+    if mode == "decode":
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            compiled = mx.compile(fn)
+
+            def call(first: mx.array, *rest: Any) -> Any:
+                return (compiled if first.shape[0] == 1 else fn)(first, *rest)
+
+            return call
+
+        return wrap
+    if mode:
+        return mx.compile
+    return lambda fn: fn
+
+
 class _LayerProgram:
     """One layer's stateless pieces as (optionally compiled) closures over its weights."""
 
-    def __init__(self, model: Model, i: int, lw: LayerWeights, compile_fns: bool) -> None:
+    def __init__(self, model: Model, i: int, lw: LayerWeights, compile_fns: CompileMode) -> None:
         cfg = model.config
         shape = model._shape
         graph = model.graph
@@ -168,6 +196,10 @@ class _LayerProgram:
             "hc_eps": cfg.hc_eps,
             "norm_eps": eps,
         }
+
+        # CPU prefill groups MoE rows per expert on the host (see moe.routed_experts);
+        # only where that piece is never compiled for T > 1.
+        host_grouping = mx.default_device() == mx.cpu and compile_fns != True  # noqa: E712
 
         def pre_attn(streams: mx.array) -> tuple[mx.array, mx.array, mx.array]:
             post, comb, x = hc_pre(streams, lw.hc_attn, **hc_kw)
@@ -195,10 +227,11 @@ class _LayerProgram:
                 scoring=cfg.scoring_func,
                 routed_scale=cfg.routed_scaling_factor,
                 limit=cfg.swiglu_limit,
+                host_grouping=host_grouping,
             )
             return hc_post(streams, out, post, comb)
 
-        wrap: Callable[[Any], Any] = mx.compile if compile_fns else (lambda f: f)
+        wrap = _compiler(compile_fns)
         self.rope = rope
         self.pre_attn = wrap(pre_attn)
         self.attn_in = wrap(attn_in)
@@ -217,7 +250,7 @@ class Model:
         dtype: mx.Dtype = mx.float32,
         graph: GraphOptions | None = None,
         prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
-        compile: bool | None = None,
+        compile: CompileMode | None = None,
         layout: str = "auto",
     ) -> None:
         if len(weights.layers) != config.num_hidden_layers:
@@ -238,7 +271,7 @@ class Model:
         self.dtype = dtype
         self.graph = graph or GraphOptions()
         self.prefill_chunk_size = prefill_chunk_size
-        self.compiled = (not on_cpu) if compile is None else compile
+        self.compiled: CompileMode = ("decode" if on_cpu else True) if compile is None else compile
         self._ropes = make_ropes(config)
         self._shape = AttentionShape(
             heads=config.num_attention_heads,
@@ -261,7 +294,7 @@ class Model:
             x = rms_norm(x, weights.norm, cfg.rms_norm_eps)
             return linear(x, weights.head).astype(mx.float32)
 
-        self._final = mx.compile(final) if self.compiled else final
+        self._final = _compiler(self.compiled)(final)
         # Opt-in debug capture: per layer, the indexer's selection of the last call.
         self.record_indexer = False
         self.last_indexer_selection: dict[int, mx.array] = {}

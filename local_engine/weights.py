@@ -212,6 +212,15 @@ def expert_matmul(
     return mx.gather_mm(x, dense, rhs_indices=indices, sorted_indices=sorted_indices)
 
 
+def one_expert(w: Weight, e: int) -> Weight:
+    """Expert ``e`` of a stack, as a weight :func:`linear` multiplies (``x @ w_e.T``)."""
+    if isinstance(w, QuantizedWeight):
+        biases = None if w.biases is None else w.biases[e]
+        return QuantizedWeight(w.weight[e], w.scales[e], biases, w.group_size, w.bits, w.mode)
+    # Dense stacks are stored [E, in, out] (see ExpertWeights): one slice is [in, out].
+    return TransposedWeight(w.wt[e] if isinstance(w, TransposedWeight) else w[e])
+
+
 def dense_expert_stack(stacked_out_in: mx.array) -> mx.array:
     """Lay a dense ``[E, out, in]`` stack out as ``[E, in, out]`` for ``gather_mm``."""
     return mx.contiguous(stacked_out_in.swapaxes(-1, -2))

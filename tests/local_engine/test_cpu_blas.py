@@ -24,7 +24,9 @@ def probe(blas: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DS4ROUTER_BLAS"}
     if blas is not None:
         env["DS4ROUTER_BLAS"] = blas
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
