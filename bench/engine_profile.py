@@ -5,7 +5,9 @@ device, prefills a prompt, then times each piece of one decode step per layer â€
 mHC + norm before attention, the attention projections, the attention core (cache
 update, compressors, indexer, softmax), the output projection + mHC, and the MoE +
 mHC â€” with a device sync between pieces, so each figure includes one launch
-boundary. Also the whole step unsynchronised, for comparison. Prints one JSON line.
+boundary. Also the whole step unsynchronised, for comparison. Where the device
+runs the fused mHC kernel (local_engine/hyper_connections.py), everything is
+measured twice in the same run, with and without it. Prints one JSON line.
 
     python bench/engine_profile.py --device gpu    # on the GPU machine
     python bench/engine_profile.py --device cpu --preset tiny   # a dry run here
@@ -34,11 +36,17 @@ def main() -> None:
         help="affineN: random N-bit affine codes (group 64), as the q2/q4 recipes store experts",
     )
     p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
+    p.add_argument(
+        "--no-hc-kernel",
+        dest="hc_kernel",
+        action="store_false",
+        help="skip the run with the fused mHC kernel (it runs where the device supports it)",
+    )
     args = p.parse_args()
 
     import mlx.core as mx
 
-    from local_engine.attention import attention_core
+    from local_engine.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
     from local_engine.model import Model
     from local_engine.random_checkpoint import preset_config, random_weights
 
@@ -54,11 +62,59 @@ def main() -> None:
     )
     if affine_bits:
         weights = with_affine_experts(weights, affine_bits)
-    model = Model(cfg, weights, dtype=mx.bfloat16, compile=True)
+    variants = [False] + ([True] if args.hc_kernel and fused_kernel_ready(**hc_kw(cfg)) else [])
+    runs = {}
+    last_logits = {}
+    for fused in variants:
+        model = Model(cfg, weights, dtype=mx.bfloat16, compile=True, fused_hc=fused)
+        runs["fused_hc" if fused else "mlx_ops_hc"], last_logits[fused] = profile(model, cfg, args)
+    result: dict[str, Any] = {
+        "bench": "engine_profile",
+        "device": args.device,
+        "device_name": str(mx.default_device()),
+        "preset": args.preset,
+        "layers": args.layers,
+        "layer_types": list(cfg.layer_types),
+        "expert_format": args.expert_format,
+        "dense_format": args.dense_format,
+        "prompt_tokens": args.prompt,
+        "runs": runs,
+    }
+    if True in last_logits:
+        mix = mx.random.normal((args.prompt, (2 + cfg.hc_mult) * cfg.hc_mult), key=mx.random.key(3))
+        lw = weights.layers[0].hc_attn
+        pairs = zip(
+            mix_weights(mix, lw.base, lw.scale, **hc_kw(cfg)),
+            fused_weights(mix, lw.base, lw.scale, **hc_kw(cfg)),
+            strict=True,
+        )
+        result["fused_vs_ops_mhc_weights_max_abs_delta"] = max(
+            float(mx.abs(a - b).max()) for a, b in pairs
+        )
+        # bf16 activations: rounding differences grow through the layers.
+        result["fused_vs_ops_last_logits_max_abs_delta_bf16"] = float(
+            mx.abs(last_logits[True] - last_logits[False]).max()
+        )
+        result["fused_decode_speedup"] = (
+            runs["mlx_ops_hc"]["decode_step_ms_median"] / runs["fused_hc"]["decode_step_ms_median"]
+        )
+    print(json.dumps(result))
+
+
+def hc_kw(cfg: Any) -> dict[str, Any]:
+    return {"hc": cfg.hc_mult, "sinkhorn_iters": cfg.hc_sinkhorn_iters, "hc_eps": cfg.hc_eps}
+
+
+def profile(model: Any, cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Whole decode steps, then synced pieces per layer; and the prefill's last logits."""
+    import mlx.core as mx
+
+    from local_engine.attention import attention_core
+
     cache = model.make_cache()
     prompt = mx.array([list(range(1000, 1000 + args.prompt))])
-    mx.eval(model.prefill(prompt, cache, chunk_size=args.prompt))
-
+    last = model.prefill(prompt, cache, chunk_size=args.prompt)
+    mx.eval(last)
     token = mx.array([[1234]], dtype=mx.int32)
 
     def step_unsynced() -> float:
@@ -116,24 +172,12 @@ def main() -> None:
     }
     for row in per_layer.values():
         row["sum_ms"] = round(sum(row.values()), 4)
-    print(
-        json.dumps(
-            {
-                "bench": "engine_profile",
-                "device": args.device,
-                "device_name": str(mx.default_device()),
-                "preset": args.preset,
-                "layers": args.layers,
-                "layer_types": list(cfg.layer_types),
-                "expert_format": args.expert_format,
-                "dense_format": args.dense_format,
-                "prompt_tokens": args.prompt,
-                "decode_step_ms_median": round(statistics.median(whole) * 1e3, 4),
-                "decode_step_ms_per_layer": round(statistics.median(whole) * 1e3 / args.layers, 4),
-                "synced_pieces_ms_per_layer": per_layer,
-            }
-        )
-    )
+    return {
+        "fused_hc": model.fused_hc,
+        "decode_step_ms_median": round(statistics.median(whole) * 1e3, 4),
+        "decode_step_ms_per_layer": round(statistics.median(whole) * 1e3 / args.layers, 4),
+        "synced_pieces_ms_per_layer": per_layer,
+    }, last[0, -1].astype(mx.float32)
 
 
 def with_affine_experts(weights: Any, bits: int, group: int = 64) -> Any:

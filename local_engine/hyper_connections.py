@@ -9,13 +9,25 @@ eps, then Sinkhorn: columns once, then ``iters - 1`` times rows and columns, so
 it is close to doubly stochastic). The streams become
 ``post (x) out + comb^T @ streams``. The model's final ``hc_head`` collapses the
 streams once more, with sigmoid weights and no Sinkhorn.
+
+On a GPU, the step from ``mix`` to (pre, post, comb) -- a few dozen tiny
+elementwise ops and reductions on ``[T, hc, hc]``, each one kernel launch even
+when compiled -- runs as one custom kernel (:func:`fused_weights`), one thread
+per token, when :func:`fused_kernel_ready` has checked it against the MLX ops on
+this device. ``DS4ROUTER_HC_KERNEL=off`` turns it off.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,20 +52,11 @@ def _unweighted_rms_norm(x: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, None, eps)
 
 
-def hc_pre(
-    streams: mx.array,
-    w: HyperWeights,
-    *,
-    hc: int,
-    sinkhorn_iters: int,
-    hc_eps: float,
-    norm_eps: float,
+def mix_weights(
+    mix: mx.array, base: mx.array, scale: mx.array, *, hc: int, sinkhorn_iters: int, hc_eps: float
 ) -> tuple[mx.array, mx.array, mx.array]:
-    """(post ``[T, hc]``, comb ``[T, hc, hc]``, collapsed input ``[T, D]``) for ``[T, hc, D]``."""
-    t = streams.shape[0]
-    flat = streams.reshape(t, -1).astype(mx.float32)
-    mix = _unweighted_rms_norm(flat, norm_eps) @ w.fn.T
-    base, scale = w.base, w.scale
+    """(pre ``[T, hc]``, post ``[T, hc]``, comb ``[T, hc, hc]``) from ``mix`` ``[T, (2+hc)*hc]``."""
+    t = mix.shape[0]
     pre = mx.sigmoid(mix[:, :hc] * scale[0] + base[:hc]) + hc_eps
     post = 2.0 * mx.sigmoid(mix[:, hc : 2 * hc] * scale[1] + base[hc : 2 * hc])
     logits = mix[:, 2 * hc :].reshape(t, hc, hc) * scale[2] + base[2 * hc :].reshape(hc, hc)
@@ -62,6 +65,169 @@ def hc_pre(
     for _ in range(sinkhorn_iters - 1):
         comb = comb / (comb.sum(axis=-1, keepdims=True) + hc_eps)
         comb = comb / (comb.sum(axis=-2, keepdims=True) + hc_eps)
+    return pre, post, comb
+
+
+# The body of :func:`mix_weights` for one token ``t``, in the C subset CUDA and
+# Metal share; each backend's prelude defines ``t``. Same operation order as the
+# MLX ops above (sums run over 4 values in index order).
+_KERNEL_BODY = """
+    constexpr int NM = (2 + HC) * HC;
+    const float e = eps[0];
+    const float s0 = scale[0];
+    const float s1 = scale[1];
+    const float s2 = scale[2];
+    for (int j = 0; j < HC; ++j) {
+        float a = mix[t * NM + j] * s0 + base[j];
+        pre[t * HC + j] = 1.0f / (1.0f + exp(-a)) + e;
+        float b = mix[t * NM + HC + j] * s1 + base[HC + j];
+        post[t * HC + j] = 2.0f * (1.0f / (1.0f + exp(-b)));
+    }
+    float c[HC * HC];
+    for (int r = 0; r < HC; ++r) {
+        float top = -3.0e38f;
+        for (int k = 0; k < HC; ++k) {
+            float v = mix[t * NM + 2 * HC + r * HC + k] * s2 + base[2 * HC + r * HC + k];
+            c[r * HC + k] = v;
+            top = fmax(top, v);
+        }
+        float sum = 0.0f;
+        for (int k = 0; k < HC; ++k) {
+            c[r * HC + k] = exp(c[r * HC + k] - top);
+            sum += c[r * HC + k];
+        }
+        for (int k = 0; k < HC; ++k) {
+            c[r * HC + k] = c[r * HC + k] / sum + e;
+        }
+    }
+    for (int it = 0; it < ITERS; ++it) {
+        if (it > 0) {
+            for (int r = 0; r < HC; ++r) {
+                float sum = 0.0f;
+                for (int k = 0; k < HC; ++k) sum += c[r * HC + k];
+                for (int k = 0; k < HC; ++k) c[r * HC + k] = c[r * HC + k] / (sum + e);
+            }
+        }
+        for (int k = 0; k < HC; ++k) {
+            float sum = 0.0f;
+            for (int r = 0; r < HC; ++r) sum += c[r * HC + k];
+            for (int r = 0; r < HC; ++r) c[r * HC + k] = c[r * HC + k] / (sum + e);
+        }
+    }
+    for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
+"""
+
+_PRELUDE = {
+    "cuda": "const int t = cooperative_groups::this_grid().thread_rank();\n",
+    "metal": "const int t = int(thread_position_in_grid.x);\n",
+}
+
+_kernels: dict[str, Any] = {}
+_ready: dict[tuple[str, int, int], bool] = {}
+
+
+def gpu_backend() -> str | None:
+    """``"cuda"`` or ``"metal"`` when the default device is such a GPU, else None."""
+    if mx.default_device() != mx.gpu:
+        return None
+    if mx.metal.is_available():
+        return "metal"
+    cuda = getattr(mx, "cuda", None)
+    if cuda is not None and cuda.is_available():
+        return "cuda"
+    return None
+
+
+def _kernel(backend: str) -> Callable[..., Any]:
+    if backend not in _kernels:
+        make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
+        _kernels[backend] = make(
+            name="ds4_mhc_weights",
+            input_names=["mix", "base", "scale", "eps"],
+            output_names=["pre", "post", "comb"],
+            source=_PRELUDE[backend] + _KERNEL_BODY,
+        )
+    return _kernels[backend]
+
+
+def fused_weights(
+    mix: mx.array, base: mx.array, scale: mx.array, *, hc: int, sinkhorn_iters: int, hc_eps: float
+) -> tuple[mx.array, mx.array, mx.array]:
+    """:func:`mix_weights` as one GPU kernel (``mix`` float32); needs :func:`gpu_backend`."""
+    backend = gpu_backend()
+    if backend is None:
+        raise RuntimeError("the fused mHC kernel needs a CUDA or Metal default device")
+    t = mix.shape[0]
+    group = next(g for g in (64, 32, 16, 8, 4, 2, 1) if t % g == 0)  # grid = T exactly
+    pre, post, comb = _kernel(backend)(
+        inputs=[
+            mix.astype(mx.float32),
+            base.astype(mx.float32),
+            scale.astype(mx.float32),
+            mx.array([hc_eps], dtype=mx.float32),
+        ],
+        template=[("HC", hc), ("ITERS", sinkhorn_iters)],
+        grid=(t, 1, 1),
+        threadgroup=(group, 1, 1),
+        output_shapes=[(t, hc), (t, hc), (t, hc, hc)],
+        output_dtypes=[mx.float32] * 3,
+    )
+    return pre, post, comb
+
+
+def fused_kernel_ready(*, hc: int, sinkhorn_iters: int, hc_eps: float) -> bool:
+    """Whether :func:`fused_weights` can stand in for :func:`mix_weights` here.
+
+    Checked once per process and shape: the kernel is compiled and run on random
+    inputs next to the MLX ops, and must agree to 1e-5 (relative to 1). Any
+    failure (no GPU, a compile error on an untried backend, a mismatch) keeps the
+    MLX ops, with one warning. Call it outside ``mx.compile`` (it evaluates).
+    """
+    backend = gpu_backend()
+    if backend is None or os.environ.get("DS4ROUTER_HC_KERNEL", "").lower() in ("off", "0"):
+        return False
+    key = (backend, hc, sinkhorn_iters)
+    if key not in _ready:
+        try:
+            nm = (2 + hc) * hc
+            mix = mx.random.normal((37, nm), key=mx.random.key(7)) * 2.0
+            base = mx.random.normal((nm,), key=mx.random.key(8))
+            scale = mx.array([0.5, 1.5, 3.0])
+            kw: dict[str, Any] = {"hc": hc, "sinkhorn_iters": sinkhorn_iters, "hc_eps": hc_eps}
+            want = mix_weights(mix, base, scale, **kw)
+            got = fused_weights(mix, base, scale, **kw)
+            delta = max(float(mx.abs(a - b).max()) for a, b in zip(want, got, strict=True))
+            _ready[key] = delta <= 1e-5
+            if not _ready[key]:
+                log.warning("fused mHC kernel differs by %.3g on %s; using MLX ops", delta, backend)
+        except Exception as exc:  # noqa: BLE001 - any failure means: keep the MLX ops
+            log.warning("fused mHC kernel unavailable on %s (%s); using MLX ops", backend, exc)
+            _ready[key] = False
+    return _ready[key]
+
+
+def hc_pre(
+    streams: mx.array,
+    w: HyperWeights,
+    *,
+    hc: int,
+    sinkhorn_iters: int,
+    hc_eps: float,
+    norm_eps: float,
+    fused: bool = False,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """(post ``[T, hc]``, comb ``[T, hc, hc]``, collapsed input ``[T, D]``) for ``[T, hc, D]``.
+
+    ``fused``: compute the weights with :func:`fused_weights` (GPU only; check
+    :func:`fused_kernel_ready` first).
+    """
+    t = streams.shape[0]
+    flat = streams.reshape(t, -1).astype(mx.float32)
+    mix = _unweighted_rms_norm(flat, norm_eps) @ w.fn.T
+    weights = fused_weights if fused else mix_weights
+    pre, post, comb = weights(
+        mix, w.base, w.scale, hc=hc, sinkhorn_iters=sinkhorn_iters, hc_eps=hc_eps
+    )
     collapsed = (pre[..., None] * streams.astype(mx.float32)).sum(axis=1)
     return post, comb, collapsed.astype(streams.dtype)
 

@@ -43,6 +43,7 @@ from local_engine.graph_options import GraphOptions
 from local_engine.hyper_connections import (
     HyperHeadWeights,
     HyperWeights,
+    fused_kernel_ready,
     hc_head,
     hc_post,
     hc_pre,
@@ -195,6 +196,7 @@ class _LayerProgram:
             "sinkhorn_iters": cfg.hc_sinkhorn_iters,
             "hc_eps": cfg.hc_eps,
             "norm_eps": eps,
+            "fused": model.fused_hc,
         }
 
         # CPU prefill groups MoE rows per expert on the host (see moe.routed_experts);
@@ -252,6 +254,7 @@ class Model:
         prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
         compile: CompileMode | None = None,
         layout: str = "auto",
+        fused_hc: bool | None = None,
     ) -> None:
         if len(weights.layers) != config.num_hidden_layers:
             raise EngineError(
@@ -272,6 +275,12 @@ class Model:
         self.graph = graph or GraphOptions()
         self.prefill_chunk_size = prefill_chunk_size
         self.compiled: CompileMode = ("decode" if on_cpu else True) if compile is None else compile
+        # mHC weights as one GPU kernel where it was checked on this device (None: auto).
+        self.fused_hc = fused_hc is not False and fused_kernel_ready(
+            hc=config.hc_mult, sinkhorn_iters=config.hc_sinkhorn_iters, hc_eps=config.hc_eps
+        )
+        if fused_hc and not self.fused_hc:
+            raise EngineError("fused_hc=True needs a CUDA or Metal GPU where the kernel works")
         self._ropes = make_ropes(config)
         self._shape = AttentionShape(
             heads=config.num_attention_heads,
