@@ -539,6 +539,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "layers": n_layers,
             "compiled": compiled,
+            "fused_hc": model.fused_hc,
             "prefill_s": runner.prefill_s,
             "prefill_tok_s": args.prompt / runner.prefill_s,
             "decode_ms_per_token_best": min(rounds) * 1e3,

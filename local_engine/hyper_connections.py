@@ -13,8 +13,10 @@ streams once more, with sigmoid weights and no Sinkhorn.
 On a GPU, the step from ``mix`` to (pre, post, comb) -- a few dozen tiny
 elementwise ops and reductions on ``[T, hc, hc]``, each one kernel launch even
 when compiled -- runs as one custom kernel (:func:`fused_weights`), one thread
-per token, when :func:`fused_kernel_ready` has checked it against the MLX ops on
-this device. ``DS4ROUTER_HC_KERNEL=off`` turns it off.
+per token; and ``hc_post`` as another (:func:`fused_post`), whose tiny batched
+matmul was a slow launch of its own. Both run only where
+:func:`fused_kernel_ready` has checked them against the MLX ops on this device.
+``DS4ROUTER_HC_KERNEL=off`` turns them off.
 """
 
 from __future__ import annotations
@@ -117,12 +119,25 @@ _KERNEL_BODY = """
     for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
 """
 
-_PRELUDE = {
-    "cuda": "const int t = cooperative_groups::this_grid().thread_rank();\n",
-    "metal": "const int t = int(thread_position_in_grid.x);\n",
+# ``post (x) out + comb^T @ streams`` for one element ``i`` of the new ``[T, hc, D]``
+# streams, accumulated in fp32 and rounded once.
+_POST_BODY = """
+    const int d = i % DIM;
+    const int s = (i / DIM) % HC;
+    const int t = i / (DIM * HC);
+    float acc = post[t * HC + s] * static_cast<float>(out[t * DIM + d]);
+    for (int j = 0; j < HC; ++j) {
+        acc += comb[(t * HC + j) * HC + s] * static_cast<float>(streams[(t * HC + j) * DIM + d]);
+    }
+    result[i] = static_cast<T>(acc);
+"""
+
+_THREAD_INDEX = {
+    "cuda": "const int {} = cooperative_groups::this_grid().thread_rank();\n",
+    "metal": "const int {} = int(thread_position_in_grid.x);\n",
 }
 
-_kernels: dict[str, Any] = {}
+_kernels: dict[tuple[str, str], Any] = {}
 _ready: dict[tuple[str, int, int], bool] = {}
 
 
@@ -138,28 +153,42 @@ def gpu_backend() -> str | None:
     return None
 
 
-def _kernel(backend: str) -> Callable[..., Any]:
-    if backend not in _kernels:
+def _kernel(backend: str, name: str) -> Callable[..., Any]:
+    if (backend, name) not in _kernels:
         make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
-        _kernels[backend] = make(
-            name="ds4_mhc_weights",
-            input_names=["mix", "base", "scale", "eps"],
-            output_names=["pre", "post", "comb"],
-            source=_PRELUDE[backend] + _KERNEL_BODY,
+        if name == "weights":
+            io = (["mix", "base", "scale", "eps"], ["pre", "post", "comb"])
+            source = _THREAD_INDEX[backend].format("t") + _KERNEL_BODY
+        else:
+            io = (["streams", "out", "post", "comb"], ["result"])
+            source = _THREAD_INDEX[backend].format("i") + _POST_BODY
+        _kernels[backend, name] = make(
+            name=f"ds4_mhc_{name}", input_names=io[0], output_names=io[1], source=source
         )
-    return _kernels[backend]
+    return _kernels[backend, name]
+
+
+def _group(n: int, largest: int) -> int:
+    """The largest power of two up to ``largest`` dividing ``n``: the grid is then exact."""
+    g = largest
+    while n % g:
+        g //= 2
+    return g
+
+
+def _backend_or_raise() -> str:
+    backend = gpu_backend()
+    if backend is None:
+        raise RuntimeError("the fused mHC kernels need a CUDA or Metal default device")
+    return backend
 
 
 def fused_weights(
     mix: mx.array, base: mx.array, scale: mx.array, *, hc: int, sinkhorn_iters: int, hc_eps: float
 ) -> tuple[mx.array, mx.array, mx.array]:
     """:func:`mix_weights` as one GPU kernel (``mix`` float32); needs :func:`gpu_backend`."""
-    backend = gpu_backend()
-    if backend is None:
-        raise RuntimeError("the fused mHC kernel needs a CUDA or Metal default device")
     t = mix.shape[0]
-    group = next(g for g in (64, 32, 16, 8, 4, 2, 1) if t % g == 0)  # grid = T exactly
-    pre, post, comb = _kernel(backend)(
+    pre, post, comb = _kernel(_backend_or_raise(), "weights")(
         inputs=[
             mix.astype(mx.float32),
             base.astype(mx.float32),
@@ -168,18 +197,38 @@ def fused_weights(
         ],
         template=[("HC", hc), ("ITERS", sinkhorn_iters)],
         grid=(t, 1, 1),
-        threadgroup=(group, 1, 1),
+        threadgroup=(_group(t, 64), 1, 1),
         output_shapes=[(t, hc), (t, hc), (t, hc, hc)],
         output_dtypes=[mx.float32] * 3,
     )
     return pre, post, comb
 
 
-def fused_kernel_ready(*, hc: int, sinkhorn_iters: int, hc_eps: float) -> bool:
-    """Whether :func:`fused_weights` can stand in for :func:`mix_weights` here.
+def fused_post(streams: mx.array, out: mx.array, post: mx.array, comb: mx.array) -> mx.array:
+    """:func:`hc_post` as one GPU kernel; needs :func:`gpu_backend`."""
+    t, hc, dim = streams.shape
+    n = t * hc * dim
+    (result,) = _kernel(_backend_or_raise(), "post")(
+        inputs=[
+            streams,
+            out.astype(streams.dtype),
+            post.astype(mx.float32),
+            comb.astype(mx.float32),
+        ],
+        template=[("T", streams.dtype), ("HC", hc), ("DIM", dim)],
+        grid=(n, 1, 1),
+        threadgroup=(_group(n, 256), 1, 1),
+        output_shapes=[streams.shape],
+        output_dtypes=[streams.dtype],
+    )
+    return result
 
-    Checked once per process and shape: the kernel is compiled and run on random
-    inputs next to the MLX ops, and must agree to 1e-5 (relative to 1). Any
+
+def fused_kernel_ready(*, hc: int, sinkhorn_iters: int, hc_eps: float) -> bool:
+    """Whether :func:`fused_weights` and :func:`fused_post` can stand in for the MLX ops here.
+
+    Checked once per process and shape: the kernels are compiled and run on random
+    float32 inputs next to the MLX ops, and must agree to 1e-5 (values near 1). Any
     failure (no GPU, a compile error on an untried backend, a mismatch) keeps the
     MLX ops, with one warning. Call it outside ``mx.compile`` (it evaluates).
     """
@@ -194,8 +243,12 @@ def fused_kernel_ready(*, hc: int, sinkhorn_iters: int, hc_eps: float) -> bool:
             base = mx.random.normal((nm,), key=mx.random.key(8))
             scale = mx.array([0.5, 1.5, 3.0])
             kw: dict[str, Any] = {"hc": hc, "sinkhorn_iters": sinkhorn_iters, "hc_eps": hc_eps}
-            want = mix_weights(mix, base, scale, **kw)
-            got = fused_weights(mix, base, scale, **kw)
+            want = list(mix_weights(mix, base, scale, **kw))
+            got = list(fused_weights(mix, base, scale, **kw))
+            streams = mx.random.normal((37, hc, 256), key=mx.random.key(9))
+            out = mx.random.normal((37, 256), key=mx.random.key(10))
+            want.append(hc_post(streams, out, want[1], want[2]))
+            got.append(fused_post(streams, out, want[1], want[2]))
             delta = max(float(mx.abs(a - b).max()) for a, b in zip(want, got, strict=True))
             _ready[key] = delta <= 1e-5
             if not _ready[key]:
@@ -232,8 +285,15 @@ def hc_pre(
     return post, comb, collapsed.astype(streams.dtype)
 
 
-def hc_post(streams: mx.array, out: mx.array, post: mx.array, comb: mx.array) -> mx.array:
-    """New streams ``post (x) out + comb^T @ streams`` (comb is read transposed)."""
+def hc_post(
+    streams: mx.array, out: mx.array, post: mx.array, comb: mx.array, *, fused: bool = False
+) -> mx.array:
+    """New streams ``post (x) out + comb^T @ streams`` (comb is read transposed).
+
+    ``fused``: one GPU kernel (:func:`fused_post`), accumulating in fp32.
+    """
+    if fused:
+        return fused_post(streams, out, post, comb)
     dt = streams.dtype
     spread = post.astype(dt)[..., None] * out[:, None, :]
     return spread + comb.swapaxes(-1, -2).astype(dt) @ streams

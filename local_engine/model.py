@@ -214,7 +214,7 @@ class _LayerProgram:
             streams: mx.array, out: mx.array, offset: mx.array, post: mx.array, comb: mx.array
         ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
             y = attention_output(out, lw.attn, rope, shape, offset)
-            streams = hc_post(streams, y, post, comb)
+            streams = hc_post(streams, y, post, comb, fused=model.fused_hc)
             post2, comb2, x = hc_pre(streams, lw.hc_ffn, **hc_kw)
             return streams, post2, comb2, rms_norm(x, lw.ffn_norm, eps)
 
@@ -231,7 +231,7 @@ class _LayerProgram:
                 limit=cfg.swiglu_limit,
                 host_grouping=host_grouping,
             )
-            return hc_post(streams, out, post, comb)
+            return hc_post(streams, out, post, comb, fused=model.fused_hc)
 
         wrap = _compiler(compile_fns)
         self.rope = rope
