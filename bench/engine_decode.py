@@ -314,10 +314,10 @@ def _torch_blas() -> str:
 def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     import statistics
 
+    # local_engine before mlx: importing it points MLX at the machine's BLAS (cpu_blas).
+    __import__("local_engine")
     import mlx.core as mx
     import numpy as np
-
-    import local_engine  # noqa: F401  (first: it points MLX at the machine's BLAS, see cpu_blas)
 
     mx.set_default_device(mx.cpu)
     t0 = time.perf_counter()
