@@ -22,6 +22,18 @@ Each request writes exactly one ledger row (for the backend that answered or
 failed last): ``ok``, ``error`` with the usage so far, ``cancelled``, or a
 ``refused`` row. Conversation context (earlier turns) is sent with each request
 and counts toward its privacy level: a follow-up to a secret answer is secret.
+
+A long conversation is fitted to each target's context window before that target
+is tried (``ds4router.context_window``): the oldest whole turns are left out and a
+``Notice`` says how many; the newest message is never cut, and when it alone does
+not fit, the attempt fails with ``context_window`` before anything is sent. A
+target whose window is unknown gets the conversation as it is, and a ``Notice``
+says so (once per conversation). The request is classified and routed on the whole
+conversation first, so leaving turns out can never make it look less private.
+History keeps every turn.
+
+Usage that no backend reported (a stream cut before its usage chunk) is counted
+here and written to the ledger marked ``usage_estimated``.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from ds4router.backends.endpoints import provider_of, resolve
 from ds4router.backends.events import (
     Done,
     Failed,
+    Notice,
     ReasoningDelta,
     TextDelta,
     Usage,
@@ -53,6 +66,14 @@ from ds4router.backends.events import (
 from ds4router.backends.health import Health
 from ds4router.classify import classify, load_attachments
 from ds4router.config.loader import LoadedConfig
+from ds4router.context_window import (
+    ContextLimits,
+    ContextTooLong,
+    cloud_limits,
+    content_text,
+    fit_messages,
+    local_limits,
+)
 from ds4router.detectors import redact_text
 from ds4router.errors import Ds4RouterError
 from ds4router.history import History, Message, title_from
@@ -121,10 +142,22 @@ class Priced:
     status: str = "ok"
     duration_s: float | None = None
     conversation_id: str | None = None
+    # The token counts were estimated here (no usage was reported), and so are the
+    # costs priced from them; the ledger row says so too.
+    usage_estimated: bool = False
 
 
 SessionEvent = (
-    Routed | Refused | FallbackTaken | TextDelta | ReasoningDelta | Usage | Done | Failed | Priced
+    Routed
+    | Refused
+    | FallbackTaken
+    | Notice
+    | TextDelta
+    | ReasoningDelta
+    | Usage
+    | Done
+    | Failed
+    | Priced
 )
 
 
@@ -232,6 +265,7 @@ class _Attempt:
     usage: Usage | None = None
     outcome: Done | Failed | None = None
     energy: Any = None  # pricing.energy.EnergyReading of a local attempt
+    prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
 
     @property
     def has_tokens(self) -> bool:
@@ -303,6 +337,9 @@ class Session:
         self._memory_id: str | None = None
         self._memory: list[_ContextTurn] = []
         self._context_level: PrivacyLevel | None = None
+        # (conversation, model) pairs already told that the model's window is unknown:
+        # said once per conversation, not under every answer.
+        self._told_unknown: set[tuple[str, str]] = set()
         self._current: Backend | None = None
         self._cancel_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -415,6 +452,8 @@ class Session:
         messages = _messages(context, turn.prompt)
         # The router filtered the chain already; filtered again, so no bug there can leak.
         specs = [s for s in _chain(turn.decision) if self._spec_allowed(s, turn)]
+        # Each target's window, read off the loop (the model map is parsed on first use).
+        limits = await asyncio.to_thread(self._limits_of, specs)
         pending: Failed | None = None  # a failure before any token, not shown yet
         failed_spec = ""
         for position, spec in enumerate(specs):
@@ -443,8 +482,25 @@ class Session:
                 pending = None
             attempt = _Attempt(target, model, time.monotonic())
             turn.attempts.append(attempt)
-            request = BackendRequest(messages=messages, model=model, request_id=uuid.uuid4().hex)
             last = position == len(specs) - 1
+            sent, notice, too_long = _fit(messages, limits.get(spec), model, len(context))
+            if too_long is not None:  # nothing sent; a target with a larger window may serve
+                attempt.end(too_long)
+                if not last and not self._cancel_requested:
+                    pending, failed_spec = too_long, spec
+                    continue
+                yield too_long
+                return
+            if notice is not None and notice.kind == "context_unknown":
+                told = (turn.conversation_id, model)
+                notice = None if told in self._told_unknown else notice
+                self._told_unknown.add(told)
+            if notice is not None:
+                yield notice
+            attempt.prompt_tokens = sum(
+                estimate_tokens(content_text(m.get("content"))) for m in sent
+            )
+            request = BackendRequest(messages=sent, model=model, request_id=uuid.uuid4().hex)
             events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
@@ -466,6 +522,21 @@ class Session:
         if pending is not None:
             _conclude(turn, pending)
             yield pending
+
+    def _limits_of(self, specs: Sequence[str]) -> dict[str, ContextLimits | None]:
+        """The context window of each target in ``specs`` (None: unknown)."""
+        found: dict[str, ContextLimits | None] = {}
+        for spec in specs:
+            target, model = parse_target(spec)
+            if model is None:
+                continue
+            if target == "local":
+                engine = self.config.local.engine
+                found[spec] = local_limits(model, engine.model_path, engine.max_tokens)
+            else:
+                catalog, _ = self._catalog()
+                found[spec] = cloud_limits(model, catalog.resolve if catalog else None)
+        return found
 
     def _spec_allowed(self, spec: str, turn: _Turn) -> bool:
         return not spec.startswith("cloud:") or self._cloud_allowed(turn.classified, turn.decision)
@@ -694,6 +765,7 @@ class Session:
         input_tokens = output_tokens = 0
         cost: float | None
         counterfactual: CloudCost | None = None
+        estimated = False
         if attempt is None:
             route, model = "refused", None
             row = LedgerRow.for_refused(
@@ -709,6 +781,7 @@ class Session:
             route, model = attempt.target, attempt.model
             usage = _token_usage(attempt.usage or _estimate(turn, attempt))
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+            estimated = usage.estimated
             end = attempt.ended if attempt.ended is not None else time.monotonic()
             duration = max(end - attempt.started, 0.0)
             if attempt.first_token is not None:
@@ -784,6 +857,7 @@ class Session:
             status=status,
             duration_s=duration,
             conversation_id=turn.conversation_id,
+            usage_estimated=estimated,
         )
 
     def _local_cost(self, attempt: _Attempt, duration: float) -> LocalCost:
@@ -897,6 +971,51 @@ def _chain(decision: Decision) -> list[str]:
     return [decision.target_spec, *decision.fallbacks] if decision.target != "refuse" else []
 
 
+def _fit(
+    messages: list[dict[str, Any]],
+    limits: ContextLimits | None,
+    model: str,
+    earlier: int,
+) -> tuple[list[dict[str, Any]], Notice | None, Failed | None]:
+    """(messages to send, a notice for the user, or the failure when the newest message
+    alone does not fit): the conversation fitted to ``limits``, or as it is when unknown."""
+    if limits is None:
+        if not earlier:
+            return messages, None, None
+        tokens = sum(estimate_tokens(content_text(m.get("content"))) for m in messages)
+        turns = "turn" if earlier == 1 else "turns"
+        return (
+            messages,
+            Notice(
+                "context_unknown",
+                f"{model}'s context window is unknown: sent the whole conversation "
+                f"({earlier} earlier {turns}, about {tokens:,} tokens) as it is",
+                model,
+            ),
+            None,
+        )
+    try:
+        fitted = fit_messages(messages, limits.window, limits.reserve)
+    except ContextTooLong as exc:
+        return [], None, failed("context_window", f"{model}: {exc.describe(model)}")
+    kept = [dict(m) for m in fitted.messages]
+    if not fitted.dropped_turns:
+        return kept, None, None
+    dropped = fitted.dropped_turns
+    turns = "turn" if dropped == 1 else "turns"
+    return (
+        kept,
+        Notice(
+            "context_trimmed",
+            f"{dropped} earlier {turns} left out to fit {model}'s {limits.window:,}-token context",
+            model,
+            dropped_turns=dropped,
+            window=limits.window,
+        ),
+        None,
+    )
+
+
 def _messages(context: Sequence[_ContextTurn], prompt: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for turn in context:
@@ -956,6 +1075,7 @@ def _token_usage(usage: Usage | None) -> TokenUsage:
         cache_write_tokens=write,
         output_tokens=usage.output_tokens,
         reasoning_tokens=min(usage.reasoning_tokens, usage.output_tokens),
+        estimated=usage.estimated,
     )
 
 
@@ -964,8 +1084,9 @@ def _estimate(turn: _Turn, attempt: _Attempt) -> Usage | None:
     that went away mid-stream): the tokens were spent, so they are counted."""
     if not attempt.has_tokens:
         return None
+    sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
     return Usage(
-        input_tokens=turn.classified.tokens,
+        input_tokens=turn.classified.tokens if sent is None else sent,
         output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
         estimated=True,
     )
@@ -1035,6 +1156,7 @@ def priced_fields(priced: Priced) -> Mapping[str, Any]:
         "saving_usd": priced.saving_usd,
         "cost_detail": priced.cost_detail,
         "conversation_id": priced.conversation_id,
+        "usage_estimated": priced.usage_estimated,
     }
 
 

@@ -3,9 +3,11 @@
 ``Engine.load(path)`` checks the directory before touching the weights (config.json, a known
 ``model_type``, safetensors present), estimates the memory the weights need from the
 safetensors headers and compares it with what the machine has, refusing clearly when the
-model cannot fit. It then loads the model (shape mismatches name the tensor) and the
-tokenizer. Engines are cached per process by resolved path: loading an 80 GB model twice
-would be a disaster, so every caller shares one.
+model cannot fit. It then loads the tokenizer (a mismatch fails before any weight is read)
+and the model (shape mismatches name the tensor), reporting how far the weights are to an
+optional ``progress`` callback (:class:`local_engine.loader.LoadProgress`). Engines are
+cached per process by resolved path: loading an 80 GB model twice would be a disaster, so
+every caller shares one.
 
 ``Engine.generate`` renders the messages with the DeepSeek V4 chat encoding, tokenizes, and
 streams ``local_engine.generate`` events. One generation runs at a time per engine (MLX
@@ -39,6 +41,7 @@ from local_engine.generate import Event, GenerationParams, PrefillProgress, stre
 from local_engine.tokenizer import ASSISTANT, THINK_END, THINK_START, Tokenizer
 
 if TYPE_CHECKING:
+    from local_engine.loader import LoadCallback
     from local_engine.prefix_cache import PrefixCache
 
 GIB = 1024**3
@@ -261,6 +264,7 @@ class Engine:
         check_memory: bool = True,
         available_memory_bytes: int | None = None,
         graph: Any = None,
+        progress: LoadCallback | None = None,
     ) -> Engine:
         """The engine for a model directory, loaded once per process and shared.
 
@@ -268,6 +272,9 @@ class Engine:
         for other work); ``check_memory=False`` skips the fit check entirely. ``graph``
         (a ``GraphOptions``) defaults to the official graph's FP8/FP4 round-trips for real
         weights and to the plain (transformers-exact) graph for random test checkpoints.
+        ``progress`` gets a ``LoadProgress`` per tensor and step while this call reads
+        the weights, ending with phase ``done``; it is not called when the engine was
+        loaded already (or another caller loaded it meanwhile).
         """
         model_dir = Path(path).expanduser().resolve()
         with _ENGINES_LOCK:
@@ -282,7 +289,7 @@ class Engine:
                     engine = _ENGINES.get(model_dir)
                 if engine is None:
                     engine = cls._load_uncached(
-                        model_dir, check_memory, available_memory_bytes, graph
+                        model_dir, check_memory, available_memory_bytes, graph, progress
                     )
                     with _ENGINES_LOCK:
                         _ENGINES[model_dir] = engine
@@ -301,6 +308,7 @@ class Engine:
         check_memory: bool,
         available_memory_bytes: int | None,
         graph: Any,
+        progress: LoadCallback | None,
     ) -> Engine:
         config = _preflight(model_dir)
         if check_memory:
@@ -318,7 +326,7 @@ class Engine:
 
         if graph is None:
             graph = GraphOptions() if config.is_random else GraphOptions.official()
-        model = load_model(model_dir, graph=graph)
+        # The tokenizer first: a mismatch should not cost a read of all the weights.
         tokenizer = Tokenizer.load(model_dir)
         vocab = int(config.vocab_size)
         if tokenizer.vocab_size > vocab:
@@ -327,6 +335,7 @@ class Engine:
                 f"the model's vocab_size is {vocab}; put the model's own tokenizer.json "
                 f"in {model_dir}"
             )
+        model = load_model(model_dir, graph=graph, progress=progress)
         return cls(model_dir, model, tokenizer, config, graph)
 
     @staticmethod

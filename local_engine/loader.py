@@ -14,15 +14,20 @@ A directory written by ``ds4router engine convert`` (:mod:`local_engine.convert`
 lists its quantized tensors in ``config.json``'s ``quantization`` section; those
 load as the same MLX layers the recipe made (``.weight`` codes + ``.scales`` +
 ``.biases``, affine scales cast to the compute dtype), experts already fused.
+
+``load_model(..., progress=callback)`` reports how far it is as :class:`LoadProgress`
+values: once before the first tensor, after every tensor read and converted, before each
+shard's arrays are materialized, before the model is assembled, and once when it is done.
+Totals come from the safetensors headers, so the figures are bytes of the files.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import numpy as np
@@ -74,6 +79,93 @@ _FP32_SUFFIXES = (
     "moe.gate",
     "moe.bias",
 )
+
+
+LoadPhase = Literal["reading", "materializing", "assembling", "done"]
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """How far a load is, in bytes and tensors of the checkpoint's files.
+
+    ``phase``: ``reading`` (tensors of shard ``shard_index`` are being read and converted),
+    ``materializing`` (that shard's converted arrays are being computed, so its file's
+    pages can go), ``assembling`` (every tensor is read; the model is put together and its
+    final layout computed), ``done``. ``shard`` is the file name being read (the last one
+    once reading is over); ``shard_index`` counts from 1.
+    """
+
+    phase: LoadPhase
+    bytes_done: int
+    bytes_total: int
+    tensors_done: int
+    tensors_total: int
+    shard: str
+    shard_index: int
+    shards_total: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the bytes read (of the tensors, when there are no bytes to count)."""
+        if self.bytes_total > 0:
+            return self.bytes_done / self.bytes_total
+        if self.tensors_total > 0:
+            return self.tensors_done / self.tensors_total
+        return 1.0 if self.phase == "done" else 0.0
+
+    @property
+    def step(self) -> str:
+        """A few words for a status line: ``shard 3/46``, ``assembling the model``."""
+        if self.phase == "reading":
+            return f"shard {self.shard_index}/{self.shards_total}"
+        if self.phase == "materializing":
+            return f"shard {self.shard_index}/{self.shards_total}, materializing"
+        if self.phase == "assembling":
+            return "assembling the model"
+        return "done"
+
+
+LoadCallback = Callable[[LoadProgress], None]
+
+
+class _Progress:
+    """Counts what ``build_model`` got through and tells ``callback`` (if any)."""
+
+    def __init__(self, infos: Iterable[TensorInfo], callback: LoadCallback | None) -> None:
+        self.callback = callback
+        self.shards: dict[Path, int] = {}
+        self.bytes_total = 0
+        self.tensors_total = 0
+        for info in infos:
+            self.shards.setdefault(info.file, len(self.shards) + 1)
+            self.bytes_total += info.end - info.start
+            self.tensors_total += 1
+        self.bytes_done = 0
+        self.tensors_done = 0
+        self.shard: Path | None = next(iter(self.shards), None)
+
+    def report(self, phase: LoadPhase) -> None:
+        if self.callback is None:
+            return
+        shard = self.shard
+        self.callback(
+            LoadProgress(
+                phase=phase,
+                bytes_done=self.bytes_done,
+                bytes_total=self.bytes_total,
+                tensors_done=self.tensors_done,
+                tensors_total=self.tensors_total,
+                shard="" if shard is None else shard.name,
+                shard_index=0 if shard is None else self.shards.get(shard, 0),
+                shards_total=len(self.shards),
+            )
+        )
+
+    def tensor(self, info: TensorInfo) -> None:
+        self.bytes_done += info.end - info.start
+        self.tensors_done += 1
+        self.shard = info.file
+        self.report("reading")
 
 
 @dataclass(frozen=True)
@@ -582,21 +674,30 @@ def build_model(
     compile: bool | None = None,
     layout: str = "auto",
     quantized: Mapping[str, Format] | None = None,
+    progress: LoadCallback | None = None,
 ) -> Model:
     """Check ``infos`` against ``cfg``, then convert tensors group by group (shard by shard).
 
     ``quantized`` maps internal paths to the recipe format of a converted checkpoint's
-    MLX-quantized tensors (:func:`local_engine.quantize.quantized_paths`).
+    MLX-quantized tensors (:func:`local_engine.quantize.quantized_paths`). ``progress``
+    gets a :class:`LoadProgress` per tensor and per step (on this thread; keep it cheap;
+    an exception it raises ends the load); its totals are those of ``infos``.
     """
+    infos = list(infos)
     inv = _Inventory(cfg, infos, quantized)
     conv = _Converter(cfg, inv, dtype)
+    counter = _Progress(infos, progress)
+    counter.report("reading")
     for group in groups:
         for info, raw in group:
             conv.feed(info, raw)
+            counter.tensor(info)
+        counter.report("materializing")
         # Evaluate what this shard produced so its numpy buffers can be freed.
         mx.eval([a for a in _arrays(conv.params)])
+    counter.report("assembling")
     weights = _assemble(cfg, conv)
-    return Model(
+    model = Model(
         cfg,
         weights,
         dtype=dtype,
@@ -605,6 +706,8 @@ def build_model(
         compile=compile,
         layout=layout,
     )
+    counter.report("done")
+    return model
 
 
 def _arrays(params: Mapping[str, Any]) -> Iterator[mx.array]:
@@ -647,6 +750,7 @@ def load_model(
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
     compile: bool | None = None,
     layout: str = "auto",
+    progress: LoadCallback | None = None,
 ) -> Model:
     """Load ``path`` (a directory with ``config.json`` and ``*.safetensors``).
 
@@ -654,6 +758,8 @@ def load_model(
     ``graph`` turns on the official-graph round-trips (off by default);
     ``compile`` (default: on for GPU) and ``layout`` (``auto``, ``cpu``: dense
     projections stored transposed, ``gpu``: as in the file) tune speed only.
+    ``progress`` is called with a :class:`LoadProgress` as the load goes (see
+    :func:`build_model`), from the first tensor to ``done``.
     """
     model_dir = Path(path).expanduser()
     if not model_dir.is_dir():
@@ -688,4 +794,5 @@ def load_model(
         compile=compile,
         layout=layout,
         quantized=quantized,
+        progress=progress,
     )

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
-import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +38,7 @@ import numpy as np
 from local_engine.errors import CacheError
 from local_engine.kv_cache import ModelCache
 from local_engine.kv_store import KVStore, RawArray, StoredState
+from local_engine.worker import SerialWorker
 
 log = logging.getLogger("local_engine.kv_cache")
 
@@ -96,54 +94,9 @@ def _to_mx(data: np.ndarray, dtype: str) -> mx.array:
     return arr.view(mx.bfloat16) if dtype == "bfloat16" else arr
 
 
-class _Writer:
-    """One daemon thread that runs queued writes in order; ``flush`` waits for them."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], object]] = queue.Queue(maxsize=MAX_PENDING)
-        self._pending = 0
-        self._idle = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def submit(self, job: Callable[[], object]) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve, name="ds4router-kv-writer", daemon=True
-                )
-                self._thread.start()
-        with self._idle:
-            self._pending += 1
-        self._jobs.put(job)
-
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                job()
-            except Exception as exc:  # a failed write must not kill the writer
-                log.warning("kv cache: a snapshot could not be written (%s)", exc)
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-
-    @property
-    def pending(self) -> int:
-        with self._idle:
-            return self._pending
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued write is done; False if ``timeout`` ran out first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+def _log_failed_write(exc: Exception) -> None:
+    # A failed write must not kill the writer, nor reach the generation that queued it.
+    log.warning("kv cache: a snapshot could not be written (%s)", exc)
 
 
 _LIVE: weakref.WeakSet[PrefixCache] = weakref.WeakSet()
@@ -174,7 +127,9 @@ class PrefixCache:
         self.store = store
         self.fingerprint = fingerprint
         self.snapshot_every = snapshot_every
-        self._writer = _Writer()
+        self._writer = SerialWorker(
+            "local-engine-kv-writer", maxsize=MAX_PENDING, on_error=_log_failed_write
+        )
         _LIVE.add(self)
 
     @property

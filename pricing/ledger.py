@@ -6,6 +6,9 @@ error kind), what it cost (total and parts: input/cached/cache-write/output/
 reasoning for cloud, electricity/amortization for local; NULL when unpriced),
 the counterfactual cost on the project's reference model, and which prices
 were used (sheet, as-of date and the rates), so a month can be re-priced later.
+``usage_estimated`` marks a row whose token counts were counted afterwards, not
+reported by the provider or engine that ran it (see :class:`TokenUsage`): its
+token figures, and the costs priced from them, are estimates.
 
 It never holds prompt or answer text: the only free-form field, ``error_kind``,
 must be a short identifier (``timeout``, ``rate_limit``), not an error message
@@ -70,14 +73,26 @@ CUBE_MEASURES: tuple[tuple[str, str, str], ...] = (
     ("energy_j", "REAL", "COALESCE({r}.energy_j, 0.0)"),
     ("duration_s", "REAL", "COALESCE({r}.duration_s, 0.0)"),
 )
+# Migration v4 adds these measures to the cube (the v3 tuples above stay as released).
+CUBE_MEASURES_V4: tuple[tuple[str, str, str], ...] = (
+    # Rows whose token counts were estimated: their tokens and counterfactual are estimates.
+    ("estimated_requests", "INTEGER", "{r}.usage_estimated"),
+    # Of those, cloud rows: their cost was priced from estimated tokens too (a local
+    # row's cost comes from energy and time, not tokens).
+    ("estimated_cloud_requests", "INTEGER", "({r}.usage_estimated AND {r}.route = 'cloud')"),
+)
+# The cube's measures today, in column order (reports read them in this order).
+CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = CUBE_MEASURES + CUBE_MEASURES_V4
 
 
-def _cube_upsert(row: str, sign: str) -> str:
+def _cube_upsert(
+    row: str, sign: str, measures: tuple[tuple[str, str, str], ...] = CUBE_MEASURES
+) -> str:
     keys = ", ".join(name for name, _ in CUBE_KEYS)
-    names = ", ".join(name for name, _, _ in CUBE_MEASURES)
+    names = ", ".join(name for name, _, _ in measures)
     key_values = ", ".join(expr.format(r=row) for _, expr in CUBE_KEYS)
-    values = ", ".join(f"{sign}({expr.format(r=row)})" for _, _, expr in CUBE_MEASURES)
-    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name, _, _ in CUBE_MEASURES)
+    values = ", ".join(f"{sign}({expr.format(r=row)})" for _, _, expr in measures)
+    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name, _, _ in measures)
     return (
         f"INSERT INTO ledger_cube ({keys}, {names}) VALUES ({key_values}, {values}) "
         f"ON CONFLICT ({keys}) DO UPDATE SET {updates};"
@@ -112,6 +127,37 @@ def _cube_migration() -> str:
     CREATE TRIGGER ledger_cube_update AFTER UPDATE ON ledger BEGIN
         {_cube_upsert("OLD", "-")}
         {_cube_upsert("NEW", "+")}
+    END;
+    """
+
+
+def _estimated_migration() -> str:
+    """v4: ``usage_estimated`` on rows, its counts in the cube, the triggers redone.
+
+    Every row written before v4 had its usage reported (nothing marked it otherwise),
+    so the new columns' default 0 is their true value and nothing needs re-summing.
+    """
+    all_ = CUBE_MEASURES_ALL
+    columns = "\n".join(
+        f"    ALTER TABLE ledger_cube ADD COLUMN {name} {kind} NOT NULL DEFAULT 0;"
+        for name, kind, _ in CUBE_MEASURES_V4
+    )
+    return f"""
+    ALTER TABLE ledger ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0
+        CHECK (usage_estimated IN (0, 1));
+{columns}
+    DROP TRIGGER ledger_cube_insert;
+    DROP TRIGGER ledger_cube_delete;
+    DROP TRIGGER ledger_cube_update;
+    CREATE TRIGGER ledger_cube_insert AFTER INSERT ON ledger BEGIN
+        {_cube_upsert("NEW", "+", all_)}
+    END;
+    CREATE TRIGGER ledger_cube_delete AFTER DELETE ON ledger BEGIN
+        {_cube_upsert("OLD", "-", all_)}
+    END;
+    CREATE TRIGGER ledger_cube_update AFTER UPDATE ON ledger BEGIN
+        {_cube_upsert("OLD", "-", all_)}
+        {_cube_upsert("NEW", "+", all_)}
     END;
     """
 
@@ -173,6 +219,8 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     """,
     # v3: the monthly cube and its triggers (see CUBE_KEYS), filled from existing rows.
     _cube_migration(),
+    # v4: whether a row's token counts were estimated (CUBE_MEASURES_V4).
+    _estimated_migration(),
 )
 
 
@@ -218,6 +266,7 @@ class LedgerRow:
     rate_output: float | None = None
     rate_reasoning: float | None = None
     error_kind: str | None = None
+    usage_estimated: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -235,6 +284,10 @@ class LedgerRow:
             raise PricingError(
                 f"error_kind must be a short identifier like 'timeout' (never an error "
                 f"message, which could quote a secret); got {self.error_kind[:40]!r}"
+            )
+        if not isinstance(self.usage_estimated, bool):
+            raise PricingError(
+                f"usage_estimated must be True or False, got {self.usage_estimated!r}"
             )
         TokenUsage(  # the same token rules as everywhere (cached within input, ...)
             self.input_tokens,
@@ -256,6 +309,7 @@ class LedgerRow:
             self.cache_write_tokens,
             self.output_tokens,
             self.reasoning_tokens,
+            estimated=self.usage_estimated,
         )
 
     @property
@@ -292,6 +346,7 @@ class LedgerRow:
             cache_write_tokens=cost.usage.cache_write_tokens,
             output_tokens=cost.usage.output_tokens,
             reasoning_tokens=cost.usage.reasoning_tokens,
+            usage_estimated=cost.usage.estimated,
             cost_usd=cost.total_usd,
             cost_input_usd=cost.input_usd,
             cost_cached_input_usd=cost.cached_input_usd,
@@ -333,6 +388,7 @@ class LedgerRow:
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            usage_estimated=usage.estimated,
             energy_j=cost.energy_j,
             energy_source=cost.energy_source,
             cost_usd=cost.total_usd,
@@ -378,6 +434,7 @@ def _from_db(record: Sequence[Any]) -> LedgerRow:
     values["time"] = dt.datetime.strptime(values["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
         tzinfo=dt.UTC
     )
+    values["usage_estimated"] = bool(values["usage_estimated"])  # SQLite keeps 0/1
     return LedgerRow(**values)
 
 
@@ -453,16 +510,20 @@ class Ledger:
         return float(row[0])
 
     def usage_totals(self, month: str, project: str | None = None) -> tuple[int, TokenUsage]:
-        """Request count and summed tokens of a month (re-pricing in the estimator)."""
+        """Request count and summed tokens of a month (re-pricing in the estimator);
+        the usage is ``estimated`` when any of the month's rows was."""
         sql, params = _month_filter(month, project)
         row = self.conn.execute(
             "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(input_tokens), 0), "
             "COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(cache_write_tokens), 0), "
-            "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0) "
+            "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), "
+            "COALESCE(SUM(estimated_requests), 0) "
             f"FROM ledger_cube WHERE {sql} AND route != 'refused'",
             params,
         ).fetchone()
-        return int(row[0]), TokenUsage(*(int(v) for v in row[1:]))
+        inp, cached, written, out, reasoning = (int(v) for v in row[1:6])
+        usage = TokenUsage(inp, cached, written, out, reasoning, estimated=int(row[6]) > 0)
+        return int(row[0]), usage
 
     def months(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT month FROM ledger ORDER BY 1")]

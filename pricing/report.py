@@ -11,6 +11,12 @@ for tests and callers without a database); both produce the same
 Money: ``cost_usd`` sums priced rows only; unpriced rows are counted apart
 (``unpriced_requests``), never as $0. ``savings_usd`` is, over rows priced both
 ways, the reference model's cost minus the actual cost (what routing saved).
+
+Estimates: ``estimated_requests`` counts rows whose token counts were estimated
+(no usage reported), so a group's tokens and reference cost include estimates
+when it is above 0; ``estimated_cloud_requests`` counts the cloud ones among
+them, whose cost was priced from those estimates (local cost comes from energy
+and time). Renderers mark such figures (:mod:`pricing.report_render`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pricing.budget import BudgetState
-from pricing.ledger import CUBE_MEASURES, Ledger, LedgerRow, check_month
+from pricing.ledger import CUBE_MEASURES_ALL, Ledger, LedgerRow, check_month
 
 CubeKey = tuple[str, str, str, str, str]  # project, route, model, task, day
 
@@ -49,6 +55,18 @@ class Bucket:
     savings_usd: float = 0.0
     energy_j: float = 0.0
     duration_s: float = 0.0
+    estimated_requests: int = 0
+    estimated_cloud_requests: int = 0
+
+    @property
+    def tokens_estimated(self) -> bool:
+        """Its token counts (and the reference cost priced from them) include estimates."""
+        return self.estimated_requests > 0
+
+    @property
+    def cost_estimated(self) -> bool:
+        """Its cost includes cloud requests priced from estimated token counts."""
+        return self.estimated_cloud_requests > 0
 
     def as_dict(self) -> dict[str, int | float]:
         return {f: getattr(self, f) for f in _BUCKET_FIELDS}
@@ -142,10 +160,10 @@ class MonthReport:
 
 _CUBE_SQL = (
     "SELECT project, route, model, task, day, reference_model, "
-    + ", ".join(name for name, _, _ in CUBE_MEASURES)
+    + ", ".join(name for name, _, _ in CUBE_MEASURES_ALL)
     + " FROM ledger_cube WHERE {where} AND requests != 0"
 )
-if tuple(name for name, _, _ in CUBE_MEASURES) != _BUCKET_FIELDS:  # pragma: no cover
+if tuple(name for name, _, _ in CUBE_MEASURES_ALL) != _BUCKET_FIELDS:  # pragma: no cover
     raise ImportError("pricing.report: Bucket fields and the ledger cube's measures disagree")
 
 
@@ -214,6 +232,8 @@ def _measures_of(row: LedgerRow) -> tuple[int | float, ...]:
         savings,
         row.energy_j or 0.0,
         row.duration_s or 0.0,
+        int(row.usage_estimated),
+        int(row.usage_estimated and row.route == "cloud"),
     )
 
 

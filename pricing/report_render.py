@@ -2,6 +2,13 @@
 
 HTML is one self-contained file: inline CSS and an inline SVG chart of daily
 spend (local and cloud stacked), no script, no external asset.
+
+Figures that include estimated token counts (rows whose usage was not reported,
+see :class:`pricing.report.Bucket`) carry :data:`ESTIMATE_MARK` in table, md and
+html, and an ``estimated`` column counts such rows per group (shown only when the
+month has any, so a report without estimates reads as before). csv and json keep
+every figure a plain number and carry the counts (``estimated_requests``,
+``estimated_cloud_requests``) instead, so a spreadsheet can still sum them.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from pricing.errors import PricingError
 from pricing.report import Bucket, MonthReport
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "md", "html")
+
+# Put before a figure that includes estimated token counts (``~1.2k``, ``~$0.0042``).
+ESTIMATE_MARK = "~"
 
 _SECTIONS: tuple[tuple[str, str], ...] = (
     ("project", "by_project"),
@@ -62,6 +72,19 @@ def tokens(value: int) -> str:
     return f"{value:,}"
 
 
+def marked(text: str, estimated: bool) -> str:
+    """``text`` with :data:`ESTIMATE_MARK` in front when it includes estimates."""
+    return f"{ESTIMATE_MARK}{text}" if estimated else text
+
+
+def share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage that never reads 0 % for a non-zero part."""
+    if whole <= 0 or part <= 0:
+        return "0%"
+    fraction = part / whole
+    return "<1%" if fraction < 0.01 else f"{fraction:.0%}"
+
+
 def _title(report: MonthReport) -> str:
     scope = f"project {report.project}" if report.project else "all projects"
     return f"ds4router cost report: {report.month}, {scope}"
@@ -70,6 +93,7 @@ def _title(report: MonthReport) -> str:
 def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     t = report.total
     local = report.route("local")
+    est = t.tokens_estimated
     lines = [
         (
             "requests",
@@ -77,11 +101,13 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
         ),
         (
             "tokens",
-            f"{tokens(t.input_tokens)} in ({tokens(t.cached_input_tokens)} cached), "
-            f"{tokens(t.output_tokens)} out ({tokens(t.reasoning_tokens)} reasoning)",
+            f"{marked(tokens(t.input_tokens), est)} in "
+            f"({marked(tokens(t.cached_input_tokens), est)} cached), "
+            f"{marked(tokens(t.output_tokens), est)} out "
+            f"({marked(tokens(t.reasoning_tokens), est)} reasoning)",
         ),
-        ("total cost", usd(t.cost_usd)),
-        ("cloud", usd(report.cloud_usd)),
+        ("total cost", marked(usd(t.cost_usd), t.cost_estimated)),
+        ("cloud", marked(usd(report.cloud_usd), report.route("cloud").cost_estimated)),
         (
             "local",
             f"{usd(report.local_usd)} (electricity {usd(local.electricity_usd)}, "
@@ -92,10 +118,20 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     lines.append(
         (
             "saved vs reference",
-            f"{usd(t.savings_usd)} (reference cost {usd(t.counterfactual_usd)}; {refs})",
+            f"{marked(usd(t.savings_usd), est)} "
+            f"(reference cost {marked(usd(t.counterfactual_usd), est)}; {refs})",
         )
     )
     lines.append(("unpriced requests", f"{t.unpriced_requests:,} (not counted in costs)"))
+    if est:
+        lines.append(
+            (
+                "estimated usage",
+                f"{t.estimated_requests:,} of {t.requests:,} requests "
+                f"({share(t.estimated_requests, t.requests)}) reported no token usage; their "
+                f"counts were estimated, and figures marked {ESTIMATE_MARK} include them",
+            )
+        )
     budget = report.budget
     if budget is not None:
         label = f"budget ({report.budget_project})" if report.budget_project else "budget"
@@ -114,16 +150,39 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     return lines
 
 
-_COLUMNS: tuple[tuple[str, Callable[[Bucket], str]], ...] = (
-    ("requests", lambda b: f"{b.requests:,}"),
-    ("in", lambda b: tokens(b.input_tokens)),
-    ("cached", lambda b: tokens(b.cached_input_tokens)),
-    ("out", lambda b: tokens(b.output_tokens)),
-    ("cost", lambda b: usd(b.cost_usd)),
-    ("unpriced", lambda b: f"{b.unpriced_requests:,}"),
-    ("reference", lambda b: usd(b.counterfactual_usd)),
-    ("saved", lambda b: usd(b.savings_usd)),
+def _never(bucket: Bucket) -> bool:
+    return False
+
+
+def _tokens_or_cost(bucket: Bucket) -> bool:
+    return bucket.tokens_estimated or bucket.cost_estimated
+
+
+_ESTIMATED_COLUMN = "estimated"
+# A breakdown column: its header, its figure, whether that figure includes estimates.
+Column = tuple[str, Callable[[Bucket], str], Callable[[Bucket], bool]]
+_COLUMNS: tuple[Column, ...] = (
+    ("requests", lambda b: f"{b.requests:,}", _never),
+    ("in", lambda b: tokens(b.input_tokens), lambda b: b.tokens_estimated),
+    ("cached", lambda b: tokens(b.cached_input_tokens), lambda b: b.tokens_estimated),
+    ("out", lambda b: tokens(b.output_tokens), lambda b: b.tokens_estimated),
+    ("cost", lambda b: usd(b.cost_usd), lambda b: b.cost_estimated),
+    ("unpriced", lambda b: f"{b.unpriced_requests:,}", _never),
+    (_ESTIMATED_COLUMN, lambda b: f"{b.estimated_requests:,}", _never),
+    ("reference", lambda b: usd(b.counterfactual_usd), lambda b: b.tokens_estimated),
+    ("saved", lambda b: usd(b.savings_usd), _tokens_or_cost),
 )
+
+
+def _columns(report: MonthReport) -> tuple[Column, ...]:
+    """The breakdown columns; the count of estimated rows only when there are any."""
+    if report.total.tokens_estimated:
+        return _COLUMNS
+    return tuple(c for c in _COLUMNS if c[0] != _ESTIMATED_COLUMN)
+
+
+def _cells(bucket: Bucket, columns: tuple[Column, ...]) -> list[str]:
+    return [marked(fmt(bucket), estimated(bucket)) for _, fmt, estimated in columns]
 
 
 def render_table(report: MonthReport, width: int = 110) -> str:
@@ -143,16 +202,17 @@ def render_table(report: MonthReport, width: int = 110) -> str:
     console.print(summary)
     if report.total.requests == 0:
         console.print(f"No requests recorded in {report.month}.")
+    columns = _columns(report)
     for label, attr in _SECTIONS:
         items = getattr(report, attr)
         if not items:
             continue
         table = Table(title=f"by {label}", box=box.SIMPLE_HEAD, title_justify="left")
         table.add_column(label)
-        for name, _ in _COLUMNS:
+        for name, _, _ in columns:
             table.add_column(name, justify="right")
         for key, bucket in items:
-            table.add_row(key, *(fmt(bucket) for _, fmt in _COLUMNS))
+            table.add_row(key, *_cells(bucket, columns))
         console.print(table)
     return console.export_text()
 
@@ -182,15 +242,16 @@ def render_markdown(report: MonthReport) -> str:
     lines = [f"# {_title(report)}", ""]
     for label, value in _summary_lines(report):
         lines.append(f"- **{label}**: {_md_escape(value)}")
+    columns = _columns(report)
     for label, attr in _SECTIONS:
         items = getattr(report, attr)
         if not items:
             continue
         lines += ["", f"## By {label}", ""]
-        lines.append("| " + " | ".join([label, *(n for n, _ in _COLUMNS)]) + " |")
-        lines.append("|" + "---|" + "---:|" * len(_COLUMNS))
+        lines.append("| " + " | ".join([label, *(n for n, _, _ in columns)]) + " |")
+        lines.append("|" + "---|" + "---:|" * len(columns))
         for key, bucket in items:
-            cells = [_md_escape(key), *(fmt(bucket) for _, fmt in _COLUMNS)]
+            cells = [_md_escape(key), *_cells(bucket, columns)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -206,6 +267,7 @@ dt { font-weight: 600; } dd { margin: 0; }
 table { border-collapse: collapse; margin: .4em 0; }
 th, td { padding: .2em .7em; border-bottom: 1px solid #dde2e8; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.estimated { font-style: italic; }
 .bar-local { fill: #2f8f5b; } .bar-cloud { fill: #3569b8; }
 .axis { stroke: #8a96a3; stroke-width: 1; } .grid { stroke: #e4e8ec; stroke-width: 1; }
 svg text { font: 11px system-ui, sans-serif; fill: #4a5561; }
@@ -293,6 +355,19 @@ def _nice_ceiling(value: float) -> float:
     return 10.0 ** (exponent + 1)
 
 
+def _html_cell(
+    bucket: Bucket, fmt: Callable[[Bucket], str], estimated: Callable[[Bucket], bool]
+) -> str:
+    text = html.escape(fmt(bucket))
+    if not estimated(bucket):
+        return f'<td class="num">{text}</td>'
+    tip = f"includes {bucket.estimated_requests:,} requests with estimated token counts"
+    return (
+        f'<td class="num estimated" title="{html.escape(tip)}">'
+        f"{html.escape(ESTIMATE_MARK)}{text}</td>"
+    )
+
+
 def render_html(report: MonthReport) -> str:
     e = html.escape
     body = [f"<h1>{e(_title(report))}</h1>", "<dl>"]
@@ -301,17 +376,18 @@ def render_html(report: MonthReport) -> str:
     body.append("</dl>")
     body.append("<h2>Daily spend, local and cloud</h2>")
     body.append(daily_chart_svg(report))
+    columns = _columns(report)
     for label, attr in _SECTIONS:
         items = getattr(report, attr)
         if not items:
             continue
         body.append(f"<h2>By {e(label)}</h2>")
-        head = "".join(f'<th class="num">{e(n)}</th>' for n, _ in _COLUMNS)
+        head = "".join(f'<th class="num">{e(n)}</th>' for n, _, _ in columns)
         body.append(
             f'<table class="by-{e(label)}"><thead><tr><th>{e(label)}</th>{head}</tr></thead><tbody>'
         )
         for key, bucket in items:
-            cells = "".join(f'<td class="num">{e(fmt(bucket))}</td>' for _, fmt in _COLUMNS)
+            cells = "".join(_html_cell(bucket, fmt, est) for _, fmt, est in columns)
             body.append(f"<tr><td>{e(key)}</td>{cells}</tr>")
         body.append("</tbody></table>")
     return (

@@ -17,6 +17,11 @@ The convention (OpenAI's, which LiteLLM also returns):
 Providers that report differently (Anthropic's ``input_tokens`` excludes cache
 reads and writes; some report reasoning apart from output) are converted by the
 ``from_*`` constructors below.
+
+``estimated`` says the counts were not reported by whoever ran the request but
+counted afterwards (a stream cut before its usage chunk, a proxy that drops it,
+a local answer that failed mid-way): costs priced from them are estimates too,
+and the ledger and reports say so.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ class TokenUsage:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    estimated: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.estimated, bool):
+            raise PricingError(f"estimated must be True or False, got {self.estimated!r}")
         for name in (
             "input_tokens",
             "cached_input_tokens",
@@ -82,6 +90,8 @@ class TokenUsage:
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            # A sum that includes an estimate is an estimate.
+            estimated=self.estimated or other.estimated,
         )
 
     @classmethod

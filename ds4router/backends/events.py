@@ -5,6 +5,10 @@ anything was produced or the provider reported it), then exactly one of
 ``Done`` or ``Failed``. ``Failed.after_tokens`` tells a session whether text
 already reached the user: only a failure before any token may fall back to
 another backend.
+
+``Notice`` is not part of a backend's stream: a session yields it before an
+attempt to say how the request was sent (earlier turns left out to fit the
+model's context window, or a window it could not know).
 """
 
 from __future__ import annotations
@@ -97,6 +101,25 @@ class Failed:
             raise ValueError(
                 f"unknown error kind {self.kind!r}; use one of {', '.join(ERROR_KINDS)}"
             )
+
+
+NoticeKind = Literal["context_trimmed", "context_unknown"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line for the user about how a request was sent; not part of the answer.
+
+    ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
+    ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
+    not known, so the whole conversation was sent as it is (``window`` None).
+    """
+
+    kind: NoticeKind
+    message: str
+    model: str
+    dropped_turns: int = 0
+    window: int | None = None
 
 
 Event = TextDelta | ReasoningDelta | Usage | Done | Failed

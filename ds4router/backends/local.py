@@ -11,8 +11,9 @@ background by ``start_loading()`` or by the first request, which waits for it. H
 - ``not_configured``: no ``local.engine.model_path``;
 - ``ready``: loaded (the detail says how much memory the weights take), or not loaded yet
   but the directory checks out, so a request will load it and then answer;
-- ``loading``: a load is under way (the detail has the progress fraction when the engine
-  reports one, else the seconds so far); the router routes around it meanwhile;
+- ``loading``: a load is under way (the detail says ``42 % (shard 3/46)`` once the engine
+  reports its progress, the seconds so far before that); the router routes around it
+  meanwhile. ``load_status()`` and ``wait_for_load()`` give the same figures to a UI;
 - failed: the load failed (missing files, unknown ``model_type``, shape mismatch, the model
   cannot fit). ``HealthStatus`` has no ``failed``, so this is ``offline`` with a detail
   starting ``failed``: the router only needs to know local cannot serve, and why.
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -48,11 +47,13 @@ from ds4router.backends.events import (
     failed,
 )
 from ds4router.backends.health import Health, HealthStatus
+from local_engine.worker import SerialWorker
 
 if TYPE_CHECKING:
     from ds4router.config.loader import LoadedConfig
     from local_engine.engine import Engine
     from local_engine.generate import GenerationParams, GenerationStats
+    from local_engine.loader import LoadProgress
 
 # A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
 # answer with code, short of the model's own limits).
@@ -117,41 +118,40 @@ class LocalStats:
 # --- loading, once per process ------------------------------------------------------------
 
 
-class _EngineThread:
-    """The one thread that loads models and runs generations, jobs in order.
+# The one thread that loads models and runs generations, jobs in order. MLX keeps streams
+# per thread: an array one thread left unevaluated cannot be evaluated on another ("There is
+# no Stream(cpu, 0) in current thread"; seen with lazy weight transposes before the model
+# began materializing its weights at load). Loading and running on one thread keeps that
+# whole class of failure away, and generations are one at a time per engine anyway. A
+# daemon thread, so a load nobody waits for any more does not hold up the process's exit.
+# Jobs report their own errors (a load into its _EngineLoad, a generation onto its stream):
+# no on_error hook, a stray exception is dropped and the next job runs.
+_ENGINE_THREAD = SerialWorker("ds4router-engine")
 
-    MLX keeps streams per thread: an array one thread left unevaluated cannot be
-    evaluated on another ("There is no Stream(cpu, 0) in current thread"; seen with lazy
-    weight transposes before the model began materializing its weights at load). Loading
-    and running on one thread keeps that whole class of failure away, and generations are
-    one at a time per engine anyway. A daemon thread, so a load nobody waits for any more
-    does not hold up the process's exit.
+
+@dataclass(frozen=True)
+class LoadStatus:
+    """One moment of a model's load, as ``health()`` and the TUI show it.
+
+    ``fraction`` and ``step`` come from the engine's ``LoadProgress`` (None and "" until
+    it reported: while the directory is checked and the tokenizer read); ``progress``
+    is that last report itself. ``version`` changes with every change of this status,
+    for ``LocalBackend.wait_for_load``.
     """
 
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve, name="ds4router-engine", daemon=True
-                )
-                self._thread.start()
-        self._jobs.put(job)
-
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                job()
-            except BaseException:  # jobs report their own errors; the thread must live on
-                pass
+    state: LoadState
+    fraction: float | None = None
+    step: str = ""
+    progress: LoadProgress | None = None
+    elapsed_s: float | None = None
+    error: str = ""
+    weight_bytes: int | None = None
+    version: int = 0
 
 
-_ENGINE_THREAD = _EngineThread()
+def percent(fraction: float) -> int:
+    """Whole percent, rounded down: 100 % only once everything is there."""
+    return int(max(0.0, min(1.0, fraction)) * 100)
 
 
 class _EngineLoad:
@@ -160,12 +160,17 @@ class _EngineLoad:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # Notified on every change (progress, the end), under the same lock.
+        self._changed = threading.Condition(self._lock)
+        self.version = 0
         self.state: LoadState = "idle"
         self.engine: Engine | None = None
         self.error = ""
+        self.progress: LoadProgress | None = None
         self.fraction: float | None = None
         self.step = ""
         self.started_at: float | None = None
+        self.ended_at: float | None = None
         self.weight_bytes: int | None = None
         self.parameters: int | None = None
         self.is_random = False
@@ -183,50 +188,85 @@ class _EngineLoad:
 
         ``inline`` loads on the calling thread (for an engine already in memory: instant).
         """
-        with self._lock:
+        with self._changed:
             if self.state in ("loading", "ready") or (self.state == "failed" and not retry):
                 return
             self.state, self.error, self.fraction, self.step = "loading", "", None, ""
-            self.started_at = time.monotonic()
+            self.progress = None
+            self.started_at, self.ended_at = time.monotonic(), None
+            self._bump()
         if inline:
             self._run(check_memory, available_memory_bytes)
         else:
             _ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
 
-    def _progress(self, fraction: float, what: str = "") -> None:
-        with self._lock:
-            self.fraction = max(0.0, min(1.0, float(fraction)))
-            self.step = what
+    def _bump(self) -> None:
+        """Under the lock: the status changed."""
+        self.version += 1
+        self._changed.notify_all()
+
+    def _progress(self, progress: LoadProgress) -> None:
+        """The engine's callback, on the engine thread, once per tensor: cheap, no I/O."""
+        with self._changed:
+            self.progress = progress
+            self.fraction = max(0.0, min(1.0, progress.fraction))
+            self.step = progress.step
+            self._bump()
 
     def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
         try:
             from local_engine.engine import Engine
 
-            kwargs: dict[str, Any] = {}
-            # A loader that reports progress gets a callback; today's does not.
-            if "progress" in inspect.signature(Engine.load).parameters:
-                kwargs["progress"] = self._progress
             engine = Engine.load(
                 self.path,
                 check_memory=check_memory,
                 available_memory_bytes=available_memory_bytes,
-                **kwargs,
+                progress=self._progress,
             )
             info = engine.info()
         except Exception as exc:  # every load failure becomes the health detail
-            with self._lock:
+            with self._changed:
                 self.state, self.error = "failed", _message(exc)
+                self.ended_at = time.monotonic()
+                self._bump()
         else:
-            with self._lock:
+            with self._changed:
                 self.engine = engine
                 self.weight_bytes = info.weight_bytes
                 self.parameters = info.parameters
                 self.is_random = info.is_random
                 self.state = "ready"
+                self.ended_at = time.monotonic()
+                self._bump()
         with self._lock:
             listeners, self._listeners = self._listeners, []
         for notify in listeners:
             notify()
+
+    def status(self) -> LoadStatus:
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> LoadStatus:
+        started = self.started_at
+        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        elapsed = None if started is None else end - started
+        return LoadStatus(
+            state=self.state,
+            fraction=self.fraction,
+            step=self.step,
+            progress=self.progress,
+            elapsed_s=elapsed,
+            error=self.error,
+            weight_bytes=self.weight_bytes,
+            version=self.version,
+        )
+
+    def wait(self, after: int, timeout: float | None) -> LoadStatus:
+        """The status once its version is not ``after`` any more, or when ``timeout`` ends."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != after, timeout)
+            return self._status()
 
     def adopt(self) -> None:
         """An engine loaded in this process by someone else (the TUI, a CLI command)
@@ -383,6 +423,22 @@ class LocalBackend:
             return "idle"
         return _load_of(self.model_path).state
 
+    def load_status(self) -> LoadStatus:
+        """Where the load of this backend's model is (``idle`` without a model path)."""
+        if self.model_path is None:
+            return LoadStatus("idle")
+        return _load_of(self.model_path).status()
+
+    def wait_for_load(self, after: int = -1, timeout: float | None = None) -> LoadStatus:
+        """Block until the load status changes from version ``after`` (or ``timeout`` ends).
+
+        For a thread that follows a load (the TUI's): pass the last status's ``version``;
+        the status changes with each of the engine's progress reports and at the end.
+        """
+        if self.model_path is None:
+            return LoadStatus("idle")
+        return _load_of(self.model_path).wait(after, timeout)
+
     def stats_for(self, request_id: str) -> LocalStats | None:
         """The figures of a recent request, by ``BackendRequest.request_id``."""
         with self._lock:
@@ -400,11 +456,11 @@ class LocalBackend:
         load.adopt()
         path = load.path
         if load.state == "loading":
-            if load.fraction is not None:
-                step = f", {load.step}" if load.step else ""
-                return Health("loading", f"loading {path}: {load.fraction * 100:.0f} %{step}")
-            since = time.monotonic() - (load.started_at or time.monotonic())
-            return Health("loading", f"loading {path}: {since:.0f} s so far")
+            status = load.status()
+            if status.fraction is not None:
+                step = f" ({status.step})" if status.step else ""
+                return Health("loading", f"loading {path}: {percent(status.fraction)} %{step}")
+            return Health("loading", f"loading {path}: {status.elapsed_s or 0:.0f} s so far")
         if load.state == "ready":
             size = f"{(load.weight_bytes or 0) / GIB:.2f} GiB of weights in memory"
             params = f"{(load.parameters or 0) / 1e9:.2f} B parameters"
@@ -683,7 +739,9 @@ def forget_load(path: str | Path) -> bool:
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "FAILED_STATUS",
+    "LoadStatus",
     "LocalBackend",
     "LocalStats",
     "forget_load",
+    "percent",
 ]

@@ -1,8 +1,9 @@
 """``ds4router ask``: one request, routed, streamed to stdout, priced and written to the ledger.
 
 Standard output carries only the answer (so ``ask ... > answer.md`` keeps just
-that); the route, fallbacks, reasoning and the footer line go to standard
-error. ``--json`` prints one JSON object on stdout at the end instead.
+that); the route, fallbacks, notices (earlier turns left out to fit the model's
+context window), reasoning and the footer line go to standard error. ``--json``
+prints one JSON object on stdout at the end instead.
 
 Exit status: 0 answered; 1 the request failed or was refused (the reason is
 printed); 2 a user error (bad option, missing file, bad config); 130 cancelled
@@ -94,7 +95,7 @@ async def _ask(
     import asyncio
     import signal
 
-    from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta
+    from ds4router.backends.events import Done, Failed, Notice, ReasoningDelta, TextDelta
     from ds4router.explain import badge
     from ds4router.session import FallbackTaken, Priced, Refused, Routed
 
@@ -135,6 +136,9 @@ async def _ask(
                     f"{event.from_target} failed before any token: {event.reason} "
                     f"→ trying {event.to_target}"
                 )
+            elif isinstance(event, Notice):
+                out.notices.append({"kind": event.kind, "message": event.message})
+                out.note(event.message)
             elif isinstance(event, TextDelta):
                 out.text(event.text)
             elif isinstance(event, ReasoningDelta):
@@ -167,6 +171,7 @@ class Output:
         self.priced: Priced | None = None
         self.finish_reason: str | None = None
         self.fallbacks: list[dict[str, str]] = []
+        self.notices: list[dict[str, str]] = []
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._in_reasoning = False
@@ -254,6 +259,7 @@ class Output:
                 fix=self.decision.fix,
             )
         data["fallbacks"] = self.fallbacks
+        data["notices"] = self.notices
         data["error"] = (
             None
             if self.failure is None
@@ -283,7 +289,9 @@ def footer(priced: Priced) -> str:
     if priced.model:
         parts.append(priced.model)
     parts.append(f"rule {priced.rule or '-'}")
-    parts.append(f"{priced.input_tokens} in / {priced.output_tokens} out tok")
+    # "~": no usage was reported, the counts (and the cost from them) are estimates.
+    mark = "~" if priced.usage_estimated else ""
+    parts.append(f"{mark}{priced.input_tokens} in / {mark}{priced.output_tokens} out tok")
     if priced.tok_s is not None:
         parts.append(f"{priced.tok_s:.1f} tok/s")
     parts.append("unpriced" if priced.cost_usd is None else money(priced.cost_usd))

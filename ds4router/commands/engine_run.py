@@ -61,8 +61,22 @@ def load_engine(path: str, memory_limit_gb: float | None) -> Engine:
     from local_engine.engine import Engine
 
     limit = None if memory_limit_gb is None else int(memory_limit_gb * GIB)
-    with engine_errors():
-        return Engine.load(path, available_memory_bytes=limit)
+    # A live progress line on a terminal only: piped stderr stays clean for scripts.
+    progress = _progress_line if sys.stderr.isatty() else None
+    try:
+        with engine_errors():
+            return Engine.load(path, available_memory_bytes=limit, progress=progress)
+    finally:
+        if progress is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _progress_line(p: Any) -> None:
+    """One ``loading 42 % (shard 3/46)`` line, rewritten in place."""
+    percent = int(p.fraction * 100)
+    sys.stderr.write(f"\r\033[Kloading {percent} % ({p.step})")
+    sys.stderr.flush()
 
 
 def _size(nbytes: float) -> str:

@@ -364,6 +364,8 @@ class Ds4RouterApp(App[None]):
             message.show_refused(event.decision)
         elif kind == "FallbackTaken":
             message.show_fallback(event.from_target, event.to_target, event.reason)
+        elif kind == "Notice":  # e.g. earlier turns left out to fit the context window
+            message.add_note(Text(event.message, style="dim"), "info")
         elif kind == "TextDelta":
             await message.write_text(event.text)
         elif kind == "ReasoningDelta":
@@ -572,11 +574,19 @@ class Ds4RouterApp(App[None]):
 
     @work(thread=True, exclusive=True, group="engine")
     def _load_engine(self) -> None:
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+
         def report(status: EngineStatus) -> None:
             ui_call(self, self._set_engine, status)
 
-        final = load_engine(self.loaded, report)
-        ui_call(self, self._set_engine, final)
+        def stop() -> bool:  # quitting, or a newer load (another model_path) took over
+            return worker.is_cancelled or not self.is_running
+
+        final = load_engine(self.loaded, report, stop)
+        if not stop():
+            ui_call(self, self._set_engine, final)
 
     def _set_engine(self, status: EngineStatus) -> None:
         self.engine_status = status

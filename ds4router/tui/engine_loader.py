@@ -1,23 +1,27 @@
 """The local engine's status, and loading it in the background with progress.
 
-:func:`load_engine` runs in a worker thread after the first paint (it imports
-mlx and reads the weights); it reports each step through a callback that the
-app forwards to the UI thread. The engine keeps one loaded model per process,
-so the session finds it already loaded when the first local request comes.
+:func:`load_engine` runs in a worker thread after the first paint. It starts the load
+through the local backend (``ds4router.backends.local``), so the model loads on the one
+engine thread that will also run its generations, and a session's first local request
+shares this load instead of starting another. It then follows the load, reporting each
+change through a callback that the app forwards to the UI thread: the seconds so far
+until the engine reports progress, then ``loading 42 %`` with the step (``shard 3/46``)
+under it in the sidebar.
 """
 
 from __future__ import annotations
 
-import inspect
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ds4router.config.loader import LoadedConfig
 
 EngineState = Literal["not_configured", "missing", "loading", "ready", "failed"]
+
+# How long the follower waits for a change before it looks whether it should stop.
+FOLLOW_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class EngineStatus:
     fraction: float | None = None  # loading progress, when the engine reports it
     memory_bytes: int | None = None
     elapsed_s: float | None = None
+    step: str = ""  # what the load is at ("shard 3/46"), with the fraction
+
+    @property
+    def percent(self) -> int | None:
+        """Whole percent loaded, rounded down (100 only at the end); None: not known."""
+        if self.fraction is None:
+            return None
+        return int(max(0.0, min(1.0, self.fraction)) * 100)
 
     @property
     def text(self) -> str:
@@ -35,8 +47,8 @@ class EngineStatus:
         if self.state == "missing":
             return "no model on disk"
         if self.state == "loading":
-            if self.fraction is not None:
-                return f"loading {self.fraction * 100:.0f} %"
+            if self.percent is not None:
+                return f"loading {self.percent} %"
             seconds = f" {self.elapsed_s:.0f} s" if self.elapsed_s is not None else ""
             return f"loading…{seconds}"
         if self.state == "ready":
@@ -57,40 +69,49 @@ def initial_status(loaded: LoadedConfig) -> EngineStatus:
     return EngineStatus("loading", f"model at {path}", elapsed_s=0.0)
 
 
-def load_engine(loaded: LoadedConfig, report: Callable[[EngineStatus], None]) -> EngineStatus:
-    """Load the configured model (blocking: call from a worker thread)."""
+def load_engine(
+    loaded: LoadedConfig,
+    report: Callable[[EngineStatus], None],
+    stop: Callable[[], bool] | None = None,
+) -> EngineStatus:
+    """Load the configured model and follow the load (blocking: call from a worker thread).
+
+    ``report`` gets every visible change while loading; the final status is returned.
+    ``stop`` (checked at least every ``FOLLOW_POLL_S``) ends the following early, e.g.
+    when the app quits: the load itself goes on, in the background, for the session.
+    """
     status = initial_status(loaded)
     if status.state != "loading":
         return status
     path = Path(str(loaded.config.local.engine.model_path)).expanduser()
-    started = time.monotonic()
     report(EngineStatus("loading", f"loading {path}", elapsed_s=0.0))
     try:
-        from local_engine.engine import Engine
+        from ds4router.backends.local import LocalBackend
 
-        kwargs: dict[str, Any] = {}
-        params = inspect.signature(Engine.load).parameters
-        if "progress" in params:
-            # The engine reports (fraction, what): forwarded as "loading n %".
-            def progress(fraction: float, what: str = "") -> None:
-                report(
-                    EngineStatus(
-                        "loading",
-                        what or f"loading {path}",
-                        fraction=fraction,
-                        elapsed_s=time.monotonic() - started,
-                    )
-                )
-
-            kwargs["progress"] = progress
-        engine = Engine.load(path, **kwargs)
-        memory: int | None
-        try:
-            memory = int(engine.info().weight_bytes)
-        except Exception:  # sizes are a nicety; a loaded engine is what matters
-            memory = None
+        backend = LocalBackend.from_config(loaded)
+        # A new path or a new configuration: a load that failed before gets another try.
+        backend.start_loading(retry=True)
+        shown: EngineStatus | None = None
+        load = backend.load_status()
+        while load.state == "loading":
+            if stop is not None and stop():
+                return EngineStatus("loading", f"loading {path}", elapsed_s=load.elapsed_s)
+            now = EngineStatus(
+                "loading",
+                f"loading {path}",
+                fraction=load.fraction,
+                step=load.step,
+                elapsed_s=load.elapsed_s,
+            )
+            # Per-tensor reports arrive by the thousand; the UI hears of visible changes.
+            if shown is None or (now.percent, now.step) != (shown.percent, shown.step):
+                report(now)
+                shown = now
+            load = backend.wait_for_load(load.version, timeout=FOLLOW_POLL_S)
     except Exception as exc:  # an engine failure is shown, never raised into the UI
         return EngineStatus("failed", str(exc) or type(exc).__name__)
+    if load.state != "ready":
+        return EngineStatus("failed", load.error or f"{path} did not load")
     return EngineStatus(
-        "ready", f"{path}", memory_bytes=memory, elapsed_s=time.monotonic() - started
+        "ready", f"{path}", memory_bytes=load.weight_bytes, elapsed_s=load.elapsed_s
     )

@@ -284,8 +284,9 @@ def test_importing_the_backend_loads_neither_mlx_nor_the_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    # cpu_blas is ctypes only: it readies the BLAS that mlx will use, without mlx.
-    assert out.stdout.split() == ["local_engine", "local_engine.cpu_blas"]
+    # cpu_blas is ctypes only: it readies the BLAS that mlx will use, without mlx; worker
+    # is the engine thread's job queue (threading and queue only).
+    assert out.stdout.split() == ["local_engine", "local_engine.cpu_blas", "local_engine.worker"]
 
 
 def test_every_local_engine_export_resolves() -> None:

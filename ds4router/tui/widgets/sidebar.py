@@ -118,6 +118,9 @@ class Sidebar(Vertical):
         text = Text()
         text.append("● ", style=dot)
         text.append(f"local {status.text}")
+        if status.state == "loading" and status.step:
+            # Its own line: "local loading 42 % (shard 3/46)" is wider than the sidebar.
+            text.append(f"\n  {status.step}", style="dim")
         self._engine_status = status
         self._kv_seen = kv = _kv_activity()
         line = self._kv_line(kv) if status.state == "ready" else None
