@@ -4,9 +4,9 @@ A saved decode state is only valid for the exact computation that produced it:
 the same architecture (``config.json``), the same weights, the same quantization
 recipe (``config.json``'s quantization section), the same official-graph switches
 (FP8 KV rows, FP4 indexer) and the same numerics (compute dtype, device, MLX
-version, whether layers are compiled). Any difference, however small, would make
-a restored state continue differently from a fresh prefill, so all of it goes
-into one SHA-256.
+version, which calls are compiled, whether the fused mHC kernels run). Any
+difference, however small, would make a restored state continue differently
+from a fresh prefill, so all of it goes into one SHA-256.
 
 Hashing every weight byte would cost minutes on an 80-160 GB checkpoint at every
 start, so weights are covered by each shard's name, size and full safetensors
@@ -72,7 +72,7 @@ def model_fingerprint(
     graph: Any,
     dtype: str,
     device: str,
-    compiled: bool,
+    compiled: bool | str,
     extra: Iterable[tuple[str, Any]] = (),
 ) -> str:
     """The hex fingerprint of a loaded model: weights, recipe, graph switches, numerics."""
@@ -105,5 +105,7 @@ def fingerprint_of(model: Any, model_dir: str | Path) -> str:
         graph=getattr(model, "graph", None),
         dtype=str(getattr(model, "dtype", "")),
         device=device,
-        compiled=bool(getattr(model, "compiled", False)),
+        compiled=getattr(model, "compiled", False),
+        # The fused mHC kernels round differently from the MLX ops they replace.
+        extra=[("fused_hc", bool(getattr(model, "fused_hc", False)))],
     )

@@ -138,7 +138,7 @@ _THREAD_INDEX = {
 }
 
 _kernels: dict[tuple[str, str], Any] = {}
-_ready: dict[tuple[str, int, int], bool] = {}
+_ready: dict[tuple[str, int, int, int, str], bool] = {}
 
 
 def gpu_backend() -> str | None:
@@ -224,39 +224,62 @@ def fused_post(streams: mx.array, out: mx.array, post: mx.array, comb: mx.array)
     return result
 
 
-def fused_kernel_ready(*, hc: int, sinkhorn_iters: int, hc_eps: float) -> bool:
+def fused_kernel_ready(
+    *, hc: int, sinkhorn_iters: int, hc_eps: float, dim: int = 256, dtype: mx.Dtype = mx.float32
+) -> bool:
     """Whether :func:`fused_weights` and :func:`fused_post` can stand in for the MLX ops here.
 
     Checked once per process and shape: the kernels are compiled and run on random
-    float32 inputs next to the MLX ops, and must agree to 1e-5 (values near 1). Any
-    failure (no GPU, a compile error on an untried backend, a mismatch) keeps the
-    MLX ops, with one warning. Call it outside ``mx.compile`` (it evaluates).
+    inputs next to the MLX ops -- float32, which must agree to 1e-5 (values near 1),
+    and the streams' ``dtype`` at width ``dim`` (the instantiation the model runs),
+    which must agree to the rounding of that dtype. Any failure (no GPU, a compile
+    error on an untried backend, a mismatch) keeps the MLX ops, with one warning.
+    Call it outside ``mx.compile`` (it evaluates).
     """
     backend = gpu_backend()
     if backend is None or os.environ.get("DS4ROUTER_HC_KERNEL", "").lower() in ("off", "0"):
         return False
-    key = (backend, hc, sinkhorn_iters)
+    key = (backend, hc, sinkhorn_iters, dim, str(dtype))
     if key not in _ready:
         try:
-            nm = (2 + hc) * hc
-            mix = mx.random.normal((37, nm), key=mx.random.key(7)) * 2.0
-            base = mx.random.normal((nm,), key=mx.random.key(8))
-            scale = mx.array([0.5, 1.5, 3.0])
-            kw: dict[str, Any] = {"hc": hc, "sinkhorn_iters": sinkhorn_iters, "hc_eps": hc_eps}
-            want = list(mix_weights(mix, base, scale, **kw))
-            got = list(fused_weights(mix, base, scale, **kw))
-            streams = mx.random.normal((37, hc, 256), key=mx.random.key(9))
-            out = mx.random.normal((37, 256), key=mx.random.key(10))
-            want.append(hc_post(streams, out, want[1], want[2]))
-            got.append(fused_post(streams, out, want[1], want[2]))
-            delta = max(float(mx.abs(a - b).max()) for a, b in zip(want, got, strict=True))
-            _ready[key] = delta <= 1e-5
+            delta, limit = _self_check(hc, sinkhorn_iters, hc_eps, dim, dtype)
+            _ready[key] = delta <= limit
             if not _ready[key]:
                 log.warning("fused mHC kernel differs by %.3g on %s; using MLX ops", delta, backend)
         except Exception as exc:  # noqa: BLE001 - any failure means: keep the MLX ops
             log.warning("fused mHC kernel unavailable on %s (%s); using MLX ops", backend, exc)
             _ready[key] = False
     return _ready[key]
+
+
+def _self_check(
+    hc: int, iters: int, hc_eps: float, dim: int, dtype: mx.Dtype
+) -> tuple[float, float]:
+    """(largest relative difference kernels vs MLX ops, the most allowed)."""
+    nm = (2 + hc) * hc
+    mix = mx.random.normal((37, nm), key=mx.random.key(7)) * 2.0
+    base = mx.random.normal((nm,), key=mx.random.key(8))
+    scale = mx.array([0.5, 1.5, 3.0])
+    kw: dict[str, Any] = {"hc": hc, "sinkhorn_iters": iters, "hc_eps": hc_eps}
+    want = list(mix_weights(mix, base, scale, **kw))
+    got = list(fused_weights(mix, base, scale, **kw))
+    streams = mx.random.normal((37, hc, 256), key=mx.random.key(9))
+    out = mx.random.normal((37, 256), key=mx.random.key(10))
+    want.append(hc_post(streams, out, want[1], want[2]))
+    got.append(fused_post(streams, out, want[1], want[2]))
+    exact = max(_relative(a, b) for a, b in zip(want, got, strict=True))
+    streams = mx.random.normal((3, hc, dim), key=mx.random.key(11)).astype(dtype)
+    out = mx.random.normal((3, dim), key=mx.random.key(12)).astype(dtype)
+    post, comb = want[1][:3], want[2][:3]
+    typed = _relative(hc_post(streams, out, post, comb), fused_post(streams, out, post, comb))
+    # A few roundings of ``dtype`` apart at most (the MLX ops round more often).
+    eps = float(mx.finfo(dtype).eps)
+    return max(exact / 1e-5, typed / (8 * eps)), 1.0
+
+
+def _relative(a: mx.array, b: mx.array) -> float:
+    a32, b32 = a.astype(mx.float32), b.astype(mx.float32)
+    return float(mx.abs(a32 - b32).max()) / max(1.0, float(mx.abs(a32).max()))
 
 
 def hc_pre(

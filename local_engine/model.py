@@ -277,7 +277,11 @@ class Model:
         self.compiled: CompileMode = ("decode" if on_cpu else True) if compile is None else compile
         # mHC weights as one GPU kernel where it was checked on this device (None: auto).
         self.fused_hc = fused_hc is not False and fused_kernel_ready(
-            hc=config.hc_mult, sinkhorn_iters=config.hc_sinkhorn_iters, hc_eps=config.hc_eps
+            hc=config.hc_mult,
+            sinkhorn_iters=config.hc_sinkhorn_iters,
+            hc_eps=config.hc_eps,
+            dim=config.hidden_size,
+            dtype=dtype,
         )
         if fused_hc and not self.fused_hc:
             raise EngineError("fused_hc=True needs a CUDA or Metal GPU where the kernel works")
