@@ -209,7 +209,19 @@ def expert_matmul(
         )
     # Dense stacks are stored [E, in, out] already (see ExpertWeights).
     dense = w.wt if isinstance(w, TransposedWeight) else w
+    # MLX 0.32's CUDA gather_mm gives wrong rows with sorted_indices=True on dense
+    # stacks (measured on an H200: relative error 1.6 at 160 sorted rows, while the
+    # quantized gather_qmm is right); the unsorted kernel takes the same sorted rows.
+    if sorted_indices and _on_cuda():
+        sorted_indices = False
     return mx.gather_mm(x, dense, rhs_indices=indices, sorted_indices=sorted_indices)
+
+
+def _on_cuda() -> bool:
+    if mx.default_device() != mx.gpu or mx.metal.is_available():
+        return False
+    cuda = getattr(mx, "cuda", None)
+    return cuda is not None and bool(cuda.is_available())
 
 
 def one_expert(w: Weight, e: int) -> Weight:
