@@ -12,23 +12,28 @@ Counts come from :func:`conservative_tokens`, which leans high on purpose (see
 its docstring for how far, measured against real tokenizers): dropping one turn
 too many costs a little context, one too few costs the whole request.
 
-The lookups at the bottom say what a target's window is: a cloud model's from
-LiteLLM's bundled model map (read offline, as :mod:`pricing.litellm_map` does),
-the local engine's from its checkpoint's ``config.json``. None means unknown,
-and the caller sends the conversation as it is.
+The lookups at the bottom say what a target's window is: a cloud model's from its
+``cloud.models`` entry (``context_window``, ``max_output_tokens``) first, then from
+LiteLLM's bundled model map through the price catalog
+(:meth:`pricing.catalog.PriceCatalog.context_limits`); the local engine's from its
+checkpoint's ``config.json``. None means unknown, and the caller sends the
+conversation as it is.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds4router.errors import Ds4RouterError
+
+if TYPE_CHECKING:
+    from ds4router.config.schema import CloudModel
+    from pricing.catalog import PriceCatalog
 
 TokenCounter = Callable[[str], int]
 ChatMessage = Mapping[str, Any]
@@ -233,60 +238,45 @@ def answer_reserve(window: int, max_output: int | None) -> int:
     return min(wanted, int(window * MAX_RESERVE_SHARE))
 
 
-_MAP_LOCK = threading.Lock()
-_MAP_INDEX: dict[str, dict[str, tuple[int, int | None]]] = {}
-
-
-def _map_index() -> dict[str, tuple[int, int | None]]:
-    """Lower-cased model key and ``provider/key`` -> (max input, max output tokens)."""
-    from pricing.litellm_map import canonical_name, map_path
-
-    path = map_path()
-    if path is None:
-        return {}
-    with _MAP_LOCK:
-        cached = _MAP_INDEX.get(str(path))
-        if cached is not None:
-            return cached
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raw = {}
-        index: dict[str, tuple[int, int | None]] = {}
-        for key, info in raw.items() if isinstance(raw, dict) else ():
-            if not isinstance(info, dict):
-                continue
-            window, output = info.get("max_input_tokens"), info.get("max_output_tokens")
-            if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-                continue
-            limit = (window, output if isinstance(output, int) and output > 0 else None)
-            index.setdefault(key.lower(), limit)
-            provider = str(info.get("litellm_provider") or "")
-            index.setdefault(canonical_name(key, provider).lower(), limit)
-        _MAP_INDEX[str(path)] = index
-        return index
+MAP_SOURCE = "LiteLLM model map"
+CONFIG_SOURCE = "config cloud.models"
 
 
 def cloud_limits(
-    model: str, resolve: Callable[[str], str | None] | None = None
+    model: str,
+    catalog: PriceCatalog | None = None,
+    configured: Sequence[CloudModel] = (),
 ) -> ContextLimits | None:
-    """A cloud model's window from LiteLLM's map; ``resolve`` (the price catalog's) maps
-    other spellings and aliases to the map's names. None when the map does not know it."""
-    index = _map_index()
+    """A cloud model's window: its ``cloud.models`` entry's ``context_window`` and
+    ``max_output_tokens`` first (the entry whose ``name`` is ``model``, as the backend
+    matches it), each missing one from LiteLLM's map, looked up through ``catalog``'s
+    names (aliases, provider spellings; without a catalog, the name as written).
+    None when neither says what the window is."""
     name = model.strip()
     if name.lower().startswith("cloud:"):
         name = name[len("cloud:") :]
-    candidates = [name]
-    if resolve is not None:
-        resolved = resolve(name)
-        if resolved:
-            candidates.append(resolved)
-    for candidate in candidates:
-        found = index.get(candidate.lower())
-        if found is not None:
-            window, output = found
-            return ContextLimits(model, window, answer_reserve(window, output), "LiteLLM model map")
-    return None
+    entry = next((m for m in configured if m.name == name), None)
+    window = entry.context_window if entry is not None else None
+    output = entry.max_output_tokens if entry is not None else None
+    source = CONFIG_SOURCE
+    if window is None or output is None:
+        mapped = _map_limits(name, catalog)
+        if mapped is not None:
+            if window is None:
+                window, source = mapped[0], MAP_SOURCE
+            if output is None:
+                output = mapped[1]
+    if window is None:
+        return None
+    return ContextLimits(model, window, answer_reserve(window, output), source)
+
+
+def _map_limits(name: str, catalog: PriceCatalog | None) -> tuple[int, int | None] | None:
+    if catalog is None:
+        from pricing.catalog import PriceCatalog
+
+        catalog = PriceCatalog({})  # no prices: only the map's own names resolve
+    return catalog.context_limits(name)
 
 
 def local_limits(

@@ -535,7 +535,7 @@ class Session:
                 found[spec] = local_limits(model, engine.model_path, engine.max_tokens)
             else:
                 catalog, _ = self._catalog()
-                found[spec] = cloud_limits(model, catalog.resolve if catalog else None)
+                found[spec] = cloud_limits(model, catalog, self.config.cloud.models)
         return found
 
     def _spec_allowed(self, spec: str, turn: _Turn) -> bool:

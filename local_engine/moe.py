@@ -98,7 +98,9 @@ def routed_experts(
         flat = idx.reshape(-1)
         order = mx.argsort(flat)
         inverse = mx.argsort(order)
-        xs = x[order // k][:, None, :]
+        # A reshape, not [:, None, :]: sorted gather_mm misreads rows of an axis-inserted
+        # view (its stride-1 singleton axis; mlx issue 4253, seen on CUDA here too).
+        xs = x[order // k].reshape(-1, 1, x.shape[-1])
         sorted_idx = flat[order]
         gu = expert_matmul(xs, ex.gate_up, sorted_idx, sorted_indices=True)
         h = clamped_swiglu(gu[..., :inter], gu[..., inter:], limit)

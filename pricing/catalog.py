@@ -16,6 +16,10 @@ A bare name that is itself a LiteLLM model id means what LiteLLM bills for it
 (bare ``gemini-2.5-pro`` is Vertex AI's entry; ``gemini/gemini-2.5-pro`` the
 Gemini API's). An ambiguous bare name (offered by several resellers and no
 model owner) stays unresolved rather than picking a price at random.
+
+The catalog also answers what LiteLLM's map says of a model's context window
+(:meth:`PriceCatalog.context_limits`), through the same names: windows are not
+prices, so they come from the installed map whatever layers priced the catalog.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from typing import Any
 
 from pricing.cost import CloudCost, price_request
 from pricing.errors import PricingError
-from pricing.litellm_map import load_entries, map_path, map_version
+from pricing.litellm_map import (
+    ContextLimit,
+    context_limits_index,
+    load_entries,
+    map_path,
+    map_version,
+)
 from pricing.rates import Rates, rates_from_mapping
 from pricing.sheets import PriceSheet, load_sheet, sheet_files
 from pricing.usage import TokenUsage
@@ -185,6 +195,23 @@ class PriceCatalog:
             candidates = [c for c in candidates if _provider(c) == prefix]
         owned = [c for c in candidates if _provider(c) in FIRST_PARTY and c.count("/") == 1]
         return _unique(owned) or _unique(candidates)
+
+    def context_limits(self, model: str) -> ContextLimit | None:
+        """(context window, output limit or None) in tokens, from LiteLLM's map: for the
+        name as written, else for the model it resolves to (aliases, provider spellings).
+        None when litellm is not installed or its map does not know the model."""
+        path = map_path()
+        if path is None:
+            return None
+        index = context_limits_index(path)
+        name = model.strip()
+        if name.lower().startswith("cloud:"):
+            name = name[len("cloud:") :]
+        found = index.get(name.lower())
+        if found is None:
+            resolved = self.resolve(name)
+            found = index.get(resolved.lower()) if resolved else None
+        return found
 
     def suggest(self, model: str, n: int = 5) -> list[str]:
         """Close names for an unknown model, chat models of the owners first."""

@@ -22,6 +22,10 @@ output ``O``; or a real month summed from the ledger). Then:
   token than our electricity) or ``T*`` exceeds what the machine can produce in
   a month (``hours_per_day x 3600 x 365/12`` seconds of work), local never wins:
   the crossover is ``None`` ("never").
+
+A month read from the ledger (:func:`usage_from_ledger`) says how many of the
+requests it sums reported no usage (their token counts were estimated when they
+ran); :func:`estimate` carries that count into its assumptions (``ledger``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from typing import Any
 from pricing.catalog import PriceCatalog
 from pricing.cost import price_request
 from pricing.errors import PricingError
+from pricing.ledger import Ledger
 from pricing.local_cost import JOULES_PER_KWH
 from pricing.profiles import LocalProfile
+from pricing.report import build_report
 from pricing.usage import TokenUsage
 
 _PER_M = 1_000_000
@@ -89,6 +95,48 @@ class Estimate:
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": [r.as_dict() for r in self.rows], "assumptions": self.assumptions}
+
+
+@dataclass(frozen=True)
+class LedgerUsage:
+    """A month of the ledger summed for the estimator: ``requests`` answered or failed
+    (refusals sent nothing and are left out), ``estimated_requests`` of them with token
+    counts estimated rather than reported, and their summed ``usage``."""
+
+    month: str
+    project: str | None
+    requests: int
+    estimated_requests: int
+    usage: TokenUsage
+
+    def describe(self) -> str:
+        scope = f"project {self.project}" if self.project else "all projects"
+        plural = "request" if self.requests == 1 else "requests"
+        if self.estimated_requests:
+            counted = (
+                f"{self.estimated_requests:,} of them with estimated token counts "
+                "(no usage reported)"
+            )
+        else:
+            counted = "none with estimated token counts"
+        return f"Ledger {self.month}, {scope}: {self.requests:,} {plural}, {counted}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "project": self.project,
+            "requests": self.requests,
+            "estimated_requests": self.estimated_requests,
+        }
+
+
+def usage_from_ledger(ledger: Ledger, month: str, project: str | None = None) -> LedgerUsage:
+    """The tokens of ``month`` (``YYYY-MM``, UTC; one project or all) and how many of its
+    requests had estimated usage."""
+    requests, usage = ledger.usage_totals(month, project)
+    report = build_report(ledger, month, project)
+    estimated = sum(b.estimated_requests for route, b in report.by_route if route != "refused")
+    return LedgerUsage(month, project, requests, estimated, usage)
 
 
 def usage_from_profile(
@@ -154,8 +202,11 @@ def estimate(
     models: Sequence[str],
     usage: TokenUsage,
     profile: LocalProfile | None,
+    *,
+    ledger: LedgerUsage | None = None,
 ) -> Estimate:
-    """Price ``usage`` on each model and on ``profile``; rows sorted by monthly cost."""
+    """Price ``usage`` on each model and on ``profile``; rows sorted by monthly cost.
+    ``ledger``: where ``usage`` came from, when it is a month of the ledger."""
     if usage.output_tokens <= 0:
         raise PricingError("the usage has no output tokens; nothing to compare")
     local = local_estimate(usage, profile) if profile is not None else None
@@ -217,6 +268,8 @@ def estimate(
         )
     rows.sort(key=lambda r: (r.monthly_usd is None, r.monthly_usd or 0.0, r.model))
     assumptions = _assumptions(catalog, usage, profile, local)
+    if ledger is not None:
+        assumptions["ledger"] = ledger.as_dict()
     return Estimate(tuple(rows), usage, profile, local, assumptions, tuple(unknown))
 
 

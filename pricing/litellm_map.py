@@ -5,6 +5,11 @@ fetches the map over the network; we only need the JSON file it ships
 (``model_prices_and_context_window_backup.json``), so we locate the installed
 package with ``importlib.util.find_spec`` and read that file directly. Nothing
 is fetched and litellm is never imported.
+
+This module is the one place that reads the map: its prices
+(:func:`load_entries`, for :class:`pricing.catalog.PriceCatalog`) and its
+context windows (:func:`context_limits_index`, which the catalog's
+``context_limits`` looks names up in).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +78,19 @@ def canonical_name(key: str, provider: str) -> str:
     return f"{provider}/{key}"
 
 
-def load_entries(path: Path) -> list[MapEntry]:
+def read_map(path: Path) -> dict[str, Any]:
+    """The map's JSON object: model key -> what the map says of it."""
     try:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PricingError(f"cannot read LiteLLM's price map {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise PricingError(f"LiteLLM's price map {path} is not a JSON object")
+    return raw
+
+
+def load_entries(path: Path) -> list[MapEntry]:
+    raw = read_map(path)
     entries: list[MapEntry] = []
     for key, info in raw.items():
         if key == "sample_spec" or not isinstance(info, dict):
@@ -97,6 +109,44 @@ def load_entries(path: Path) -> list[MapEntry]:
             )
         )
     return entries
+
+
+# (max input tokens, max output tokens or None): what the map says a model accepts.
+ContextLimit = tuple[int, int | None]
+
+_LIMITS_LOCK = threading.Lock()
+_LIMITS: dict[str, dict[str, ContextLimit]] = {}
+
+
+def context_limits_index(path: Path) -> dict[str, ContextLimit]:
+    """Lower-cased map key and ``provider/key`` -> the model's (window, output limit).
+
+    Every entry with a ``max_input_tokens`` counts, priced or not. Read once per map
+    file and kept (a session asks on every request). An unreadable map gives an empty
+    index: a window is then unknown, and the price catalog reports the broken map.
+    """
+    with _LIMITS_LOCK:
+        cached = _LIMITS.get(str(path))
+        if cached is not None:
+            return cached
+        try:
+            raw = read_map(path)
+        except PricingError:
+            raw = {}
+        index: dict[str, ContextLimit] = {}
+        for key, info in raw.items():
+            if not isinstance(info, dict):
+                continue
+            window, output = info.get("max_input_tokens"), info.get("max_output_tokens")
+            if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+                continue
+            has_output = isinstance(output, int) and not isinstance(output, bool) and output > 0
+            limit: ContextLimit = (window, output if has_output else None)
+            index.setdefault(key.lower(), limit)
+            provider = str(info.get("litellm_provider") or "")
+            index.setdefault(canonical_name(key, provider).lower(), limit)
+        _LIMITS[str(path)] = index
+        return index
 
 
 def _rates(info: dict[str, Any]) -> dict[str, float | None] | None:

@@ -1,4 +1,9 @@
-"""``ds4router estimate``: a month of usage priced on 40+ cloud models and on local hardware."""
+"""``ds4router estimate``: a month of usage priced on 40+ cloud models and on local hardware.
+
+With ``--from-ledger`` the output also says how many of the month's requests had
+estimated token counts (they reported no usage): a first line in table and md, the
+``assumptions.ledger`` object in json, a line on stderr with csv (whose rows stay data).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
     from pricing.catalog import PriceCatalog
+    from pricing.estimator import LedgerUsage
 
 FORMATS = ("table", "json", "csv", "md")
 DEFAULT_PROFILE = "m3-max-q2"
@@ -118,8 +124,10 @@ def command(
         raise Ds4RouterError(str(exc)) from None
     try:
         catalog = _catalog(configs / "prices", prices, loaded.config.pricing.overrides)
+        from_month: LedgerUsage | None = None
         if from_ledger:
-            usage = _ledger_usage(paths.database_path(), month, project_name)
+            from_month = _ledger_usage(paths.database_path(), month, project_name)
+            usage = from_month.usage
         else:
             if output_tokens is None:
                 raise Ds4RouterError(
@@ -130,13 +138,21 @@ def command(
         if not names:
             names = catalog.featured(top)
         profile = load_profile(local_profile, configs / "local_profiles")
-        result = estimate(catalog, names, usage, profile)
+        result = estimate(catalog, names, usage, profile, ledger=from_month)
         text = render_estimate(result, fmt)
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
     for name, suggestions in result.unknown:
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         click.echo(f"warning: no price for {name!r} (shown as unpriced){hint}", err=True)
+    if from_month is not None:
+        line = from_month.describe()
+        if fmt == "table":
+            text = f"{line}\n{text}"
+        elif fmt == "md":
+            text = f"- {line}\n{text}"
+        elif fmt == "csv":
+            click.echo(line, err=True)
     click.echo(text, nl=False)
 
 
@@ -158,7 +174,8 @@ def _catalog(sheets_dir: Path, prices: str | None, overrides: dict[str, Any]) ->
     raise Ds4RouterError(f"--prices {prices}: no such file or sheet; sheets: {known}")
 
 
-def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> Any:
+def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> LedgerUsage:
+    from pricing.estimator import usage_from_ledger
     from pricing.ledger import Ledger, check_month
 
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
@@ -169,10 +186,10 @@ def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> Any:
             f"no ledger at {db_path} yet; run some requests or use --output-tokens"
         )
     with Ledger(db_path) as ledger:
-        requests, usage = ledger.usage_totals(month, project)
-    if usage.output_tokens == 0:
+        used = usage_from_ledger(ledger, month, project)
+    if used.usage.output_tokens == 0:
         raise Ds4RouterError(
-            f"the ledger has no output tokens in {month}{scope} ({requests} requests); "
+            f"the ledger has no output tokens in {month}{scope} ({used.requests} requests); "
             "pick another --month or use --output-tokens"
         )
-    return usage
+    return used

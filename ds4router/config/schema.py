@@ -141,6 +141,14 @@ class CloudModel(Strict):
     name: str
     api_base: str | None = None
     api_key_env: str | None = None
+    # For models LiteLLM's map does not know (a gateway, a private deployment), or to
+    # override it: conversations are fitted to this window (ds4router.context_window).
+    context_window: int | None = Field(
+        default=None, gt=0, strict=True, description="tokens the model accepts, prompt included"
+    )
+    max_output_tokens: int | None = Field(
+        default=None, gt=0, strict=True, description="tokens kept for the answer"
+    )
 
     @field_validator("api_key_env")
     @classmethod

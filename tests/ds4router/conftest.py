@@ -4,6 +4,10 @@ Every test here runs with ``DS4ROUTER_HOME`` in a tmp dir, LiteLLM's price map
 read offline, and a guard that refuses (and fails the test on) any connection
 or DNS lookup beyond loopback: a test that would reach a real provider fails
 even when the code under test swallows the error.
+
+The engine-load fixtures at the bottom (a sharded tiny checkpoint, a fresh copy of
+it, a load held mid-way) are shared by the backend's and the TUI's load-progress
+tests; their helpers are in ``load_support.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from load_support import Hold, fresh_copy, hold_at_shard
 from openai_server import OpenAIServer
 
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", ""})
@@ -102,3 +107,26 @@ def openai_server() -> Iterator[OpenAIServer]:
     """A running OpenAI-compatible server on 127.0.0.1; ``.base_url`` is the api_base."""
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sharded_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset in 1 MiB shards: seven files, the embedding alone in the first.
+    Tests load copies of it (``fresh_sharded``), never this directory."""
+    from local_engine.random_checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(
+        tmp_path_factory.mktemp("sharded-tiny"), preset="tiny", seed=5, shard_bytes=1 << 20
+    )
+
+
+@pytest.fixture
+def fresh_sharded(sharded_checkpoint: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the sharded checkpoint that no engine of this process has loaded."""
+    yield from fresh_copy(sharded_checkpoint, tmp_path)
+
+
+@pytest.fixture
+def held_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hold]:
+    """The next load is held at shard ``load_support.HOLD_AT_SHARD`` until released."""
+    yield from hold_at_shard(monkeypatch)

@@ -287,11 +287,12 @@ def test_cloud_windows_come_from_the_model_map_through_the_catalog_names() -> No
     assert prefixed is not None and (prefixed.window, prefixed.reserve) == (8192, 4096)
     catalog = PriceCatalog.load(paths.configs_dir() / "prices")
     # An alias from the dated price sheet resolves to the model the map knows.
-    alias = cloud_limits("claude-opus", catalog.resolve)
+    alias = cloud_limits("claude-opus", catalog)
     direct = cloud_limits("anthropic/claude-opus-4-7")
     assert alias is not None and direct is not None and alias.window == direct.window
     assert alias.reserve < alias.window // 2 + 1
-    assert cloud_limits("openai/team-gateway", catalog.resolve) is None
+    assert cloud_limits("claude-opus") is None  # the alias is the price sheet's, not the map's
+    assert cloud_limits("openai/team-gateway", catalog) is None
 
 
 def test_local_window_is_the_checkpoints_position_limit(tmp_path: Path) -> None:

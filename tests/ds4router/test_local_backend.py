@@ -9,7 +9,6 @@ as a test needs, without sleeping and hoping.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from load_support import fresh_copy
 
 from ds4router.backends import local
 from ds4router.backends.base import Backend, BackendRequest
@@ -40,12 +40,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def fresh(tiny: Path, tmp_path: Path) -> Iterator[Path]:
     """A copy of the checkpoint at a path no engine of this process has loaded."""
-    copy = Path(shutil.copytree(tiny, tmp_path / "model"))
-    yield copy
-    local.forget_load(copy)
-    from local_engine.engine import Engine
-
-    Engine.unload(copy)
+    yield from fresh_copy(tiny, tmp_path)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from openai_server import OpenAIServer, Reply, error, ok
+from session_support import collect, factory, ledger_rows
 
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
@@ -42,7 +43,6 @@ from pricing.ledger import Ledger, LedgerRow
 KEY_ENV = "DS4_SESSION_TEST_KEY"
 MODEL = "openai/gpt-4.1"
 GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
-MONTH = dt.datetime.now(dt.UTC).strftime("%Y-%m")
 
 
 @pytest.fixture(autouse=True)
@@ -68,34 +68,6 @@ def project(tmp_path: Path, api_base: str, overrides: dict[str, Any] | None = No
     directory.mkdir(exist_ok=True)
     (directory / ".ds4router.yaml").write_text(yaml.safe_dump(data))
     return load_config(directory)
-
-
-def factory(local: ScriptedBackend | None) -> Any:
-    """Local: the scripted backend (None: unavailable). Cloud: real, with fast backoff."""
-
-    def make(target: str, model: str, loaded: LoadedConfig) -> Any:
-        if target == "local":
-            if local is None:
-                raise BackendUnavailable("no local engine in this test")
-            return local
-        return CloudBackend(
-            loaded.config.cloud,
-            backoff_base_s=0.01,
-            backoff_max_s=0.02,
-            jitter_s=0.0,
-            retry_after_max_s=0.01,
-        )
-
-    return make
-
-
-async def collect(session: Session, text: str, **kwargs: Any) -> list[Any]:
-    return [event async for event in session.send(text, **kwargs)]
-
-
-def ledger_rows() -> list[LedgerRow]:
-    with Ledger(paths.database_path()) as ledger:
-        return ledger.month_rows(MONTH)
 
 
 def text_of(events: list[Any]) -> str:

@@ -11,7 +11,6 @@ token and a single space none, so ``words(n)`` is ``n`` tokens.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,21 @@ import pytest
 import yaml
 from cli_support import run
 from openai_server import OpenAIServer, Reply, ok
+from session_support import collect, factory, ledger_rows
 
 from ds4router import cli, paths
-from ds4router.backends.cloud import CloudBackend
 from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
 from ds4router.context_window import conservative_tokens, prompt_budget
 from ds4router.history import History
 from ds4router.levels import PrivacyLevel
-from ds4router.session import BackendUnavailable, FallbackTaken, Priced, Routed, Session
+from ds4router.session import FallbackTaken, Priced, Routed, Session
 from local_engine.random_checkpoint import official_config
-from pricing.ledger import Ledger, LedgerRow
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
 MODEL = "openai/gpt-4"
 GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
-MONTH = dt.datetime.now(dt.UTC).strftime("%Y-%m")
 
 
 @pytest.fixture(autouse=True)
@@ -82,26 +79,6 @@ def local_model(tmp_path: Path, window: int) -> Path:
     config = official_config("tiny", max_position_embeddings=window)
     (directory / "config.json").write_text(json.dumps(config))
     return directory
-
-
-def factory(local: ScriptedBackend | None) -> Any:
-    def make(target: str, model: str, loaded: LoadedConfig) -> Any:
-        if target == "local":
-            if local is None:
-                raise BackendUnavailable("no local engine in this test")
-            return local
-        return CloudBackend(loaded.config.cloud, backoff_base_s=0.01, jitter_s=0.0)
-
-    return make
-
-
-async def collect(session: Session, text: str, **kwargs: Any) -> list[Any]:
-    return [event async for event in session.send(text, **kwargs)]
-
-
-def ledger_rows() -> list[LedgerRow]:
-    with Ledger(paths.database_path()) as ledger:
-        return ledger.month_rows(MONTH)
 
 
 def sent_text(messages: list[dict[str, Any]]) -> list[str]:

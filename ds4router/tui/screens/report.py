@@ -3,6 +3,10 @@
 The report is built by ``pricing.report`` in a worker thread; export renders
 it with ``pricing.report_render`` (csv, json, md, html) to a file whose
 relative path is taken from the project directory.
+
+Figures that include estimated token counts (requests that reported no usage) carry
+the text report's mark (``~``), and the tables gain its ``estimated`` column, only in
+a month that has such requests: a month without them looks as it always did.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ from textual.widgets import (
 
 from ds4router.tui.format import column_chart, count, money, short_model
 from ds4router.tui.threads import ui_call
+from pricing.report_render import ESTIMATE_MARK, marked, share
 
 if TYPE_CHECKING:
     from pricing.report import Bucket, MonthReport
 
 EXPORT_FORMATS = ("csv", "json", "md", "html")
 CHART_HEIGHT = 6
+TABLES = ("model", "route", "task", "day")
+FIGURE_COLUMNS = ("requests", "in tok", "out tok", "cost", "saved")
+ESTIMATED_COLUMN = "estimated"
 
 
 def shift_month(month: str, delta: int) -> str:
@@ -94,15 +102,19 @@ def chart_text(report: MonthReport, height: int = CHART_HEIGHT) -> Text:
 
 def totals_text(report: MonthReport) -> Text:
     total = report.total
+    cloud_estimated = report.route("cloud").cost_estimated
     text = Text()
-    text.append(f"cloud {money(report.cloud_usd)}", style="bold cyan")
+    text.append(f"cloud {marked(money(report.cloud_usd), cloud_estimated)}", style="bold cyan")
     text.append(" · ")
     text.append(f"local {money(report.local_usd)}", style="bold green")
     ref = ", ".join(short_model(m) for m in report.reference_models)
-    text.append(f" · saved {money(total.savings_usd)}" + (f" vs {ref}" if ref else ""))
+    saved = marked(money(total.savings_usd), total.tokens_estimated)
+    text.append(f" · saved {saved}" + (f" vs {ref}" if ref else ""))
     text.append(f" · {total.requests} requests")
     if total.unpriced_requests:
         text.append(f" · {total.unpriced_requests} unpriced", style="yellow")
+    if total.tokens_estimated:
+        text.append(f" · {total.estimated_requests} estimated ({ESTIMATE_MARK})", style="yellow")
     budget = report.budget
     if budget is not None and budget.monthly_usd is not None:
         share = f" ({budget.fraction * 100:.0f}%)" if budget.fraction is not None else ""
@@ -111,17 +123,41 @@ def totals_text(report: MonthReport) -> Text:
     return text
 
 
-def bucket_cells(key: str, bucket: Bucket) -> tuple[str, ...]:
-    cost = money(bucket.cost_usd)
+def estimated_words(report: MonthReport) -> str:
+    """What the mark means, as the text report says it (the totals line's tooltip)."""
+    total = report.total
+    if not total.tokens_estimated:
+        return ""
+    return (
+        f"{total.estimated_requests:,} of {total.requests:,} requests "
+        f"({share(total.estimated_requests, total.requests)}) reported no token usage; "
+        f"their counts were estimated, and figures marked {ESTIMATE_MARK} include them"
+    )
+
+
+def table_columns(report: MonthReport) -> tuple[str, ...]:
+    """The breakdown tables' figure columns: ``estimated`` only in a month that has any."""
+    if not report.total.tokens_estimated:
+        return FIGURE_COLUMNS
+    return (*FIGURE_COLUMNS[:-1], ESTIMATED_COLUMN, FIGURE_COLUMNS[-1])
+
+
+def bucket_cells(key: str, bucket: Bucket, estimated_column: bool = False) -> tuple[str, ...]:
+    """One table row; figures that include estimated token counts carry the mark."""
+    tokens_estimated = bucket.tokens_estimated
+    cost = marked(money(bucket.cost_usd), bucket.cost_estimated)
     if bucket.unpriced_requests:
         cost += f" + {bucket.unpriced_requests} unpriced"
+    saved = marked(money(bucket.savings_usd), tokens_estimated or bucket.cost_estimated)
+    estimated = (str(bucket.estimated_requests),) if estimated_column else ()
     return (
         key,
         str(bucket.requests),
-        count(bucket.input_tokens),
-        count(bucket.output_tokens),
+        marked(count(bucket.input_tokens), tokens_estimated),
+        marked(count(bucket.output_tokens), tokens_estimated),
         cost,
-        money(bucket.savings_usd),
+        *estimated,
+        saved,
     )
 
 
@@ -181,9 +217,9 @@ class ReportScreen(Screen[None]):
         return f"ds4router-report-{self.month}.{fmt}"
 
     def on_mount(self) -> None:
-        for name in ("model", "route", "task", "day"):
+        for name in TABLES:
             table = self.query_one(f"#table-{name}", DataTable)
-            table.add_columns(name, "requests", "in tok", "out tok", "cost", "saved")
+            table.add_columns(name, *FIGURE_COLUMNS)
         self.load()
 
     def action_month(self, delta: int) -> None:
@@ -212,7 +248,9 @@ class ReportScreen(Screen[None]):
                 f" · project {self.project}   ([ and ] change month · Esc closes)",
             )
         )
-        self.query_one("#report-totals", Static).update(totals_text(report))
+        totals = self.query_one("#report-totals", Static)
+        totals.update(totals_text(report))
+        totals.tooltip = estimated_words(report) or None
         self.query_one("#report-chart", Static).update(chart_text(report))
         groups = {
             "model": report.by_model,
@@ -220,11 +258,17 @@ class ReportScreen(Screen[None]):
             "task": report.by_task,
             "day": report.by_day,
         }
+        columns = table_columns(report)
         for name, items in groups.items():
             table = self.query_one(f"#table-{name}", DataTable)
-            table.clear()
+            shown = tuple(str(column.label) for column in table.columns.values())[1:]
+            if shown != columns:  # a month with estimates, or the first one after it
+                table.clear(columns=True)
+                table.add_columns(name, *columns)
+            else:
+                table.clear()
             for key, bucket in items:
-                table.add_row(*bucket_cells(key, bucket))
+                table.add_row(*bucket_cells(key, bucket, ESTIMATED_COLUMN in columns))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "export-format" and isinstance(event.value, str):

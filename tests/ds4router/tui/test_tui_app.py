@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tui_support import MONTH, SIZE, seed_ledger, settle, write_project
+from tui_support import MONTH, SIZE, open_report, seed_ledger, settle, write_project
 
 from ds4router.tui.actions import ACTIONS
 from ds4router.tui.app import Ds4RouterApp
@@ -31,11 +31,7 @@ async def test_report_exports_the_month_to_a_file_in_each_format(
     seed_ledger()
     app = make_app(project, check_cloud_health=False)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
-        await pilot.press("f2")
-        await settle(pilot, app, until=lambda: getattr(app.screen, "report", None) is not None)
-        screen = app.screen
-        assert isinstance(screen, ReportScreen)
+        screen = await open_report(pilot, app)
         totals = text_of(app, "#report-totals")
         # cloud: 0.0384 + 0.08 + 0.175 (the unpriced row counts apart, April and the
         # other project stay out); saved: counterfactual - cost over rows priced both ways.

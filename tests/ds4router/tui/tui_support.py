@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ds4router import paths
 from ds4router.tui.app import Ds4RouterApp
+from ds4router.tui.screens.report import ReportScreen
 
 NOW = dt.datetime(2026, 5, 14, 9, 30, tzinfo=dt.UTC)
 MONTH = "2026-05"
 SIZE = (120, 36)
+
 
 def write_project(root: Path, text: str, name: str = "acme") -> Path:
     project = root / name
@@ -42,7 +44,7 @@ budget: {{monthly_usd: 40, warn_at: [0.5, 0.8, 1.0]}}
 
 def seed_ledger(project: str = "acme") -> Path:
     """A month of rows for the report: cloud and local, priced and unpriced, a refusal."""
-    from pricing.ledger import Ledger, LedgerRow
+    from pricing.ledger import LedgerRow
 
     def at(day: int, hour: int = 10) -> dt.datetime:
         return dt.datetime(2026, 5, day, hour, tzinfo=dt.UTC)
@@ -74,11 +76,28 @@ def seed_ledger(project: str = "acme") -> Path:
         LedgerRow(time=at(6), project="other-project", route="cloud", model="openai/gpt-4.1",
                   input_tokens=1000, output_tokens=100, cost_usd=5.0),
     ]  # fmt: skip
+    return record(rows)
+
+
+def record(rows: Sequence[Any]) -> Path:
+    """Write ``LedgerRow`` objects to the test's ledger database (created if need be)."""
+    from pricing.ledger import Ledger
+
     db = paths.database_path()
     db.parent.mkdir(parents=True, exist_ok=True)
     with Ledger(db) as ledger:
         ledger.record_many(rows)
     return db
+
+
+async def open_report(pilot: Any, app: Ds4RouterApp) -> ReportScreen:
+    """Open the Report screen with its key and wait until it shows this month."""
+    await settle(pilot, app)
+    await pilot.press("f2")
+    await settle(pilot, app, until=lambda: getattr(app.screen, "report", None) is not None)
+    screen = app.screen
+    assert isinstance(screen, ReportScreen)
+    return screen
 
 
 async def settle(
