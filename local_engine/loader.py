@@ -671,7 +671,7 @@ def build_model(
     dtype: mx.Dtype = mx.float32,
     graph: GraphOptions | None = None,
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     layout: str = "auto",
     quantized: Mapping[str, Format] | None = None,
     progress: LoadCallback | None = None,
@@ -748,7 +748,7 @@ def load_model(
     dtype: str | mx.Dtype | None = None,
     graph: GraphOptions | None = None,
     prefill_chunk_size: int = DEFAULT_PREFILL_CHUNK,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     layout: str = "auto",
     progress: LoadCallback | None = None,
 ) -> Model:
@@ -756,8 +756,9 @@ def load_model(
 
     ``dtype`` is the compute dtype (default float32 on CPU, bfloat16 on GPU);
     ``graph`` turns on the official-graph round-trips (off by default);
-    ``compile`` (default: on for GPU) and ``layout`` (``auto``, ``cpu``: dense
-    projections stored transposed, ``gpu``: as in the file) tune speed only.
+    ``compile`` (default: every call on GPU, ``"decode"`` steps only on CPU) and
+    ``layout`` (``auto``, ``cpu``: dense projections stored transposed, ``gpu``: as
+    in the file) tune speed only.
     ``progress`` is called with a :class:`LoadProgress` as the load goes (see
     :func:`build_model`), from the first tensor to ``done``.
     """

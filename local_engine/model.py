@@ -201,7 +201,7 @@ class _LayerProgram:
 
         # CPU prefill groups MoE rows per expert on the host (see moe.routed_experts);
         # only where that piece is never compiled for T > 1.
-        host_grouping = mx.default_device() == mx.cpu and compile_fns != True  # noqa: E712
+        host_grouping = mx.default_device() == mx.cpu and compile_fns is not True
 
         def pre_attn(streams: mx.array) -> tuple[mx.array, mx.array, mx.array]:
             post, comb, x = hc_pre(streams, lw.hc_attn, **hc_kw)
@@ -274,6 +274,8 @@ class Model:
         self.dtype = dtype
         self.graph = graph or GraphOptions()
         self.prefill_chunk_size = prefill_chunk_size
+        if compile not in (None, True, False, "decode"):
+            raise EngineError(f"compile must be True, False or 'decode', got {compile!r}")
         self.compiled: CompileMode = ("decode" if on_cpu else True) if compile is None else compile
         # mHC weights as one GPU kernel where it was checked on this device (None: auto).
         self.fused_hc = fused_hc is not False and fused_kernel_ready(

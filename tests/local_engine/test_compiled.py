@@ -7,8 +7,10 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from local_engine import load_model
+from local_engine.errors import EngineError
 from local_engine.weights import TransposedWeight
 
 
@@ -49,3 +51,8 @@ def test_cpu_default_compiles_decode_steps_only_and_matches_uncompiled(official_
     a, b = prefill_then_decode(default, ids, 25), prefill_then_decode(plain, ids, 25)
     assert mx.array_equal(a[0], b[0])  # prefill is not compiled: the very same graph
     assert max_delta(a[1:], b[1:]) <= 1e-5
+
+
+def test_an_unknown_compile_mode_is_a_clear_error(official_tiny: Path) -> None:
+    with pytest.raises(EngineError, match="compile must be True, False or 'decode'"):
+        load_model(official_tiny, compile="always")
