@@ -10,7 +10,10 @@ alone does not fit, it raises :class:`ContextTooLong`: a user's text is never cu
 
 Counts come from :func:`conservative_tokens`, which leans high on purpose (see
 its docstring for how far, measured against real tokenizers): dropping one turn
-too many costs a little context, one too few costs the whole request.
+too many costs a little context, one too few costs the whole request. A target that
+can be counted exactly (the local engine: its own tokenizer and chat template, see
+:mod:`ds4router.local_tokens`) passes an :class:`ExactCounter` instead; the kept
+prompt is then measured whole, so it fits with no margin beyond the answer's reserve.
 
 The lookups at the bottom say what a target's window is: a cloud model's from its
 ``cloud.models`` entry (``context_window``, ``max_output_tokens``) first, then from
@@ -27,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ds4router.errors import Ds4RouterError
 
@@ -46,6 +49,22 @@ DEFAULT_ANSWER_RESERVE = 4096
 # Never reserve more than this share of a window for the answer: many map entries give
 # the whole window as the output limit, which would leave no room for any prompt.
 MAX_RESERVE_SHARE = 0.5
+# Tokens left unused when the count is exact: none. The prompt is measured as the engine
+# encodes it, and the engine only needs prompt + answer <= window (it refuses a prompt
+# that reaches the window and stops the answer at it), which the reserve already keeps.
+EXACT_MARGIN = 0
+
+
+class ExactCounter(Protocol):
+    """Counts tokens as the target itself will (its tokenizer and chat template)."""
+
+    def message_tokens(self, message: ChatMessage) -> int:
+        """What ``message`` adds to a prompt, its template tokens included."""
+        ...
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The whole prompt ``messages`` make, exactly."""
+        ...
 
 
 # --- counting -------------------------------------------------------------------------------
@@ -180,6 +199,7 @@ def fit_messages(
     count: TokenCounter = conservative_tokens,
     *,
     margin: int | None = None,
+    exact: ExactCounter | None = None,
 ) -> Fitted:
     """Keep what fits ``window`` minus ``reserve`` (the answer) minus ``margin``.
 
@@ -188,23 +208,45 @@ def fit_messages(
     one fits; the first that does not ends it, so what is kept is always the most
     recent run of turns, in order. Raises :class:`ContextTooLong` when the always-kept
     part alone exceeds the budget, and ``ValueError`` without a user message.
+
+    With ``exact`` (``count`` is then unused, and ``margin`` defaults to
+    :data:`EXACT_MARGIN`), turns are chosen by its per-message counts and the kept
+    prompt is then measured whole; while it is over the budget (messages merged by the
+    template can count differently together), the oldest kept turn goes too.
+    ``Fitted.tokens`` is that whole count.
     """
     system, turns = split_turns(messages)
     if not turns or not any(m.get("role") == "user" for m in turns[-1]):
         raise ValueError("fit_messages needs a user message to answer")
+    if exact is not None and margin is None:
+        margin = EXACT_MARGIN
     budget = prompt_budget(window, reserve, margin)
     newest = turns[-1]
-    used = sum(message_tokens(m, count) for m in (*system, *newest))
+
+    def cost_of(message: ChatMessage) -> int:
+        if exact is not None:
+            return exact.message_tokens(message)
+        return message_tokens(message, count)
+
+    if exact is not None:
+        used = exact.prompt_tokens([*system, *newest])
+    else:
+        used = sum(cost_of(m) for m in (*system, *newest))
     if used > budget:
         raise ContextTooLong(used, window, reserve, budget)
     kept: list[list[ChatMessage]] = []
     for turn in reversed(turns[:-1]):
-        cost = sum(message_tokens(m, count) for m in turn)
+        cost = sum(cost_of(m) for m in turn)
         if used + cost > budget:
             break
         kept.append(turn)
         used += cost
     kept.reverse()
+    if exact is not None:
+        used = exact.prompt_tokens([*system, *(m for t in kept for m in t), *newest])
+        while used > budget and kept:
+            kept.pop(0)
+            used = exact.prompt_tokens([*system, *(m for t in kept for m in t), *newest])
     earlier = len(turns) - 1
     return Fitted(
         messages=(*system, *(m for turn in kept for m in turn), *newest),
@@ -220,16 +262,27 @@ def fit_messages(
 
 @dataclass(frozen=True)
 class ContextLimits:
-    """A target's context window, the tokens kept for its answer, and where they came from."""
+    """A target's context window, the tokens kept for its answer, and where they came from.
+
+    ``counter`` counts exactly as the target does (None: :func:`conservative_tokens`);
+    ``estimated`` says why a target that is normally counted exactly is not (e.g. its
+    tokenizer cannot be read), for the user's notice.
+    """
 
     model: str
     window: int
     reserve: int
     source: str
+    counter: ExactCounter | None = None
+    estimated: str | None = None
+
+    @property
+    def margin(self) -> int:
+        return EXACT_MARGIN if self.counter is not None else safety_margin(self.window)
 
     @property
     def budget(self) -> int:
-        return prompt_budget(self.window, self.reserve)
+        return prompt_budget(self.window, self.reserve, self.margin)
 
 
 def answer_reserve(window: int, max_output: int | None) -> int:
@@ -280,11 +333,15 @@ def _map_limits(name: str, catalog: PriceCatalog | None) -> tuple[int, int | Non
 
 
 def local_limits(
-    model: str, model_path: str | Path | None, max_tokens: int
+    model: str, model_path: str | Path | None, max_tokens: int, *, exact: bool = True
 ) -> ContextLimits | None:
     """The local engine's window: ``max_position_embeddings`` of the checkpoint's
     ``config.json`` (what the engine enforces), with ``local.engine.max_tokens`` kept for
-    the answer. None when no model is configured or its config cannot be read."""
+    the answer. None when no model is configured or its config cannot be read.
+
+    With ``exact`` the limits carry the engine's own token counter (its tokenizer is
+    loaded once per process, never the weights); when that cannot be read, the count is
+    conservative and ``estimated`` says why."""
     if not model_path:
         return None
     from local_engine.config import load_config
@@ -296,14 +353,30 @@ def local_limits(
         return None
     if window <= 0:
         return None
+    counter: ExactCounter | None = None
+    estimated: str | None = None
+    if exact:
+        from ds4router.local_tokens import LocalTokenizerUnavailable, local_counter
+
+        try:
+            counter = local_counter(directory)
+        except LocalTokenizerUnavailable as exc:
+            estimated = f"the local tokenizer cannot be read ({exc})"
     return ContextLimits(
-        model, window, answer_reserve(window, max_tokens), f"{directory / 'config.json'}"
+        model,
+        window,
+        answer_reserve(window, max_tokens),
+        f"{directory / 'config.json'}",
+        counter=counter,
+        estimated=estimated,
     )
 
 
 __all__ = [
     "ContextLimits",
     "ContextTooLong",
+    "EXACT_MARGIN",
+    "ExactCounter",
     "Fitted",
     "answer_reserve",
     "cloud_limits",

@@ -28,8 +28,11 @@ is tried (``ds4router.context_window``): the oldest whole turns are left out and
 ``Notice`` says how many; the newest message is never cut, and when it alone does
 not fit, the attempt fails with ``context_window`` before anything is sent. A
 target whose window is unknown gets the conversation as it is, and a ``Notice``
-says so (once per conversation). The request is classified and routed on the whole
-conversation first, so leaving turns out can never make it look less private.
+says so (once per conversation). The local engine's window is counted exactly, with its
+own tokenizer and chat template (``ds4router.local_tokens``); cloud windows, and the local
+one when no tokenizer can be read (the notice then says so), by a conservative count. The
+request is classified and routed on the whole conversation first, so leaving turns out can
+never make it look less private.
 History keeps every turn.
 
 Usage that no backend reported (a stream cut before its usage chunk) is counted
@@ -483,7 +486,16 @@ class Session:
             attempt = _Attempt(target, model, time.monotonic())
             turn.attempts.append(attempt)
             last = position == len(specs) - 1
-            sent, notice, too_long = _fit(messages, limits.get(spec), model, len(context))
+            # Off the loop: counting a long conversation (the local tokenizer, or the
+            # conservative count's regex) takes milliseconds per thousand tokens.
+            sent, notice, too_long = await asyncio.to_thread(
+                _fit, messages, limits.get(spec), model, len(context)
+            )
+            if self._cancel_requested:  # asked while counting: nothing was sent
+                stop = failed("cancelled", "cancelled before anything was sent")
+                _conclude(turn, stop)
+                yield stop
+                return
             if too_long is not None:  # nothing sent; a target with a larger window may serve
                 attempt.end(too_long)
                 if not last and not self._cancel_requested:
@@ -978,7 +990,10 @@ def _fit(
     earlier: int,
 ) -> tuple[list[dict[str, Any]], Notice | None, Failed | None]:
     """(messages to send, a notice for the user, or the failure when the newest message
-    alone does not fit): the conversation fitted to ``limits``, or as it is when unknown."""
+    alone does not fit): the conversation fitted to ``limits``, or as it is when unknown.
+
+    Counted exactly when ``limits`` carries the target's own counter (the local engine's
+    tokenizer), else conservatively; a local window counted by estimate says why."""
     if limits is None:
         if not earlier:
             return messages, None, None
@@ -994,10 +1009,13 @@ def _fit(
             ),
             None,
         )
+    estimated = f" (counted by estimate: {limits.estimated})" if limits.estimated else ""
     try:
-        fitted = fit_messages(messages, limits.window, limits.reserve)
+        fitted = fit_messages(
+            messages, limits.window, limits.reserve, margin=limits.margin, exact=limits.counter
+        )
     except ContextTooLong as exc:
-        return [], None, failed("context_window", f"{model}: {exc.describe(model)}")
+        return [], None, failed("context_window", f"{model}: {exc.describe(model)}{estimated}")
     kept = [dict(m) for m in fitted.messages]
     if not fitted.dropped_turns:
         return kept, None, None
@@ -1007,7 +1025,8 @@ def _fit(
         kept,
         Notice(
             "context_trimmed",
-            f"{dropped} earlier {turns} left out to fit {model}'s {limits.window:,}-token context",
+            f"{dropped} earlier {turns} left out to fit {model}'s {limits.window:,}-token "
+            f"context{estimated}",
             model,
             dropped_turns=dropped,
             window=limits.window,

@@ -2,6 +2,11 @@
 
 Read from the ledger in a worker thread (one aggregate query); a missing
 database means an empty month, and nothing is created just to look.
+
+Estimates follow the report's rule (:class:`pricing.report.Bucket`): the cloud
+spend is an estimate when some cloud requests were priced from estimated token
+counts (``cloud_estimated``), the savings when any request's counts were estimated
+(``estimated``); the sidebar marks such figures as the reports do.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ class MonthFigures:
     requests: int
     unpriced: int
     reference_models: tuple[str, ...]
+    estimated: int = 0  # requests whose token counts were estimated (no usage reported)
+    cloud_estimated: int = 0  # the cloud ones among them: their cost is an estimate too
+
+    @property
+    def spent_estimated(self) -> bool:
+        return self.cloud_estimated > 0
+
+    @property
+    def savings_estimated(self) -> bool:
+        return self.estimated > 0
 
 
 def month_figures(loaded: LoadedConfig, now: dt.datetime, db_path: Path) -> MonthFigures:
@@ -50,4 +65,6 @@ def month_figures(loaded: LoadedConfig, now: dt.datetime, db_path: Path) -> Mont
         requests=report.total.requests,
         unpriced=report.total.unpriced_requests,
         reference_models=report.reference_models,
+        estimated=report.total.estimated_requests,
+        cloud_estimated=report.route("cloud").estimated_cloud_requests,
     )

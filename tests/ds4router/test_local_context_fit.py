@@ -47,7 +47,7 @@ async def test_the_local_engine_gets_a_conversation_it_can_hold(
     }
     (directory / ".ds4router.yaml").write_text(yaml.safe_dump(config))
     session = Session(load_config(directory))
-    budget = prompt_budget(WINDOW, MAX_TOKENS)
+    budget = prompt_budget(WINDOW, MAX_TOKENS, margin=0)  # counted exactly: no margin
     cid: str | None = None
     trimmed: list[int] = []
     try:

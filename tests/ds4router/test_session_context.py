@@ -213,7 +213,7 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
 ) -> None:
     """A secret said at the start of a conversation keeps it local, even after that turn no
     longer fits the local window and is left out of what the model is sent."""
-    window = 2048  # local: 2048 - 256 (max_tokens) - 256 (margin) = 1536 for the prompt
+    window = 2048  # local: 2048 - 256 (max_tokens) = 1792 for the prompt, counted exactly
     overrides = {
         "fallback": {"cloud_unavailable": "local"},
         "local": {"engine": {"model_path": str(local_model(tmp_path, window)), "max_tokens": 256}},

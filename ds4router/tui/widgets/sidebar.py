@@ -1,4 +1,9 @@
-"""The sidebar: the project and its privacy defaults, the month's money, engines, conversations."""
+"""The sidebar: the project and its privacy defaults, the month's money, engines, conversations.
+
+Money that includes estimated token counts (requests that reported no usage) carries the
+reports' mark (``~``), a line counts those requests, and the money lines' tooltip says
+what the mark means, in the text report's words.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from ds4router.config.loader import LoadedConfig
 from ds4router.tui.engine_loader import EngineStatus
 from ds4router.tui.figures import MonthFigures
 from ds4router.tui.format import bar, budget_level, money, short_model
+from pricing.report_render import ESTIMATE_MARK, marked, share
 
 _UNSET = object()
 
@@ -74,17 +80,25 @@ class Sidebar(Vertical):
 
     def show_figures(self, figures: MonthFigures) -> None:
         self.query_one("#month", Static).update(f"Month {figures.month}")
-        spend = f"cloud {money(figures.spent_usd)}"
+        spend = f"cloud {marked(money(figures.spent_usd), figures.spent_estimated)}"
         if figures.cap_usd is not None:
             spend += f" of {money(figures.cap_usd)}"
-        self.query_one("#spend", Static).update(spend)
+        spend_widget = self.query_one("#spend", Static)
+        spend_widget.update(spend)
         self.query_one(BudgetBar).show(figures)
         ref = short_model(figures.reference_models[0]) if figures.reference_models else ""
-        saved = f"saved {money(figures.savings_usd)}" + (f" vs {ref}" if ref else "")
+        saved = f"saved {marked(money(figures.savings_usd), figures.savings_estimated)}"
+        saved += f" vs {ref}" if ref else ""
         lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
         if figures.unpriced:
             lines.append(f"{figures.unpriced} unpriced")
-        self.query_one("#savings", Static).update("\n".join(lines))
+        if figures.estimated:
+            lines.append(f"{figures.estimated} estimated ({ESTIMATE_MARK})")
+        savings_widget = self.query_one("#savings", Static)
+        savings_widget.update("\n".join(lines))
+        tip = estimated_words(figures) or None
+        spend_widget.tooltip = tip if figures.spent_estimated else None
+        savings_widget.tooltip = tip
 
     _engine_status: EngineStatus | None = None
     _kv_seen: object = None
@@ -148,3 +162,14 @@ class Sidebar(Vertical):
             for index, item in enumerate(items):
                 if item.conversation_id == current:
                     view.index = index
+
+
+def estimated_words(figures: MonthFigures) -> str:
+    """What the mark means, as the text report says it ('' in a month without estimates)."""
+    if not figures.estimated:
+        return ""
+    return (
+        f"{figures.estimated:,} of {figures.requests:,} requests "
+        f"({share(figures.estimated, figures.requests)}) reported no token usage; "
+        f"their counts were estimated, and figures marked {ESTIMATE_MARK} include them"
+    )
