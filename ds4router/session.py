@@ -4,6 +4,11 @@
 and yields, in order: ``Routed`` (or ``Refused``: nothing was sent), maybe
 ``FallbackTaken``, the backend's ``ReasoningDelta``/``TextDelta``/``Usage``,
 ``Done`` or ``Failed``, and last ``Priced``, once the ledger row is written.
+This module holds the ``Session``, the events it adds to the backends', and
+``backend_for`` (which backend serves a target); the pieces it runs on are
+:mod:`ds4router.turn` (the record of the request being answered),
+:mod:`ds4router.conversation` (earlier turns, fitted to a window) and
+:mod:`ds4router.turn_costs` (the ``Priced`` event, the ledger row, the price catalog).
 
 Routing state is read fresh for each request: the month's cloud spend from the
 ledger (``pricing.budget``), the local backend's health, and the health of the
@@ -36,7 +41,7 @@ never make it look less private.
 History keeps every turn.
 
 Usage that no backend reported (a stream cut before its usage chunk) is counted
-here and written to the ledger marked ``usage_estimated``.
+(``ds4router.turn_costs``) and written to the ledger marked ``usage_estimated``.
 """
 
 from __future__ import annotations
@@ -44,19 +49,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
-import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ds4router import paths
 from ds4router.backends.base import Backend, BackendRequest
-from ds4router.backends.endpoints import provider_of, resolve
+from ds4router.backends.endpoints import resolve
 from ds4router.backends.events import (
     Done,
     Failed,
@@ -69,14 +73,8 @@ from ds4router.backends.events import (
 from ds4router.backends.health import Health
 from ds4router.classify import classify, load_attachments
 from ds4router.config.loader import LoadedConfig
-from ds4router.context_window import (
-    ContextLimits,
-    ContextTooLong,
-    cloud_limits,
-    content_text,
-    fit_messages,
-    local_limits,
-)
+from ds4router.context_window import ContextLimits, cloud_limits, content_text, local_limits
+from ds4router.conversation import ContextTurn, chat_messages, context_turns, fit_conversation
 from ds4router.detectors import redact_text
 from ds4router.errors import Ds4RouterError
 from ds4router.history import History, Message, title_from
@@ -85,12 +83,17 @@ from ds4router.privacy import Contribution
 from ds4router.request import Attachment, Request, estimate_tokens, strip_tags
 from ds4router.router import LOCAL_MODEL, Classified, Decision, RouterState, decide, parse_target
 from ds4router.state import local_engine_status
+from ds4router.turn import Attempt, Turn, outcome_status
+from ds4router.turn_costs import (
+    Priced,
+    money,
+    price_catalog,
+    priced_fields,
+    record_turn,
+)
 from pricing.catalog import PriceCatalog
-from pricing.cost import CloudCost, price_request
 from pricing.errors import PricingError
-from pricing.ledger import Ledger, LedgerRow
-from pricing.local_cost import LocalCost, LocalCostModel
-from pricing.usage import TokenUsage
+from pricing.ledger import Ledger
 
 # --- the events a session adds to the backends' ------------------------------------------
 
@@ -117,37 +120,6 @@ class FallbackTaken:
     from_target: str
     to_target: str
     reason: str
-
-
-@dataclass(frozen=True)
-class Priced:
-    """Last event, after the ledger row ``ledger_id`` was written.
-
-    ``cost_usd`` is None when the model has no price (``unpriced``), never 0.
-    ``saving_usd`` = ``counterfactual_usd`` (the same tokens on the project's
-    reference model) - ``cost_usd``, when both are known.
-    """
-
-    ledger_id: int
-    route: str
-    model: str | None
-    rule: str | None
-    input_tokens: int
-    output_tokens: int
-    ttft_s: float | None
-    tok_s: float | None
-    cost_usd: float | None
-    unpriced: bool
-    counterfactual_usd: float | None
-    reference_model: str | None
-    saving_usd: float | None
-    cost_detail: str
-    status: str = "ok"
-    duration_s: float | None = None
-    conversation_id: str | None = None
-    # The token counts were estimated here (no usage was reported), and so are the
-    # costs priced from them; the ledger row says so too.
-    usage_estimated: bool = False
 
 
 SessionEvent = (
@@ -210,26 +182,7 @@ def backend_for(target: str, model: str, loaded: LoadedConfig) -> Backend:
     return backend
 
 
-# --- pricing ------------------------------------------------------------------------------
-
-_catalogs: dict[tuple[str, str], PriceCatalog] = {}
-_catalogs_lock = threading.Lock()
-
-
-def price_catalog(loaded: LoadedConfig) -> PriceCatalog:
-    """The catalog for this config (dated sheets + ``pricing.overrides``), built once."""
-    sheets = paths.configs_dir() / "prices"
-    overrides = {
-        name: rates.model_dump(exclude_none=True)
-        for name, rates in loaded.config.pricing.overrides.items()
-    }
-    key = (str(sheets), json.dumps(overrides, sort_keys=True))
-    with _catalogs_lock:
-        catalog = _catalogs.get(key)
-        if catalog is None:
-            catalog = PriceCatalog.load(sheets, overrides)
-            _catalogs[key] = catalog
-    return catalog
+# --- the prompt ---------------------------------------------------------------------------
 
 
 def compose_prompt(text: str, attachments: Sequence[Attachment]) -> str:
@@ -242,64 +195,6 @@ def compose_prompt(text: str, attachments: Sequence[Attachment]) -> str:
         body = attachment.text.rstrip("\n")
         parts.append(f"File `{attachment.path}`:\n{fence}\n{body}\n{fence}")
     return "\n\n".join(parts)
-
-
-# --- the turn being answered ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _ContextTurn:
-    """An earlier exchange sent along as context, and the privacy level it carries."""
-
-    prompt: str
-    answer: str
-    privacy: PrivacyLevel
-
-
-@dataclass
-class _Attempt:
-    target: str
-    model: str
-    started: float
-    first_token: float | None = None
-    ended: float | None = None
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    usage: Usage | None = None
-    outcome: Done | Failed | None = None
-    energy: Any = None  # pricing.energy.EnergyReading of a local attempt
-    prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
-
-    @property
-    def has_tokens(self) -> bool:
-        return self.first_token is not None
-
-    def token(self, event: TextDelta | ReasoningDelta) -> None:
-        if self.first_token is None:
-            self.first_token = time.monotonic()
-        (self.text if isinstance(event, TextDelta) else self.reasoning).append(event.text)
-
-    def end(self, outcome: Done | Failed) -> None:
-        self.outcome = outcome
-        self.ended = time.monotonic()
-
-
-@dataclass
-class _Turn:
-    text: str
-    prompt: str
-    attachments: tuple[Attachment, ...]
-    conversation_id: str
-    classified: Classified
-    decision: Decision
-    time: dt.datetime
-    attempts: list[_Attempt] = field(default_factory=list)
-    fell_back: bool = False
-    recorded: bool = False
-
-    @property
-    def last(self) -> _Attempt | None:
-        return self.attempts[-1] if self.attempts else None
 
 
 # --- the session ----------------------------------------------------------------------------
@@ -338,7 +233,7 @@ class Session:
         self._spent: float | None = None
         # history: off keeps the current conversation here, and nowhere else.
         self._memory_id: str | None = None
-        self._memory: list[_ContextTurn] = []
+        self._memory: list[ContextTurn] = []
         self._context_level: PrivacyLevel | None = None
         # (conversation, model) pairs already told that the model's window is unknown:
         # said once per conversation, not under every answer.
@@ -412,7 +307,7 @@ class Session:
         decision = await asyncio.to_thread(self._decide, classified, live=True)
         decision = self._enforce_privacy(decision, classified)
         prompt = compose_prompt(text, attachments)
-        turn = _Turn(
+        turn = Turn(
             text=text,
             prompt=prompt,
             attachments=attachments,
@@ -444,7 +339,7 @@ class Session:
     # --- attempts and fallback ----------------------------------------------------------
 
     async def _attempts(
-        self, turn: _Turn, context: Sequence[_ContextTurn]
+        self, turn: Turn, context: Sequence[ContextTurn]
     ) -> AsyncGenerator[SessionEvent, None]:
         """Try the chosen target, then its fallbacks while failures come before any token.
 
@@ -452,7 +347,7 @@ class Session:
         failure is shown only once nothing is left to fall back to, so the user sees
         the first backend's error (with why the fallback could not help).
         """
-        messages = _messages(context, turn.prompt)
+        messages = chat_messages(context, turn.prompt)
         # The router filtered the chain already; filtered again, so no bug there can leak.
         specs = [s for s in _chain(turn.decision) if self._spec_allowed(s, turn)]
         # Each target's window, read off the loop (the model map is parsed on first use).
@@ -464,16 +359,16 @@ class Session:
             assert model is not None
             if self._cancel_requested:
                 if not turn.attempts:
-                    turn.attempts.append(_Attempt(target, model, time.monotonic()))
+                    turn.attempts.append(Attempt(target, model, time.monotonic()))
                 stop = failed("cancelled", "cancelled before anything was sent")
-                _conclude(turn, stop)
+                turn.conclude(stop)
                 yield stop
                 return
             try:
                 backend = self._backend(target, model)
             except BackendUnavailable as exc:
                 if not turn.attempts:  # the row needs a route even when nothing ran
-                    turn.attempts.append(_Attempt(target, model, time.monotonic()))
+                    turn.attempts.append(Attempt(target, model, time.monotonic()))
                 if pending is None:
                     pending, failed_spec = failed("unavailable", str(exc)), spec
                 else:
@@ -483,17 +378,17 @@ class Session:
                 turn.fell_back = True
                 yield FallbackTaken(failed_spec, spec, pending.message)
                 pending = None
-            attempt = _Attempt(target, model, time.monotonic())
+            attempt = Attempt(target, model, time.monotonic())
             turn.attempts.append(attempt)
             last = position == len(specs) - 1
             # Off the loop: counting a long conversation (the local tokenizer, or the
             # conservative count's regex) takes milliseconds per thousand tokens.
             sent, notice, too_long = await asyncio.to_thread(
-                _fit, messages, limits.get(spec), model, len(context)
+                fit_conversation, messages, limits.get(spec), model, len(context)
             )
             if self._cancel_requested:  # asked while counting: nothing was sent
                 stop = failed("cancelled", "cancelled before anything was sent")
-                _conclude(turn, stop)
+                turn.conclude(stop)
                 yield stop
                 return
             if too_long is not None:  # nothing sent; a target with a larger window may serve
@@ -532,7 +427,7 @@ class Session:
             if pending is None:
                 return
         if pending is not None:
-            _conclude(turn, pending)
+            turn.conclude(pending)
             yield pending
 
     def _limits_of(self, specs: Sequence[str]) -> dict[str, ContextLimits | None]:
@@ -550,11 +445,11 @@ class Session:
                 found[spec] = cloud_limits(model, catalog, self.config.cloud.models)
         return found
 
-    def _spec_allowed(self, spec: str, turn: _Turn) -> bool:
+    def _spec_allowed(self, spec: str, turn: Turn) -> bool:
         return not spec.startswith("cloud:") or self._cloud_allowed(turn.classified, turn.decision)
 
     async def _stream(
-        self, backend: Backend, request: BackendRequest, attempt: _Attempt
+        self, backend: Backend, request: BackendRequest, attempt: Attempt
     ) -> AsyncGenerator[SessionEvent, None]:
         """One backend's events, tracked on ``attempt`` (energy metered for local)."""
         meter = None
@@ -742,26 +637,26 @@ class Session:
 
     # --- conversation context -------------------------------------------------------------
 
-    def _context(self, conversation_id: str) -> list[_ContextTurn]:
+    def _context(self, conversation_id: str) -> list[ContextTurn]:
         """Earlier exchanges of the conversation that reached a model, oldest first."""
         if not self.history_enabled:
             turns = list(self._memory) if conversation_id == self._memory_id else []
         else:
             with self._db_lock:
                 messages = self._history_db().messages(conversation_id)
-            turns = _turns_of(messages)
+            turns = context_turns(messages)
         self._context_level = max((t.privacy for t in turns), default=None)
         return turns
 
     # --- accounting -------------------------------------------------------------------------
 
-    def _finish(self, turn: _Turn, abandoned: bool = False) -> Priced:
+    def _finish(self, turn: Turn, abandoned: bool = False) -> Priced:
         """Price the turn, write its ledger row and history; returns the ``Priced`` event."""
         turn.recorded = True
         decision = turn.decision
         if abandoned and not turn.attempts and decision.target != "refuse" and decision.model:
             # Routed, then dropped before the backend was called: still the routed target's row.
-            turn.attempts.append(_Attempt(decision.target, decision.model, time.monotonic()))
+            turn.attempts.append(Attempt(decision.target, decision.model, time.monotonic()))
         attempt = turn.last
         if attempt is not None and attempt.outcome is None:
             attempt.end(
@@ -769,150 +664,33 @@ class Session:
                 if abandoned
                 else failed("internal", "the request ended without an outcome")
             )
-        status, error_kind, error = _status(attempt)
-        rule = "fallback" if turn.fell_back else decision.rule
-        reference = self.config.pricing.reference_model
         catalog, catalog_error = self._catalog()
-        ttft = tok_s = duration = None
-        input_tokens = output_tokens = 0
-        cost: float | None
-        counterfactual: CloudCost | None = None
-        estimated = False
-        if attempt is None:
-            route, model = "refused", None
-            row = LedgerRow.for_refused(
-                time=turn.time,
-                project=self.project,
-                conversation_id=turn.conversation_id,
-                rule=decision.rule,
-                privacy=str(decision.privacy),
-                task=decision.task,
-            )
-            cost, detail = 0.0, "refused: nothing was sent, nothing spent"
-        else:
-            route, model = attempt.target, attempt.model
-            usage = _token_usage(attempt.usage or _estimate(turn, attempt))
-            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
-            estimated = usage.estimated
-            end = attempt.ended if attempt.ended is not None else time.monotonic()
-            duration = max(end - attempt.started, 0.0)
-            if attempt.first_token is not None:
-                ttft = attempt.first_token - attempt.started
-                decoding = end - attempt.first_token
-                tok_s = output_tokens / decoding if decoding > 0 and output_tokens else None
-            if reference and catalog is not None:
-                counterfactual = catalog.price(reference, usage)
-            extra: dict[str, Any] = {
-                "conversation_id": turn.conversation_id,
-                "rule": rule,
-                "privacy": str(turn.classified.privacy.level),
-                "task": decision.task,
-                "ttft_s": ttft,
-                "duration_s": duration,
-                "tok_s": tok_s,
-                "status": status,
-                "error_kind": error_kind,
-            }
-            if attempt.target == "cloud":
-                priced = (
-                    catalog.price(attempt.model, usage)
-                    if catalog is not None
-                    else price_request(usage, None, model=attempt.model)
-                )
-                row = LedgerRow.for_cloud(
-                    time=turn.time,
-                    project=self.project,
-                    cost=priced,
-                    provider=provider_of(attempt.model),
-                    counterfactual=counterfactual,
-                    **extra,
-                )
-                cost = priced.total_usd
-                detail = _cloud_detail(priced, catalog_error)
-            else:
-                local = self._local_cost(attempt, duration)
-                if attempt.energy is not None:
-                    extra["duration_s"] = duration = attempt.energy.seconds
-                row = LedgerRow.for_local(
-                    time=turn.time,
-                    project=self.project,
-                    usage=usage,
-                    cost=local,
-                    model=attempt.model,
-                    counterfactual=counterfactual,
-                    **extra,
-                )
-                cost = local.total_usd
-                detail = _local_detail(local, self.config.local.electricity_usd_per_kwh, duration)
-        cf_usd = None if counterfactual is None else counterfactual.total_usd
-        saving = None if cf_usd is None or cost is None else cf_usd - cost
         with self._db_lock:
-            ledger_id = self._ledger_db().record(row)
-            if route == "cloud" and cost is not None and self._spent is not None:
-                self._spent += cost
-            self._remember(turn, attempt, route, model, rule, cost, status, error, ledger_id)
-        return Priced(
-            ledger_id=ledger_id,
-            route=route,
-            model=model,
-            rule=rule if attempt is not None else decision.rule,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            ttft_s=ttft,
-            tok_s=tok_s,
-            cost_usd=cost,
-            unpriced=cost is None,
-            counterfactual_usd=cf_usd,
-            reference_model=reference,
-            saving_usd=saving,
-            cost_detail=detail,
-            status=status,
-            duration_s=duration,
-            conversation_id=turn.conversation_id,
-            usage_estimated=estimated,
-        )
+            priced = record_turn(
+                turn,
+                self._ledger_db(),
+                project=self.project,
+                config=self.config,
+                catalog=catalog,
+                catalog_error=catalog_error,
+            )
+            if priced.route == "cloud" and priced.cost_usd is not None and self._spent is not None:
+                self._spent += priced.cost_usd
+            self._remember(turn, attempt, priced)
+        return priced
 
-    def _local_cost(self, attempt: _Attempt, duration: float) -> LocalCost:
-        local = self.config.local
-        model = LocalCostModel(
-            watts=local.power.watts,
-            electricity_usd_per_kwh=local.electricity_usd_per_kwh,
-            hardware_price_usd=local.hardware.price_usd,
-            lifetime_years=local.hardware.lifetime_years,
-            hours_per_day=local.hardware.hours_per_day,
-            inference_share=local.hardware.inference_share,
-        )
-        reading = attempt.energy
-        if reading is None:  # never started (backend unavailable): nothing ran
-            return model.local_cost(0.0)
-        if reading.source == "configured":
-            return model.local_cost(reading.seconds)
-        return model.local_cost(reading.seconds, reading.joules, reading.source)
-
-    def _remember(
-        self,
-        turn: _Turn,
-        attempt: _Attempt | None,
-        route: str,
-        model: str | None,
-        rule: str | None,
-        cost: float | None,
-        status: str,
-        error: str | None,
-        ledger_id: int,
-    ) -> None:
+    def _remember(self, turn: Turn, attempt: Attempt | None, priced: Priced) -> None:
+        """Keep the exchange in the conversation (history, or memory when history is off)."""
         level = turn.classified.privacy.level
         answer = "".join(attempt.text) if attempt is not None else None
         if not self.history_enabled:
             if self._memory_id != turn.conversation_id:
                 self._memory_id, self._memory = turn.conversation_id, []
             if answer:
-                self._memory.append(_ContextTurn(turn.prompt, answer, level))
+                self._memory.append(ContextTurn(turn.prompt, answer, level))
             self._context_level = max((t.privacy for t in self._memory), default=None)
             return
-        usage = _token_usage(
-            (attempt.usage or _estimate(turn, attempt)) if attempt is not None else None
-        )
+        _, error_kind, error = outcome_status(attempt)
         user = Message(
             role="user",
             text=turn.text,
@@ -925,18 +703,18 @@ class Session:
             role="assistant",
             text=answer,
             reasoning="".join(attempt.reasoning) if attempt is not None else None,
-            route=route,
-            model=model,
-            rule=rule,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=cost,
-            status=status,
+            route=priced.route,
+            model=priced.model,
+            rule=priced.rule,
+            input_tokens=priced.input_tokens,
+            output_tokens=priced.output_tokens,
+            cost_usd=priced.cost_usd,
+            status=priced.status,
             privacy=str(level),
             task=turn.decision.task,
-            error_kind=_status(attempt)[1],
+            error_kind=error_kind,
             error=error,
-            ledger_id=ledger_id,
+            ledger_id=priced.ledger_id,
         )
         # A title is shown in lists and sidebars: never with a detected secret in it.
         found = [f.finding for f in turn.classified.privacy.findings if f.where is None]
@@ -970,213 +748,12 @@ class Session:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _conclude(turn: _Turn, outcome: Failed) -> None:
-    """The last attempt's final outcome (it may have failed already: this says more)."""
-    attempt = turn.last
-    assert attempt is not None
-    attempt.outcome = outcome
-    if attempt.ended is None:
-        attempt.ended = time.monotonic()
-
-
 def _chain(decision: Decision) -> list[str]:
     return [decision.target_spec, *decision.fallbacks] if decision.target != "refuse" else []
 
 
-def _fit(
-    messages: list[dict[str, Any]],
-    limits: ContextLimits | None,
-    model: str,
-    earlier: int,
-) -> tuple[list[dict[str, Any]], Notice | None, Failed | None]:
-    """(messages to send, a notice for the user, or the failure when the newest message
-    alone does not fit): the conversation fitted to ``limits``, or as it is when unknown.
-
-    Counted exactly when ``limits`` carries the target's own counter (the local engine's
-    tokenizer), else conservatively; a local window counted by estimate says why."""
-    if limits is None:
-        if not earlier:
-            return messages, None, None
-        tokens = sum(estimate_tokens(content_text(m.get("content"))) for m in messages)
-        turns = "turn" if earlier == 1 else "turns"
-        return (
-            messages,
-            Notice(
-                "context_unknown",
-                f"{model}'s context window is unknown: sent the whole conversation "
-                f"({earlier} earlier {turns}, about {tokens:,} tokens) as it is",
-                model,
-            ),
-            None,
-        )
-    estimated = f" (counted by estimate: {limits.estimated})" if limits.estimated else ""
-    try:
-        fitted = fit_messages(
-            messages, limits.window, limits.reserve, margin=limits.margin, exact=limits.counter
-        )
-    except ContextTooLong as exc:
-        return [], None, failed("context_window", f"{model}: {exc.describe(model)}{estimated}")
-    kept = [dict(m) for m in fitted.messages]
-    if not fitted.dropped_turns:
-        return kept, None, None
-    dropped = fitted.dropped_turns
-    turns = "turn" if dropped == 1 else "turns"
-    return (
-        kept,
-        Notice(
-            "context_trimmed",
-            f"{dropped} earlier {turns} left out to fit {model}'s {limits.window:,}-token "
-            f"context{estimated}",
-            model,
-            dropped_turns=dropped,
-            window=limits.window,
-        ),
-        None,
-    )
-
-
-def _messages(context: Sequence[_ContextTurn], prompt: str) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    for turn in context:
-        messages.append({"role": "user", "content": turn.prompt})
-        messages.append({"role": "assistant", "content": turn.answer})
-    messages.append({"role": "user", "content": prompt})
-    return messages
-
-
-def _turns_of(messages: Sequence[Message]) -> list[_ContextTurn]:
-    """Exchanges whose answer has text; refused and failed-before-any-token ones were never
-    part of the conversation a model saw."""
-    turns: list[_ContextTurn] = []
-    pending: Message | None = None
-    for message in messages:
-        if message.role == "user":
-            pending = message
-            continue
-        if pending is None or not message.text or message.route not in ("local", "cloud"):
-            pending = None
-            continue
-        level = max(_level(pending.privacy), _level(message.privacy))
-        prompt = pending.content if pending.content is not None else strip_tags(pending.text or "")
-        turns.append(_ContextTurn(prompt, message.text, level))
-        pending = None
-    return turns
-
-
-def _level(value: str | None) -> PrivacyLevel:
-    # Fail closed: a message whose level is unknown is treated as secret.
-    if value is None:
-        return PrivacyLevel.SECRET
-    try:
-        return PrivacyLevel.parse(value)
-    except ValueError:
-        return PrivacyLevel.SECRET
-
-
-def _status(attempt: _Attempt | None) -> tuple[str, str | None, str | None]:
-    """(ledger status, error kind, error message) of the last attempt."""
-    if attempt is None or isinstance(attempt.outcome, Done) or attempt.outcome is None:
-        return "ok", None, None
-    if attempt.outcome.kind == "cancelled":
-        return "cancelled", None, None
-    return "error", attempt.outcome.kind, attempt.outcome.message
-
-
-def _token_usage(usage: Usage | None) -> TokenUsage:
-    if usage is None:
-        return TokenUsage()
-    # Backends report OpenAI's convention; clamp so one odd provider cannot lose a row.
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    write = min(usage.cache_write_tokens, usage.input_tokens - cached)
-    return TokenUsage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=cached,
-        cache_write_tokens=write,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=min(usage.reasoning_tokens, usage.output_tokens),
-        estimated=usage.estimated,
-    )
-
-
-def _estimate(turn: _Turn, attempt: _Attempt) -> Usage | None:
-    """Rough counts for an attempt that streamed but never reported usage (a consumer
-    that went away mid-stream): the tokens were spent, so they are counted."""
-    if not attempt.has_tokens:
-        return None
-    sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
-    return Usage(
-        input_tokens=turn.classified.tokens if sent is None else sent,
-        output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
-        estimated=True,
-    )
-
-
 def _detail_of(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def money(value: float) -> str:
-    """USD for a footer: 4 decimals from a cent up, 6 below, and never a misleading $0."""
-    if value >= 0.01 or value == 0:
-        return f"${value:.4f}"
-    if value >= 0.0000005:
-        return f"${value:.6f}"
-    return "<$0.000001"
-
-
-def _cloud_detail(cost: CloudCost, catalog_error: str | None) -> str:
-    if catalog_error is not None:
-        return f"{cost.model}: unpriced, the price catalog could not load ({catalog_error})"
-    if cost.rates is None or cost.total_usd is None:
-        return (
-            f"{cost.model}: no known price, so unpriced; add it under pricing.overrides "
-            "in .ds4router.yaml (USD per 1M tokens)"
-        )
-    rates, usage = cost.rates, cost.usage
-    terms = [f"{usage.uncached_input_tokens} in x ${rates.input:g}/M"]
-    if usage.cached_input_tokens:
-        terms.append(f"{usage.cached_input_tokens} cached x ${rates.effective_cached_input:g}/M")
-    if usage.cache_write_tokens:
-        terms.append(f"{usage.cache_write_tokens} cache-write x ${rates.effective_cache_write:g}/M")
-    terms.append(f"{usage.visible_output_tokens} out x ${rates.output:g}/M")
-    if usage.reasoning_tokens:
-        terms.append(f"{usage.reasoning_tokens} reasoning x ${rates.effective_reasoning:g}/M")
-    source = rates.sheet or "prices"
-    if rates.as_of:
-        source += f", {rates.as_of}"
-    return f"{cost.model}: {' + '.join(terms)} = {money(cost.total_usd)} ({source})"
-
-
-def _local_detail(cost: LocalCost, usd_per_kwh: float, seconds: float | None) -> str:
-    return (
-        f"local: {cost.energy_j:.1f} J ({cost.energy_source}) x ${usd_per_kwh:g}/kWh = "
-        f"{money(cost.electricity_usd)} electricity + {money(cost.amortization_usd)} hardware "
-        f"over {seconds or 0.0:.2f} s"
-    )
-
-
-def priced_fields(priced: Priced) -> Mapping[str, Any]:
-    """The ``Priced`` figures as a JSON-ready mapping (``ask --json``)."""
-    return {
-        "ledger_id": priced.ledger_id,
-        "route": priced.route,
-        "model": priced.model,
-        "rule": priced.rule,
-        "status": priced.status,
-        "input_tokens": priced.input_tokens,
-        "output_tokens": priced.output_tokens,
-        "ttft_s": priced.ttft_s,
-        "tok_s": priced.tok_s,
-        "duration_s": priced.duration_s,
-        "cost_usd": priced.cost_usd,
-        "unpriced": priced.unpriced,
-        "counterfactual_usd": priced.counterfactual_usd,
-        "reference_model": priced.reference_model,
-        "saving_usd": priced.saving_usd,
-        "cost_detail": priced.cost_detail,
-        "conversation_id": priced.conversation_id,
-        "usage_estimated": priced.usage_estimated,
-    }
 
 
 __all__ = [
