@@ -345,8 +345,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
     )
 
 
-def load_config(model_dir: str | Path) -> ModelConfig:
-    """Read ``<model_dir>/config.json``; errors name the file."""
+def read_config_json(model_dir: str | Path) -> dict[str, Any]:
+    """``<model_dir>/config.json`` as a dict, unvalidated; errors name the file."""
     path = Path(model_dir).expanduser() / "config.json"
     if not path.is_file():
         raise CheckpointError(
@@ -358,10 +358,20 @@ def load_config(model_dir: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a JSON object at the top level")
+    return raw
+
+
+def config_from_file_dict(raw: Mapping[str, Any], model_dir: str | Path) -> ModelConfig:
+    """:func:`config_from_dict` for what :func:`read_config_json` read; errors name the file."""
     try:
         return config_from_dict(raw)
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
+        raise CheckpointError(f"{Path(model_dir).expanduser() / 'config.json'}: {exc}") from exc
+
+
+def load_config(model_dir: str | Path) -> ModelConfig:
+    """Read and check ``<model_dir>/config.json``; errors name the file."""
+    return config_from_file_dict(read_config_json(model_dir), model_dir)
 
 
 def yarn_inv_freq_params(cfg: ModelConfig) -> tuple[float, float] | None:

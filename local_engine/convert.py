@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from local_engine.checkpoint_names import expected_shapes, official_name, to_official
-from local_engine.config import ModelConfig, config_from_dict
+from local_engine.config import ModelConfig, config_from_dict, read_config_json
 from local_engine.errors import CheckpointError, EngineError
 from local_engine.official_format import FP8_BLOCK, MX_GROUP, float_to_e8m0
 from local_engine.quantize import (
@@ -173,19 +173,6 @@ def _base_name(path: str) -> str:
     return official_name(path)
 
 
-def _read_raw_config(src: Path) -> dict[str, Any]:
-    path = src / "config.json"
-    if not path.is_file():
-        raise ConvertError(f"{path} not found: SRC must be a checkpoint directory")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConvertError(f"{path}: cannot read JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConvertError(f"{path}: expected a JSON object")
-    return raw
-
-
 def plan_conversion(
     src: str | Path, recipe: Recipe, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 ) -> ConversionPlan:
@@ -195,7 +182,7 @@ def plan_conversion(
     src_dir = Path(src).expanduser().resolve()
     if not src_dir.is_dir():
         raise ConvertError(f"{src_dir} is not a directory (SRC must be a checkpoint directory)")
-    raw = _read_raw_config(src_dir)
+    raw = read_config_json(src_dir)
     if quantized_paths(raw):
         raise ConvertError(
             f"{src_dir} was already converted (its config.json has a '{QUANT_SECTION}'"
@@ -823,7 +810,7 @@ def expand_to_float(src: str | Path, dst: str | Path) -> Path:
 
     src_dir, out = Path(src), Path(dst)
     out.mkdir(parents=True, exist_ok=True)
-    raw = _read_raw_config(src_dir)
+    raw = read_config_json(src_dir)
     formats = quantized_paths(raw)
     tensors: dict[str, tuple[str, np.ndarray]] = {}
     for shard in list_shards(src_dir):

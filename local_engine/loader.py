@@ -23,7 +23,6 @@ Totals come from the safetensors headers, so the figures are bytes of the files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from local_engine.attention import (
     IndexerWeights,
 )
 from local_engine.checkpoint_names import ParsedName, expected_shapes, parse_name
-from local_engine.config import ModelConfig, load_config
+from local_engine.config import ModelConfig, config_from_file_dict, read_config_json
 from local_engine.errors import CheckpointError
 from local_engine.graph_options import GraphOptions
 from local_engine.hyper_connections import HyperHeadWeights, HyperWeights
@@ -765,8 +764,9 @@ def load_model(
     model_dir = Path(path).expanduser()
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is not a directory (expected a model directory)")
-    cfg = load_config(model_dir)
-    quantized = quantized_paths(json.loads((model_dir / "config.json").read_text("utf-8")))
+    raw = read_config_json(model_dir)  # read once: the config and its quantization section
+    cfg = config_from_file_dict(raw, model_dir)
+    quantized = quantized_paths(raw)
     shards = list_shards(model_dir)
     infos: list[TensorInfo] = []
     seen: dict[str, Path] = {}

@@ -198,23 +198,23 @@ def official_tensors(
     def linear(shape: tuple[int, int]) -> np.ndarray:
         return normal(shape, 1.0 / math.sqrt(shape[1]))
 
-    def fp8_or_float(name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
+    def packed_or_float(
+        name: str, shape: tuple[int, int], fp4: bool
+    ) -> Iterator[tuple[str, str, np.ndarray]]:
+        """FP4 (experts) or FP8 (projections) as the release stores them, else float."""
         w = linear(shape)
-        if quantized:
-            codes, scales = quantize_fp8_blocks(w)
-            yield f"{name}.weight", "F8_E4M3", codes
-            yield f"{name}.scale", "F8_E8M0", scales
-        else:
+        if not quantized:
             yield (f"{name}.weight", *_float_tensor(w, fdt))
+            return
+        codes, scales = quantize_fp4_rows(w) if fp4 else quantize_fp8_blocks(w)
+        yield f"{name}.weight", ("I8" if fp4 else "F8_E4M3"), codes
+        yield f"{name}.scale", "F8_E8M0", scales
+
+    def fp8_or_float(name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
+        return packed_or_float(name, shape, fp4=False)
 
     def fp4_or_float(name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
-        w = linear(shape)
-        if quantized:
-            packed, scales = quantize_fp4_rows(w)
-            yield f"{name}.weight", "I8", packed
-            yield f"{name}.scale", "F8_E8M0", scales
-        else:
-            yield (f"{name}.weight", *_float_tensor(w, fdt))
+        return packed_or_float(name, shape, fp4=True)
 
     def flt(name: str, arr: np.ndarray) -> tuple[str, str, np.ndarray]:
         return (name, *_float_tensor(arr, fdt))

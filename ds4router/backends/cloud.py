@@ -38,6 +38,7 @@ from ds4router.backends.events import (
     Usage,
     failed,
 )
+from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import FailureWindow, Health, Reachability
 from ds4router.config.schema import CloudConfig
 
@@ -100,14 +101,6 @@ class _TimedOut(Exception):
         self.what = what
 
 
-@dataclass(eq=False)
-class _Flight:
-    """One stream in flight: what ``cancel()`` needs to reach it from any thread."""
-
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 @dataclass
 class _Answer:
     text: list[str] = field(default_factory=list)
@@ -151,19 +144,12 @@ class CloudBackend:
         self.reachability = reachability or Reachability()
         self.failures = failures or FailureWindow()
         self._rng = rng or random.Random()
-        self._flights: set[_Flight] = set()
-        self._flights_lock = threading.Lock()
+        self._flights = Flights()
 
     # -- protocol ----------------------------------------------------------
     def cancel(self) -> None:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
-        with self._flights_lock:
-            flights = list(self._flights)
-        for flight in flights:
-            try:
-                flight.loop.call_soon_threadsafe(flight.event.set)
-            except RuntimeError:  # its loop is closed: the stream is gone already
-                pass
+        self._flights.cancel_all()
 
     def health(self, model: str | None = None) -> Health:
         """Health of ``model`` (what the router should ask), or of the configured models.
@@ -211,15 +197,9 @@ class CloudBackend:
                     f"({probe.detail}, checked {age:.0f}s ago); nothing was sent",
                 )
                 return
-        flight = _Flight(asyncio.get_running_loop())
-        with self._flights_lock:
-            self._flights.add(flight)
-        try:
+        with self._flights.track() as flight:
             async for event in self._run(request, target, flight):
                 yield event
-        finally:
-            with self._flights_lock:
-                self._flights.discard(flight)
 
     # -- keys ----------------------------------------------------------------
     def _key(self, target: ModelTarget) -> str | None:
@@ -278,7 +258,7 @@ class CloudBackend:
         return kwargs
 
     async def _run(
-        self, request: BackendRequest, target: ModelTarget, flight: _Flight
+        self, request: BackendRequest, target: ModelTarget, flight: Flight
     ) -> AsyncIterator[Event]:
         litellm = load_litellm()
         timeouts = self.config.timeouts
@@ -420,10 +400,10 @@ class CloudBackend:
             return None, "no time left to retry within cloud.timeouts.total_s"
         return delay, ""
 
-    async def _wait(self, awaitable: Awaitable[T], until: float, flight: _Flight, what: str) -> T:
+    async def _wait(self, awaitable: Awaitable[T], until: float, flight: Flight, what: str) -> T:
         """Await ``awaitable`` unless ``until`` passes or the stream is cancelled first."""
         task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(flight.event.wait())
+        stop = asyncio.ensure_future(flight.cancelled.wait())
         try:
             done, _ = await asyncio.wait(
                 {task, stop},
@@ -441,7 +421,7 @@ class CloudBackend:
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not warn about it
-        if flight.event.is_set():
+        if flight.cancelled.is_set():
             raise _Cancelled()
         raise _TimedOut(what)
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +46,7 @@ from ds4router.backends.events import (
     Usage,
     failed,
 )
+from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
 from local_engine.worker import SerialWorker
 
@@ -330,15 +331,6 @@ def _check_model_dir(path: Path) -> str | None:
 # --- the backend ----------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class _Flight:
-    """One stream in flight: what ``cancel()`` needs to reach it from any thread."""
-
-    loop: asyncio.AbstractEventLoop
-    stop: threading.Event = field(default_factory=threading.Event)  # read by the engine
-    wake: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a wait for the load
-
-
 @dataclass(frozen=True)
 class _Raised:
     """The generation thread ended in an exception."""
@@ -382,7 +374,7 @@ class LocalBackend:
         self.kv_ram_bytes = kv_ram_bytes
         self.last_stats: LocalStats | None = None
         self._stats: OrderedDict[str, LocalStats] = OrderedDict()
-        self._flights: set[_Flight] = set()
+        self._flights = Flights()
         self._lock = threading.Lock()
         self._checked: tuple[int, str | None] | None = None  # (config.json mtime, problem)
 
@@ -485,32 +477,18 @@ class LocalBackend:
 
     def cancel(self) -> None:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
-        with self._lock:
-            flights = list(self._flights)
-        for flight in flights:
-            flight.stop.set()  # the engine checks it between prefill chunks and tokens
-            try:
-                flight.loop.call_soon_threadsafe(flight.wake.set)
-            except RuntimeError:  # its loop is closed: the stream is gone already
-                pass
+        self._flights.cancel_all()  # the engine checks ``stop`` between prefill chunks and tokens
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
         # Registered before the first await, so a cancel() after stream() started reaches it.
-        flight = _Flight(asyncio.get_running_loop())
-        with self._lock:
-            self._flights.add(flight)
-        try:
+        # ``stop`` is set when it ends, also when the consumer stops listening: the engine
+        # thread must not decode on for nobody (and hold the engine meanwhile).
+        with self._flights.track() as flight:
             async for event in self._run(request, flight):
                 yield event
-        finally:
-            # Also when the consumer stops listening: the engine thread must not decode on
-            # for nobody (and hold the engine, one generation at a time, meanwhile).
-            flight.stop.set()
-            with self._lock:
-                self._flights.discard(flight)
 
     # -- one request -----------------------------------------------------------------------
-    async def _run(self, request: BackendRequest, flight: _Flight) -> AsyncIterator[Event]:
+    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[Event]:
         started = time.perf_counter()
         name = request.model
         if self.model_path is None:
@@ -575,7 +553,7 @@ class LocalBackend:
             "internal", f"{name}: the engine stopped without finishing", after_tokens=produced
         )
 
-    async def _engine(self, flight: _Flight) -> Engine | None:
+    async def _engine(self, flight: Flight) -> Engine | None:
         """The loaded engine (starting the load if nobody has), None when loading failed.
 
         Returns early (with whatever state) when the request is cancelled meanwhile.
@@ -595,7 +573,7 @@ class LocalBackend:
                 loop.call_soon_threadsafe(resolve)
 
         if load.listen(notify):
-            woken = asyncio.ensure_future(flight.wake.wait())
+            woken = asyncio.ensure_future(flight.cancelled.wait())
             try:
                 await asyncio.wait({loaded, woken}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -640,7 +618,7 @@ class LocalBackend:
         engine: Engine,
         messages: list[dict[str, Any]],
         params: GenerationParams,
-        flight: _Flight,
+        flight: Flight,
         events: asyncio.Queue[Any],
     ) -> None:
         """On the engine thread: engine events onto the stream's queue, then ``_END``."""
@@ -654,7 +632,8 @@ class LocalBackend:
                 flight.stop.set()
 
         try:
-            prompt_tokens = len(engine.encode_messages(messages, params))
+            prompt_ids = engine.encode_messages(messages, params)  # encoded once, used twice
+            prompt_tokens = len(prompt_ids)
             if prompt_tokens >= engine.context_limit:
                 put(
                     _Raised(
@@ -665,7 +644,7 @@ class LocalBackend:
                     )
                 )
                 return
-            for event in engine.generate(messages, params, cancel=flight.stop):
+            for event in engine.generate_ids(prompt_ids, params, cancel=flight.stop):
                 put(event)
         except ChatEncodingError as exc:  # tools, roles the encoding does not know
             put(_Raised("bad_request", str(exc)))

@@ -18,7 +18,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.events import (
@@ -31,6 +31,7 @@ from ds4router.backends.events import (
     Usage,
     failed,
 )
+from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health
 
 
@@ -63,12 +64,6 @@ def reply(*text: str, **kwargs: object) -> ScriptedReply:
     return ScriptedReply(**kwargs)  # type: ignore[arg-type]
 
 
-@dataclass(eq=False)
-class _Flight:
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class ScriptedBackend:
     """Plays back ``ScriptedReply`` objects, one per request, then ``default``.
 
@@ -87,7 +82,7 @@ class ScriptedBackend:
         self.health_status = health or Health("ready", "scripted test backend")
         self.requests: list[BackendRequest] = []
         self.cancel_calls = 0
-        self._flights: set[_Flight] = set()
+        self._flights = Flights()
         self._lock = threading.Lock()
 
     def script(self, *replies: ScriptedReply) -> None:
@@ -100,30 +95,20 @@ class ScriptedBackend:
     def cancel(self) -> None:
         with self._lock:
             self.cancel_calls += 1
-            flights = list(self._flights)
-        for flight in flights:
-            try:
-                flight.loop.call_soon_threadsafe(flight.event.set)
-            except RuntimeError:  # that stream's loop is gone
-                pass
+        self._flights.cancel_all()
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
         # Registered before the first await, so a cancel() issued on this loop
         # after stream() started always reaches it.
-        flight = _Flight(asyncio.get_running_loop())
-        with self._lock:
-            self.requests.append(request)
-            current = self._script.popleft() if self._script else self.default
-            self._flights.add(flight)
-        try:
+        with self._flights.track() as flight:
+            with self._lock:
+                self.requests.append(request)
+                current = self._script.popleft() if self._script else self.default
             async for event in self._play(current, request, flight):
                 yield event
-        finally:
-            with self._lock:
-                self._flights.discard(flight)
 
     async def _play(
-        self, script: ScriptedReply, request: BackendRequest, flight: _Flight
+        self, script: ScriptedReply, request: BackendRequest, flight: Flight
     ) -> AsyncIterator[Event]:
         sent: list[str] = []
         reasoning: list[str] = []
@@ -136,7 +121,7 @@ class ScriptedBackend:
         for index, piece in enumerate(script.text):
             if script.fail_kind is not None and index == script.fail_after:
                 break
-            if flight.event.is_set():
+            if flight.cancelled.is_set():
                 break
             if script.delay_s and index and await _cancelled_during(flight, script.delay_s):
                 break
@@ -145,7 +130,7 @@ class ScriptedBackend:
         started = bool(sent or reasoning)
         if started:
             yield script.usage or _count(request, sent, reasoning)
-        if flight.event.is_set():
+        if flight.cancelled.is_set():
             yield failed("cancelled", f"{request.model}: cancelled", after_tokens=started)
         elif script.fail_kind is not None:
             yield Failed(
@@ -160,10 +145,10 @@ class ScriptedBackend:
             yield Done(script.finish_reason)
 
 
-async def _cancelled_during(flight: _Flight, seconds: float) -> bool:
+async def _cancelled_during(flight: Flight, seconds: float) -> bool:
     """Sleep ``seconds`` unless cancelled first; True when cancelled."""
     try:
-        await asyncio.wait_for(flight.event.wait(), timeout=seconds)
+        await asyncio.wait_for(flight.cancelled.wait(), timeout=seconds)
     except TimeoutError:
         return False
     return True

@@ -1,14 +1,16 @@
-"""Pieces shared by CLI sub-commands: the ``--project`` option, reading text or stdin."""
+"""Pieces shared by CLI sub-commands: ``--project``, reading text or stdin, writing ``-o``."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ds4router.config.loader import LoadedConfig, load_config
+from ds4router.errors import Ds4RouterError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,3 +46,15 @@ def read_text_argument(text: str) -> str:
     if text == "-":
         return sys.stdin.read()
     return text
+
+
+def write_output(text: str, output: Path | None, wrote: str) -> None:
+    """``text`` to stdout, or to ``output`` followed by the line ``wrote ... to OUTPUT``."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise Ds4RouterError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {wrote} to {output}")

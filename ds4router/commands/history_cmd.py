@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ds4router.commands.common import load_project_config, project_option
+from ds4router.commands.common import load_project_config, project_option, write_output
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
@@ -136,14 +136,7 @@ def export_command(conversation_id: str, fmt: str, output: Path | None) -> None:
         messages = history.messages(cid)
     assert summary is not None
     text = export_json(summary, messages) if fmt == "json" else export_markdown(summary, messages)
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise Ds4RouterError(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"wrote conversation {cid[:SHORT_ID]} ({fmt}) to {output}")
+    write_output(text, output, f"conversation {cid[:SHORT_ID]} ({fmt})")
 
 
 @command.command("delete")

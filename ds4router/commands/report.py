@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ds4router.commands.common import write_output
 from ds4router.errors import Ds4RouterError
 
 FORMATS = ("table", "csv", "json", "md", "html")
@@ -73,11 +74,4 @@ def command(
         text = render(report, fmt)
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise Ds4RouterError(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"wrote the {month} report ({fmt}) to {output}")
+    write_output(text, output, f"the {month} report ({fmt})")
