@@ -128,9 +128,9 @@ def engine_from_reference(ref: Any) -> Any:
     import mlx.core as mx
     import torch
 
-    from local_engine.config import config_from_dict
-    from local_engine.loader import build_model
-    from local_engine.safetensors_io import TensorInfo
+    from local_engine.checkpoint.loader import build_model
+    from local_engine.checkpoint.safetensors import TensorInfo
+    from local_engine.model.config import config_from_dict
 
     cfg = config_from_dict({"model_type": "deepseek_v4", **ref.config.to_dict()})
     state = ref.state_dict()
@@ -428,7 +428,7 @@ def smoke_checks() -> dict[str, str]:
     """Try each kernel the engine needs on this device; 'ok' or the error."""
     import mlx.core as mx
 
-    from local_engine.weights import quantize
+    from local_engine.model.weights import quantize
 
     results: dict[str, str] = {}
 
@@ -495,8 +495,8 @@ def smoke_checks() -> dict[str, str]:
 def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
 
-    from local_engine.model import Model, ModelWeights
-    from local_engine.random_checkpoint import preset_config, random_weights
+    from local_engine.checkpoint.random_weights import preset_config, random_weights
+    from local_engine.model.transformer import Model, ModelWeights
 
     # "gpu-dry" runs this path on the CPU with a small preset, to check it before
     # spending device time.

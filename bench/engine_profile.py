@@ -6,7 +6,7 @@ mHC + norm before attention, the attention projections, the attention core (cach
 update, compressors, indexer, softmax), the output projection + mHC, and the MoE +
 mHC — with a device sync between pieces, so each figure includes one launch
 boundary. Also the whole step unsynchronised, for comparison. Where the device
-runs the fused mHC kernel (local_engine/hyper_connections.py), everything is
+runs the fused mHC kernel (local_engine/model/hyper_connections.py), everything is
 measured twice in the same run, with and without it. Prints one JSON line.
 
     python bench/engine_profile.py --device gpu    # on the GPU machine
@@ -46,9 +46,9 @@ def main() -> None:
 
     import mlx.core as mx
 
-    from local_engine.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
-    from local_engine.model import Model
-    from local_engine.random_checkpoint import preset_config, random_weights
+    from local_engine.checkpoint.random_weights import preset_config, random_weights
+    from local_engine.model.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
+    from local_engine.model.transformer import Model
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     cfg = preset_config(args.preset, num_layers=args.layers)
@@ -109,7 +109,7 @@ def profile(model: Any, cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
     """Whole decode steps, then synced pieces per layer; and the prefill's last logits."""
     import mlx.core as mx
 
-    from local_engine.attention import attention_core
+    from local_engine.model.attention import attention_core
 
     cache = model.make_cache()
     prompt = mx.array([list(range(1000, 1000 + args.prompt))])
@@ -189,7 +189,7 @@ def with_affine_experts(weights: Any, bits: int, group: int = 64) -> Any:
 
     import mlx.core as mx
 
-    from local_engine.weights import ExpertWeights, QuantizedWeight
+    from local_engine.model.weights import ExpertWeights, QuantizedWeight
 
     def random_affine(e: int, out: int, inp: int) -> QuantizedWeight:
         halves = mx.random.randint(0, 1 << 16, (2, e, out, inp * bits // 32)).astype(mx.uint32)

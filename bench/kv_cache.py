@@ -78,11 +78,11 @@ def main() -> None:
 
     import numpy as np
 
-    from local_engine.config import config_from_dict
-    from local_engine.engine import Engine
-    from local_engine.generate import Done, GenerationParams
-    from local_engine.kv_cache import state_nbytes, values_per_token
-    from local_engine.random_checkpoint import official_config, write_random_checkpoint
+    from local_engine.cache.kv_cache import state_nbytes, values_per_token
+    from local_engine.checkpoint.random_weights import official_config, write_random_checkpoint
+    from local_engine.model.config import config_from_dict
+    from local_engine.runtime.engine import Engine
+    from local_engine.runtime.generate import Done, GenerationParams
 
     work = Path(tempfile.mkdtemp(prefix="bench-kv-"))
     overrides = {k: v for k, v in CONFIG.items() if k not in ("preset", "num_layers")}

@@ -36,8 +36,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from local_engine.moe import routed_experts
-    from local_engine.weights import ExpertWeights, dense_expert_stack
+    from local_engine.model.moe import routed_experts
+    from local_engine.model.weights import ExpertWeights, dense_expert_stack
 
     experts, hidden, ff, tokens, k = 64, 1024, 512, 256, 6
     mx.set_default_device(mx.cpu)

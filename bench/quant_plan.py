@@ -45,11 +45,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from local_engine.checkpoint_names import parse_name  # noqa: E402
-from local_engine.config import CSA, HASH_MOE, HCA, ModelConfig, config_from_dict  # noqa: E402
-from local_engine.random_checkpoint import official_config  # noqa: E402
-from local_engine.recipes import component_of, load_recipe  # noqa: E402
-from local_engine.safetensors_io import list_shards, read_header, write_safetensors  # noqa: E402
+from local_engine.checkpoint.names import parse_name  # noqa: E402
+from local_engine.checkpoint.random_weights import official_config  # noqa: E402
+from local_engine.checkpoint.recipes import component_of, load_recipe  # noqa: E402
+from local_engine.checkpoint.safetensors import list_shards, read_header, write_safetensors  # noqa: E402
+from local_engine.model.config import CSA, HASH_MOE, HCA, ModelConfig, config_from_dict  # noqa: E402
 
 # Flash's per-layer variants: (compress ratio, hash MoE) -> layers of that kind in the model.
 FLASH_COUNTS = {(0, True): 2, (4, True): 1, (4, False): 20, (128, False): 20}
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="Also load the converted model.")
     args = parser.parse_args()
 
-    from local_engine.plan import memory_plan, preset_model_config
+    from local_engine.checkpoint.plan import memory_plan, preset_model_config
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="quant_plan_"))
     src, dst = work / "src", work / f"dst-{args.recipe}"
@@ -305,7 +305,7 @@ def main() -> None:
         if args.load:
             import mlx.core as mx
 
-            from local_engine.loader import load_model
+            from local_engine.checkpoint.loader import load_model
 
             t0 = time.perf_counter()
             model = load_model(dst, dtype=mx.bfloat16)

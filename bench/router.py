@@ -22,11 +22,11 @@ def main() -> None:
     import argparse
     import textwrap
 
-    from ds4router.classify import classify
     from ds4router.config import Config, load_config
-    from ds4router.detectors import scan
-    from ds4router.request import Request
-    from ds4router.router import RouterState, decide
+    from ds4router.routing.classify import classify
+    from ds4router.routing.detectors import scan
+    from ds4router.routing.request import Request
+    from ds4router.routing.router import RouterState, decide
 
     base = load_config(cwd=Path("/")).config.model_dump(mode="json")
     rules = [

@@ -23,16 +23,19 @@ from local_engine.cpu_blas import prefer_fast_blas
 prefer_fast_blas()
 
 if TYPE_CHECKING:
-    from local_engine.chat import (
+    from local_engine.checkpoint.loader import load_model
+    from local_engine.errors import CacheError, CheckpointError, EngineError
+    from local_engine.model.config import ModelConfig
+    from local_engine.model.graph_options import GraphOptions
+    from local_engine.model.transformer import Model
+    from local_engine.runtime.chat import (
         ChatEncodingError,
         ToolsNotSupportedError,
         render_prompt,
         split_reasoning,
     )
-    from local_engine.config import ModelConfig
-    from local_engine.engine import Engine, EngineInfo, InsufficientMemoryError
-    from local_engine.errors import CacheError, CheckpointError, EngineError
-    from local_engine.generate import (
+    from local_engine.runtime.engine import Engine, EngineInfo, InsufficientMemoryError
+    from local_engine.runtime.generate import (
         Done,
         Event,
         GenerationParams,
@@ -41,37 +44,34 @@ if TYPE_CHECKING:
         TextDelta,
         Usage,
     )
-    from local_engine.graph_options import GraphOptions
-    from local_engine.loader import load_model
-    from local_engine.model import Model
-    from local_engine.sampling import SamplingParams
-    from local_engine.tokenizer import Tokenizer
+    from local_engine.runtime.sampling import SamplingParams
+    from local_engine.runtime.tokenizer import Tokenizer
 
 # public name -> module that defines it; resolved on first attribute access.
 _LAZY: dict[str, str] = {
-    "load_model": "local_engine.loader",
-    "Model": "local_engine.model",
-    "ModelConfig": "local_engine.config",
-    "GraphOptions": "local_engine.graph_options",
+    "load_model": "local_engine.checkpoint.loader",
+    "Model": "local_engine.model.transformer",
+    "ModelConfig": "local_engine.model.config",
+    "GraphOptions": "local_engine.model.graph_options",
     "EngineError": "local_engine.errors",
     "CheckpointError": "local_engine.errors",
     "CacheError": "local_engine.errors",
-    "Engine": "local_engine.engine",
-    "EngineInfo": "local_engine.engine",
-    "InsufficientMemoryError": "local_engine.engine",
-    "GenerationParams": "local_engine.generate",
-    "GenerationStats": "local_engine.generate",
-    "TextDelta": "local_engine.generate",
-    "ReasoningDelta": "local_engine.generate",
-    "Usage": "local_engine.generate",
-    "Done": "local_engine.generate",
-    "Event": "local_engine.generate",
-    "render_prompt": "local_engine.chat",
-    "split_reasoning": "local_engine.chat",
-    "ChatEncodingError": "local_engine.chat",
-    "ToolsNotSupportedError": "local_engine.chat",
-    "Tokenizer": "local_engine.tokenizer",
-    "SamplingParams": "local_engine.sampling",
+    "Engine": "local_engine.runtime.engine",
+    "EngineInfo": "local_engine.runtime.engine",
+    "InsufficientMemoryError": "local_engine.runtime.engine",
+    "GenerationParams": "local_engine.runtime.generate",
+    "GenerationStats": "local_engine.runtime.generate",
+    "TextDelta": "local_engine.runtime.generate",
+    "ReasoningDelta": "local_engine.runtime.generate",
+    "Usage": "local_engine.runtime.generate",
+    "Done": "local_engine.runtime.generate",
+    "Event": "local_engine.runtime.generate",
+    "render_prompt": "local_engine.runtime.chat",
+    "split_reasoning": "local_engine.runtime.chat",
+    "ChatEncodingError": "local_engine.runtime.chat",
+    "ToolsNotSupportedError": "local_engine.runtime.chat",
+    "Tokenizer": "local_engine.runtime.tokenizer",
+    "SamplingParams": "local_engine.runtime.sampling",
 }
 
 # Spelled out (not sorted(_LAZY)) so linters see the TYPE_CHECKING imports as exports.

@@ -20,8 +20,8 @@ def roots(modules: set[str]) -> set[str]:
 
 
 CORE = (
-    "import ds4router, ds4router.config, ds4router.router, ds4router.privacy, "
-    "ds4router.detectors, ds4router.tasks, ds4router.classify, ds4router.cli, ds4router.explain"
+    "import ds4router, ds4router.config, ds4router.routing.router, ds4router.routing.privacy, "
+    "ds4router.routing.detectors, ds4router.routing.tasks, ds4router.routing.classify, ds4router.cli, ds4router.routing.explain"
 )
 
 

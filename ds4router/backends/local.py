@@ -48,13 +48,13 @@ from ds4router.backends.events import (
 )
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
-from local_engine.worker import SerialWorker
+from local_engine.runtime.worker import SerialWorker
 
 if TYPE_CHECKING:
     from ds4router.config.loader import LoadedConfig
-    from local_engine.engine import Engine
-    from local_engine.generate import GenerationParams, GenerationStats
-    from local_engine.loader import LoadProgress
+    from local_engine.checkpoint.loader import LoadProgress
+    from local_engine.runtime.engine import Engine
+    from local_engine.runtime.generate import GenerationParams, GenerationStats
 
 # A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
 # answer with code, short of the model's own limits).
@@ -216,7 +216,7 @@ class _EngineLoad:
 
     def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
         try:
-            from local_engine.engine import Engine
+            from local_engine.runtime.engine import Engine
 
             engine = Engine.load(
                 self.path,
@@ -272,7 +272,7 @@ class _EngineLoad:
     def adopt(self) -> None:
         """An engine loaded in this process by someone else (the TUI, a CLI command)
         counts as loaded here too; asking the engine's cache for it is instant."""
-        from local_engine.engine import Engine
+        from local_engine.runtime.engine import Engine
 
         if self.state == "idle" and self.path in Engine.loaded():
             self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
@@ -314,8 +314,8 @@ def _message(exc: BaseException) -> str:
 
 def _check_model_dir(path: Path) -> str | None:
     """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
-    from local_engine.config import load_config
     from local_engine.errors import EngineError
+    from local_engine.model.config import load_config
 
     if not path.is_dir():
         return f"no model directory at {path}"
@@ -582,7 +582,7 @@ class LocalBackend:
         return load.engine if load.state == "ready" else None
 
     def _params(self, request: BackendRequest) -> GenerationParams:
-        from local_engine.generate import GenerationParams
+        from local_engine.runtime.generate import GenerationParams
 
         options: dict[str, Any] = {k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra}
         if request.temperature is not None:
@@ -622,8 +622,8 @@ class LocalBackend:
         events: asyncio.Queue[Any],
     ) -> None:
         """On the engine thread: engine events onto the stream's queue, then ``_END``."""
-        from local_engine.chat import ChatEncodingError
         from local_engine.errors import EngineError
+        from local_engine.runtime.chat import ChatEncodingError
 
         def put(item: object) -> None:
             try:
@@ -701,8 +701,8 @@ class LocalBackend:
 
 
 def _engine_types() -> Any:
-    """``local_engine.generate``, imported when a stream runs (never at import time)."""
-    import local_engine.generate as generate
+    """``local_engine.runtime.generate``, imported when a stream runs (never at import time)."""
+    import local_engine.runtime.generate as generate
 
     return generate
 

@@ -5,7 +5,7 @@ a test wrote in advance (text pieces, reasoning, usage, a failure before or
 after some tokens, a delay between pieces). It stands in for the engine's
 ``LocalBackend`` in session tests until that lands, and lets a test make the
 local side fail on purpose. Nothing on the production path imports this module:
-``ds4router.session.backend_for`` never returns it; tests hand it to
+``ds4router.sessions.session.backend_for`` never returns it; tests hand it to
 ``Session(backend_factory=...)`` themselves.
 
 Every request it receives is kept in ``requests``, so a test can check exactly

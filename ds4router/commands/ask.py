@@ -23,8 +23,8 @@ from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
     from ds4router.backends.events import Failed
-    from ds4router.router import Decision
-    from ds4router.session import Priced, Session
+    from ds4router.routing.router import Decision
+    from ds4router.sessions.session import Priced, Session
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
@@ -54,7 +54,7 @@ def command(
     """Ask TEXT (or stdin, with -): routed by the project's rules, streamed, priced."""
     import asyncio
 
-    from ds4router.session import Session
+    from ds4router.sessions.session import Session
 
     loaded = load_project_config(project)
     body = read_text_argument(text)
@@ -77,7 +77,7 @@ def _resolve_conversation(session: Session, prefix: str) -> str:
             "history is off for this project (history: off), so there is no conversation "
             "to continue"
         )
-    from ds4router.history import History
+    from ds4router.sessions.history import History
 
     with History(session.db_path) as history:
         return history.resolve(prefix)
@@ -96,8 +96,8 @@ async def _ask(
     import signal
 
     from ds4router.backends.events import Done, Failed, Notice, ReasoningDelta, TextDelta
-    from ds4router.explain import badge
-    from ds4router.session import FallbackTaken, Priced, Refused, Routed
+    from ds4router.routing.explain import badge
+    from ds4router.sessions.session import FallbackTaken, Priced, Refused, Routed
 
     loop = asyncio.get_running_loop()
     presses = 0
@@ -242,7 +242,7 @@ class Output:
         return "ok"
 
     def _json(self, status: str) -> dict[str, Any]:
-        from ds4router.session import priced_fields
+        from ds4router.sessions.session import priced_fields
 
         data: dict[str, Any] = {
             "status": status,
@@ -283,7 +283,7 @@ def badge_reason(decision: Decision) -> str:
 def footer(priced: Priced) -> str:
     """``── cloud · openai/gpt-4.1 · rule default · 11 in / 4 out tok · 52.1 tok/s · $0.000054 ·
     saved $0.0012 vs anthropic/claude-opus-4-7``"""
-    from ds4router.session import money
+    from ds4router.sessions.session import money
 
     parts = [priced.route]
     if priced.model:

@@ -15,14 +15,14 @@ from ds4router.commands.common import load_project_config, project_option, write
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
-    from ds4router.history import History
+    from ds4router.sessions.history import History
 
 SHORT_ID = 12
 
 
 def _open(create: bool = False) -> History | None:
     from ds4router import paths
-    from ds4router.history import History
+    from ds4router.sessions.history import History
 
     db = paths.database_path()
     if not create and not db.exists():
@@ -85,7 +85,7 @@ def list_command(project: str | None, all_projects: bool, as_json: bool) -> None
 @click.argument("conversation_id", metavar="ID")
 def show_command(conversation_id: str) -> None:
     """Print a conversation: each message with its route, model, tokens and cost."""
-    from ds4router.history import route_line
+    from ds4router.sessions.history import route_line
 
     history, cid = _need(_open(), conversation_id)
     with history:
@@ -128,7 +128,7 @@ def show_command(conversation_id: str) -> None:
 )
 def export_command(conversation_id: str, fmt: str, output: Path | None) -> None:
     """Export a conversation as Markdown or JSON."""
-    from ds4router.history import export_json, export_markdown
+    from ds4router.sessions.history import export_json, export_markdown
 
     history, cid = _need(_open(), conversation_id)
     with history:

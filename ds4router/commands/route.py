@@ -19,11 +19,11 @@ def command(
     text: str, files: tuple[str, ...], project: str | None, explain: bool, as_json: bool
 ) -> None:
     """Decide where TEXT (or stdin, with -) would be routed. Nothing is sent anywhere."""
-    from ds4router.classify import classify, load_attachments
-    from ds4router.explain import badge, decision_dict
-    from ds4router.request import Request
-    from ds4router.router import decide
-    from ds4router.state import current_state
+    from ds4router.routing.classify import classify, load_attachments
+    from ds4router.routing.explain import badge, decision_dict
+    from ds4router.routing.request import Request
+    from ds4router.routing.router import decide
+    from ds4router.routing.state import current_state
 
     loaded = load_project_config(project)
     body = read_text_argument(text)
@@ -35,7 +35,7 @@ def command(
     elif explain:
         from rich.console import Console
 
-        from ds4router.explain import explain_renderable
+        from ds4router.routing.explain import explain_renderable
 
         Console().print(explain_renderable(decision, request))
     else:

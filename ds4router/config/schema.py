@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ds4router.levels import PrivacyLevel
+from ds4router.routing.levels import PrivacyLevel
 
 TASK_TYPES: tuple[str, ...] = (
     "boilerplate",
@@ -142,7 +142,7 @@ class CloudModel(Strict):
     api_base: str | None = None
     api_key_env: str | None = None
     # For models LiteLLM's map does not know (a gateway, a private deployment), or to
-    # override it: conversations are fitted to this window (ds4router.context_window).
+    # override it: conversations are fitted to this window (ds4router.sessions.context_window).
     context_window: int | None = Field(
         default=None, gt=0, strict=True, description="tokens the model accepts, prompt included"
     )

@@ -55,13 +55,13 @@ CLOUD_HEALTH_EVERY_S = 30.0
 
 
 def default_session_factory(loaded: LoadedConfig) -> Any:
-    from ds4router.session import Session
+    from ds4router.sessions.session import Session
 
     return Session(loaded)
 
 
 def default_history_factory(db_path: Path) -> Any:
-    from ds4router.history import History
+    from ds4router.sessions.history import History
 
     return History(db_path)
 
@@ -835,7 +835,7 @@ default: local
 
 def preview_line(decision: Any) -> tuple[Text, str]:
     """The one-line route preview above the editor, and its colour class."""
-    from ds4router.explain import badge
+    from ds4router.routing.explain import badge
 
     text = Text()
     if decision.target == "refuse":

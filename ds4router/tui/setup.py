@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ds4router.config.loader import LoadedConfig
-from ds4router.state import local_engine_status
+from ds4router.routing.state import local_engine_status
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def openai_server() -> Iterator[OpenAIServer]:
 def sharded_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny preset in 1 MiB shards: seven files, the embedding alone in the first.
     Tests load copies of it (``fresh_sharded``), never this directory."""
-    from local_engine.random_checkpoint import write_random_checkpoint
+    from local_engine.checkpoint.random_weights import write_random_checkpoint
 
     return write_random_checkpoint(
         tmp_path_factory.mktemp("sharded-tiny"), preset="tiny", seed=5, shard_bytes=1 << 20

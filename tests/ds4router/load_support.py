@@ -32,7 +32,7 @@ def fresh_copy(checkpoint: Path, tmp_path: Path) -> Iterator[Path]:
     copy = Path(shutil.copytree(checkpoint, tmp_path / "model"))
     yield copy
     local.forget_load(copy)
-    from local_engine.engine import Engine
+    from local_engine.runtime.engine import Engine
 
     Engine.unload(copy)
 

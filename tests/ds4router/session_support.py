@@ -12,7 +12,7 @@ from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig
-from ds4router.session import BackendUnavailable, Session
+from ds4router.sessions.session import BackendUnavailable, Session
 from pricing.ledger import Ledger, LedgerRow
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ds4router.cli import cli
 from ds4router.config import load_config, validate_file
 from ds4router.errors import ConfigError
-from ds4router.levels import PrivacyLevel
+from ds4router.routing.levels import PrivacyLevel
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "examples" / "acme-billing.yaml"

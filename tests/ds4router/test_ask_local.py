@@ -22,10 +22,10 @@ from ds4router import cli, paths
 from ds4router.backends import local
 from ds4router.backends.events import Failed, TextDelta, Usage
 from ds4router.config.loader import load_config
-from ds4router.session import Priced, Routed, Session
-from local_engine.chat import render_prompt
-from local_engine.random_checkpoint import write_random_checkpoint
-from local_engine.tokenizer import Tokenizer
+from ds4router.sessions.session import Priced, Routed, Session
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.runtime.chat import render_prompt
+from local_engine.runtime.tokenizer import Tokenizer
 from pricing.ledger import Ledger, LedgerRow
 
 WATTS = 90.0

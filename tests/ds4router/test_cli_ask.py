@@ -22,11 +22,11 @@ import yaml
 from cli_support import run
 from openai_server import OpenAIServer, error, ok
 
-import ds4router.session as session_module
+import ds4router.sessions.session as session_module
 from ds4router import cli, paths
 from ds4router.backends.scripted import ScriptedBackend
-from ds4router.history import History
-from ds4router.session import money
+from ds4router.sessions.history import History
+from ds4router.sessions.session import money
 from pricing.catalog import PriceCatalog
 from pricing.ledger import Ledger, LedgerRow
 

@@ -21,9 +21,9 @@ from cli_support import run
 
 from ds4router import cli
 from ds4router.commands import engine_cmd, engine_run
-from local_engine.chat import render_prompt
-from local_engine.random_checkpoint import PRESETS
-from local_engine.tokenizer import Tokenizer
+from local_engine.checkpoint.random_weights import PRESETS
+from local_engine.runtime.chat import render_prompt
+from local_engine.runtime.tokenizer import Tokenizer
 
 ENGINE_ENTRY = ("ds4router.commands.engine_cmd", "The local DeepSeek V4 Flash engine.")
 MAIN = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cli_support import run
 
-from local_engine.random_checkpoint import write_random_checkpoint
+from local_engine.checkpoint.random_weights import write_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "tide reef gull kelp swell shoal brine cove surf dune spray foam wake".split()

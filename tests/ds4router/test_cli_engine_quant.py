@@ -18,9 +18,9 @@ from cli_support import run
 
 from ds4router import cli
 from ds4router.commands import engine_quant
-from local_engine.plan import PLAN_PRESETS, memory_plan, preset_model_config
-from local_engine.random_checkpoint import write_random_checkpoint
-from local_engine.recipes import load_recipe
+from local_engine.checkpoint.plan import PLAN_PRESETS, memory_plan, preset_model_config
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.checkpoint.recipes import load_recipe
 
 ENGINE_ENTRY = ("ds4router.commands.engine_cmd", "The local DeepSeek V4 Flash engine.")
 MAIN = (
@@ -180,7 +180,7 @@ def test_ctrl_c_during_convert_says_how_to_resume(
     source: Path,
     tmp_path: Path,
 ) -> None:
-    import local_engine.convert as convert_module
+    import local_engine.checkpoint.convert as convert_module
 
     real = convert_module.convert
 

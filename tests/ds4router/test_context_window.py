@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ds4router import paths
-from ds4router.context_window import (
+from ds4router.errors import Ds4RouterError
+from ds4router.routing.request import estimate_tokens
+from ds4router.sessions.context_window import (
     MESSAGE_OVERHEAD_TOKENS,
     ContextTooLong,
     answer_reserve,
@@ -33,9 +35,7 @@ from ds4router.context_window import (
     prompt_budget,
     split_turns,
 )
-from ds4router.errors import Ds4RouterError
-from ds4router.request import estimate_tokens
-from local_engine.random_checkpoint import official_config
+from local_engine.checkpoint.random_weights import official_config
 from pricing.catalog import PriceCatalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -213,7 +213,7 @@ def tokenizers() -> dict[str, Any]:
     import tiktoken
     from tokenizers import Tokenizer
 
-    from local_engine.tokenizer import Tokenizer as EngineTokenizer
+    from local_engine.runtime.tokenizer import Tokenizer as EngineTokenizer
 
     folder = _litellm_tokenizers()
     deepseek = Tokenizer.from_file(str(folder / "deepseek_tokenizer.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ds4router.detectors import DETECTOR_KINDS, iban_ok, luhn_ok, redact_text, scan
+from ds4router.routing.detectors import DETECTOR_KINDS, iban_ok, luhn_ok, redact_text, scan
 
 # Fake credentials in the real formats (assembled so no whole token sits in this file).
 AWS_ID = "AKIA" + "IOSFODNN7Q2XZ4LM"

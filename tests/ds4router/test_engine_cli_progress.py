@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from local_engine.random_checkpoint import write_random_checkpoint
+from local_engine.checkpoint.random_weights import write_random_checkpoint
 
 
 @pytest.fixture(scope="module")

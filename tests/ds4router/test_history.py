@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ds4router.history import (
+from ds4router.sessions.history import (
     History,
     HistoryError,
     Message,

@@ -24,9 +24,9 @@ from ds4router.backends import local
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta, Usage
 from ds4router.backends.local import LocalBackend
-from local_engine.chat import render_prompt
-from local_engine.random_checkpoint import write_random_checkpoint
-from local_engine.tokenizer import Tokenizer
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.runtime.chat import render_prompt
+from local_engine.runtime.tokenizer import Tokenizer
 
 MODEL = "local/deepseek-v4-flash"
 HI = [{"role": "user", "content": "Say hi in three words."}]
@@ -226,7 +226,7 @@ async def test_health_goes_from_not_loaded_to_loading_to_ready(
 
 
 async def test_a_model_loaded_elsewhere_in_the_process_is_ready_at_once(fresh: Path) -> None:
-    from local_engine.engine import Engine
+    from local_engine.runtime.engine import Engine
 
     Engine.load(fresh)  # as the TUI's loader or an `engine` command would, on this thread
     backend = LocalBackend(fresh)
@@ -281,7 +281,12 @@ def test_importing_the_backend_loads_neither_mlx_nor_the_engine() -> None:
     assert out.returncode == 0, out.stderr
     # cpu_blas is ctypes only: it readies the BLAS that mlx will use, without mlx; worker
     # is the engine thread's job queue (threading and queue only).
-    assert out.stdout.split() == ["local_engine", "local_engine.cpu_blas", "local_engine.worker"]
+    assert out.stdout.split() == [
+        "local_engine",
+        "local_engine.cpu_blas",
+        "local_engine.runtime",
+        "local_engine.runtime.worker",
+    ]
 
 
 def test_every_local_engine_export_resolves() -> None:
@@ -290,4 +295,4 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"

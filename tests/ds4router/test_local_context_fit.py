@@ -16,9 +16,9 @@ import yaml
 
 from ds4router.backends.events import Failed, Notice
 from ds4router.config.loader import load_config
-from ds4router.context_window import prompt_budget
-from ds4router.session import Priced, Session
-from local_engine.random_checkpoint import write_random_checkpoint
+from ds4router.sessions.context_window import prompt_budget
+from ds4router.sessions.session import Priced, Session
+from local_engine.checkpoint.random_weights import write_random_checkpoint
 
 WINDOW = 1024
 MAX_TOKENS = 8  # a random model never stops on its own: short answers

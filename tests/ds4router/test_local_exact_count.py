@@ -26,14 +26,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import local_engine.tokenizer as engine_tokenizer
-from ds4router import local_tokens
+import local_engine.runtime.tokenizer as engine_tokenizer
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.local import LocalBackend
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, load_config
-from ds4router.context_window import (
+from ds4router.sessions import local_tokens
+from ds4router.sessions.context_window import (
     ContextTooLong,
     conservative_tokens,
     fit_messages,
@@ -41,11 +41,11 @@ from ds4router.context_window import (
     prompt_budget,
     split_turns,
 )
-from ds4router.local_tokens import LocalTokenizerUnavailable, local_counter
-from ds4router.session import Priced, Session
-from local_engine.chat import render_prompt
-from local_engine.random_checkpoint import official_config, write_random_checkpoint
-from local_engine.tokenizer import Tokenizer, bundled_tokenizer_path
+from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
+from ds4router.sessions.session import Priced, Session
+from local_engine.checkpoint.random_weights import official_config, write_random_checkpoint
+from local_engine.runtime.chat import render_prompt
+from local_engine.runtime.tokenizer import Tokenizer, bundled_tokenizer_path
 
 WINDOW = 1024
 MAX_TOKENS = 8  # a random model never stops on its own: short answers
@@ -123,8 +123,8 @@ class Engine:
 
 def engine_count(model_path: Path, messages: list[dict[str, Any]]) -> int:
     """The loaded engine's own count of the prompt it builds from ``messages``."""
-    from local_engine.engine import Engine as LocalEngine
-    from local_engine.generate import GenerationParams
+    from local_engine.runtime.engine import Engine as LocalEngine
+    from local_engine.runtime.generate import GenerationParams
 
     engine = LocalEngine.load(model_path)
     return len(engine.encode_messages(messages, GenerationParams(max_tokens=MAX_TOKENS)))
@@ -375,7 +375,7 @@ def test_the_tokenizer_is_loaded_once_per_file_across_threads(
 def test_counting_the_window_never_loads_the_weights(small_window_model: Path) -> None:
     code = (
         "import sys\n"
-        "from ds4router.context_window import local_limits\n"
+        "from ds4router.sessions.context_window import local_limits\n"
         f"limits = local_limits('{MODEL}', {str(small_window_model)!r}, 8)\n"
         "assert limits is not None and limits.counter is not None\n"
         "print(limits.counter.prompt_tokens([{'role': 'user', 'content': '你好'}]))\n"

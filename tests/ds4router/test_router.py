@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ds4router.classify import classify, load_attachments
 from ds4router.config import Config, validate_file
 from ds4router.config.schema import TASK_TYPES, ClassifierConfig
 from ds4router.errors import Ds4RouterError
-from ds4router.levels import PrivacyLevel
-from ds4router.privacy import classify_privacy
-from ds4router.request import Attachment, Request
-from ds4router.router import RouterState, decide
-from ds4router.tasks import classify_task
+from ds4router.routing.classify import classify, load_attachments
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.privacy import classify_privacy
+from ds4router.routing.request import Attachment, Request
+from ds4router.routing.router import RouterState, decide
+from ds4router.routing.tasks import classify_task
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = validate_file(REPO / "configs" / "examples" / "acme-billing.yaml")

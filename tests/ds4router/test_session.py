@@ -24,10 +24,10 @@ from ds4router.backends.events import Done, Failed, TextDelta, Usage
 from ds4router.backends.health import Health
 from ds4router.backends.scripted import ScriptedBackend, ScriptedReply, reply
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
-from ds4router.history import History
-from ds4router.levels import PrivacyLevel
-from ds4router.router import LOCAL_MODEL, Decision
-from ds4router.session import (
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.router import LOCAL_MODEL, Decision
+from ds4router.sessions.history import History
+from ds4router.sessions.session import (
     BackendUnavailable,
     FallbackTaken,
     Priced,
@@ -148,7 +148,7 @@ async def test_attachments_travel_as_fenced_blocks_with_their_paths(
 
 
 def test_compose_prompt_strips_tags_and_keeps_text_order() -> None:
-    from ds4router.request import Attachment
+    from ds4router.routing.request import Attachment
 
     prompt = compose_prompt("#secret fix /task debug this", (Attachment("a.txt", "x\n"),))
     assert prompt == "fix this\n\nFile `a.txt`:\n```\nx\n```"
@@ -254,7 +254,7 @@ async def test_a_secret_never_falls_back_to_the_cloud_when_local_fails(
 async def test_a_cloud_decision_above_the_limit_is_refused_even_if_the_router_erred(
     tmp_path: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ds4router.session as session_module
+    import ds4router.sessions.session as session_module
 
     real_decide = session_module.decide
 

@@ -25,11 +25,11 @@ from ds4router import cli, paths
 from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
-from ds4router.context_window import conservative_tokens, prompt_budget
-from ds4router.history import History
-from ds4router.levels import PrivacyLevel
-from ds4router.session import FallbackTaken, Priced, Routed, Session
-from local_engine.random_checkpoint import official_config
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.sessions.context_window import conservative_tokens, prompt_budget
+from ds4router.sessions.history import History
+from ds4router.sessions.session import FallbackTaken, Priced, Routed, Session
+from local_engine.checkpoint.random_weights import official_config
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
 MODEL = "openai/gpt-4"

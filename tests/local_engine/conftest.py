@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from local_engine.random_checkpoint import dequantize_checkpoint, write_random_checkpoint
+from local_engine.checkpoint.random_weights import dequantize_checkpoint, write_random_checkpoint
 
 # Raised above the tiny preset's 16 so that top-k selects every compressed row in the
 # sequences these tests use (ReLU-zero ties make partial selections order-dependent).

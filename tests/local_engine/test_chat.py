@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from local_engine.chat import (
+from local_engine.errors import EngineError
+from local_engine.runtime.chat import (
     ChatEncodingError,
     ToolsNotSupportedError,
     render_prompt,
     split_reasoning,
 )
-from local_engine.errors import EngineError
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

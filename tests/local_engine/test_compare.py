@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from local_engine.compare import (
+from local_engine.checkpoint.compare import (
     DEFAULT_PROMPTS,
     compare_models,
     kl_and_top1,
@@ -21,9 +21,9 @@ from local_engine.compare import (
     read_prompts_file,
     tokenize_prompts,
 )
-from local_engine.convert import convert
+from local_engine.checkpoint.convert import convert
+from local_engine.checkpoint.recipes import Recipe, load_recipe, recipe_from_dict
 from local_engine.errors import EngineError
-from local_engine.recipes import Recipe, load_recipe, recipe_from_dict
 
 MAX_TOKENS = 48
 

@@ -11,7 +11,7 @@ import pytest
 
 from local_engine import load_model
 from local_engine.errors import EngineError
-from local_engine.weights import TransposedWeight
+from local_engine.model.weights import TransposedWeight
 
 
 def prefill_then_decode(model: Any, ids: mx.array, cut: int) -> list[mx.array]:

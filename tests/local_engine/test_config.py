@@ -10,10 +10,10 @@ import pytest
 from transformers import DeepseekV4Config
 from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4RotaryEmbedding
 
-from local_engine.config import CSA, HCA, SLIDING, config_from_dict, load_config
+from local_engine.checkpoint.random_weights import official_config
 from local_engine.errors import CheckpointError
-from local_engine.random_checkpoint import official_config
-from local_engine.rope import default_inv_freq, yarn_inv_freq
+from local_engine.model.config import CSA, HCA, SLIDING, config_from_dict, load_config
+from local_engine.model.rope import default_inv_freq, yarn_inv_freq
 
 
 def test_official_and_transformers_spellings_give_the_same_config() -> None:

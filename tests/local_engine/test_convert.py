@@ -14,14 +14,14 @@ import pytest
 from safetensors import safe_open
 
 from local_engine import load_model
-from local_engine.checkpoint_names import parse_name
-from local_engine.convert import STATE_FILE, ConvertError, convert, expand_to_float
+from local_engine.checkpoint.convert import STATE_FILE, ConvertError, convert, expand_to_float
+from local_engine.checkpoint.names import parse_name
+from local_engine.checkpoint.quantize import dequantize_entries
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.checkpoint.recipes import format_from, load_recipe
+from local_engine.checkpoint.safetensors import SafetensorsFile, iter_tensors, list_shards
 from local_engine.errors import CheckpointError
-from local_engine.quantize import dequantize_entries
-from local_engine.random_checkpoint import write_random_checkpoint
-from local_engine.recipes import format_from, load_recipe
-from local_engine.safetensors_io import SafetensorsFile, iter_tensors, list_shards
-from local_engine.weights import QuantizedWeight
+from local_engine.model.weights import QuantizedWeight
 
 # Small enough that the tiny model (33 MB embedding, 17 MB head) spans two shards.
 SHARD = 36_000_000

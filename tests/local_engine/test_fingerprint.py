@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_engine.fingerprint import fingerprint_of
-from local_engine.graph_options import GraphOptions
+from local_engine.checkpoint.fingerprint import fingerprint_of
+from local_engine.model.graph_options import GraphOptions
 
 
 @dataclass

@@ -20,10 +20,11 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from local_engine.chat import ChatEncodingError, ToolsNotSupportedError
-from local_engine.engine import Engine, InsufficientMemoryError, estimate_memory
+from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.errors import CheckpointError, EngineError
-from local_engine.generate import (
+from local_engine.runtime.chat import ChatEncodingError, ToolsNotSupportedError
+from local_engine.runtime.engine import Engine, InsufficientMemoryError, estimate_memory
+from local_engine.runtime.generate import (
     Done,
     Event,
     GenerationError,
@@ -34,7 +35,6 @@ from local_engine.generate import (
     Usage,
     stream_generate,
 )
-from local_engine.random_checkpoint import write_random_checkpoint
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
 LONG_MESSAGES = [
@@ -179,7 +179,7 @@ def test_graph_options_default_by_provenance_and_cannot_silently_change(
 
 def test_unmarked_weights_run_the_official_graph(tiny_dir: Path, tmp_path: Path) -> None:
     from local_engine import GraphOptions
-    from local_engine.config import RANDOM_MARKER_KEY
+    from local_engine.model.config import RANDOM_MARKER_KEY
 
     unmarked = _variant(tiny_dir, tmp_path / "m", **{RANDOM_MARKER_KEY: None})
     try:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from local_engine import load_model
-from local_engine.graph_options import (
+from local_engine.model.graph_options import (
     GraphOptions,
     fp4_roundtrip,
     fp8_roundtrip,
     indexer_rotate_fp4,
     kv_fp8_roundtrip,
 )
-from local_engine.model import Model
+from local_engine.model.transformer import Model
 
 E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], dtype=np.float32)
 

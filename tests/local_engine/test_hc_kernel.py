@@ -9,8 +9,8 @@ import pytest
 
 from local_engine import load_model
 from local_engine.errors import EngineError
-from local_engine.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
-from local_engine.model import Model
+from local_engine.model.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
+from local_engine.model.transformer import Model
 
 
 def test_on_cpu_the_kernel_is_not_ready_and_models_use_the_mlx_ops(official_tiny: Path) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from local_engine import load_model
-from local_engine.config import CSA, HCA, SLIDING
+from local_engine.cache.kv_cache import ModelCache
 from local_engine.errors import CacheError
-from local_engine.kv_cache import ModelCache
+from local_engine.model.config import CSA, HCA, SLIDING
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from local_engine import kv_store
-from local_engine.engine import Engine
-from local_engine.generate import Done, GenerationParams
-from local_engine.kv_store import KVStore, prefix_key
-from local_engine.random_checkpoint import write_random_checkpoint
+from local_engine.cache import kv_store
+from local_engine.cache.kv_store import KVStore, prefix_key
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.runtime.engine import Engine
+from local_engine.runtime.generate import Done, GenerationParams
 
 REPO = Path(__file__).resolve().parents[2]
-LOGGER = "local_engine.kv_cache"
+LOGGER = "local_engine.cache.kv_cache"
 PROMPT = np.random.default_rng(21).integers(2, 128000, size=400).astype(int).tolist()
 
 
@@ -191,8 +191,8 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from local_engine import kv_store
-    from local_engine.kv_store import KVStore, RawArray
+    from local_engine.cache import kv_store
+    from local_engine.cache.kv_store import KVStore, RawArray
 
     root, fingerprint, seed, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     store = KVStore(root)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local_engine.kv_store import (
+from local_engine.cache.kv_store import (
     BLOCK,
     KVStore,
     RawArray,
@@ -173,7 +173,7 @@ def test_an_unreadable_index_is_rebuilt_with_a_warning(
     ids = ids_of(130)
     put(store, ids)
     (tmp_path / "index.json").write_text("{not json")
-    with caplog.at_level("WARNING", logger="local_engine.kv_cache"):
+    with caplog.at_level("WARNING", logger="local_engine.cache.kv_cache"):
         state = KVStore(tmp_path).lookup(FP, ids)
     assert state is not None and state.info.tokens == 130
     assert any("index" in r.message and "rebuilding" in r.message for r in caplog.records)

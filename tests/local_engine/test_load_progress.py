@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from local_engine.engine import Engine
+from local_engine.checkpoint.loader import LoadProgress, load_model
+from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.errors import CheckpointError
-from local_engine.loader import LoadProgress, load_model
-from local_engine.random_checkpoint import write_random_checkpoint
+from local_engine.runtime.engine import Engine
 
 SHARD_BYTES = 1 << 20
 # Reading and materializing alternate shard by shard; then assembling, then done.

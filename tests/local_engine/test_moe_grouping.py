@@ -6,8 +6,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from local_engine.moe import routed_experts
-from local_engine.weights import ExpertWeights, QuantizedWeight, dense_expert_stack, quantize
+from local_engine.model.moe import routed_experts
+from local_engine.model.weights import ExpertWeights, QuantizedWeight, dense_expert_stack, quantize
 
 E, D, INTER, K = 8, 128, 64, 3
 

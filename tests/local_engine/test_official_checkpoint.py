@@ -13,8 +13,7 @@ import torch
 from transformers import DeepseekV4ForCausalLM
 
 from local_engine import load_model
-from local_engine.errors import CheckpointError, EngineError
-from local_engine.official_format import (
+from local_engine.checkpoint.official import (
     decode_e4m3,
     dequantize_fp4_rows,
     dequantize_fp8_blocks,
@@ -23,8 +22,9 @@ from local_engine.official_format import (
     quantize_fp4_rows,
     quantize_fp8_blocks,
 )
-from local_engine.safetensors_io import SafetensorsFile, list_shards, write_safetensors
-from local_engine.weights import QuantizedWeight
+from local_engine.checkpoint.safetensors import SafetensorsFile, list_shards, write_safetensors
+from local_engine.errors import CheckpointError, EngineError
+from local_engine.model.weights import QuantizedWeight
 
 SEQ = 300  # > 2 HCA windows of 128 and 75 CSA windows
 
@@ -95,7 +95,7 @@ def test_numpy_codecs_round_trip() -> None:
         encode_e4m3(decode_e4m3(finite)) & 0xFF, np.where(finite == 0x80, 0, finite)
     )
     nib = np.arange(16, dtype=np.uint8)
-    from local_engine.official_format import decode_e2m1
+    from local_engine.checkpoint.official import decode_e2m1
 
     assert np.array_equal(encode_e2m1(decode_e2m1(nib)), np.where(nib == 8, 0, nib))
     w = rng.standard_normal((200, 96)).astype(np.float32)

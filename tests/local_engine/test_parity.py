@@ -32,7 +32,7 @@ from hf_reference import (
 )
 
 from local_engine import load_model
-from local_engine.model import Model
+from local_engine.model.transformer import Model
 
 TOL = 1e-4
 
@@ -256,9 +256,9 @@ def test_module_names_in_memory_load_to_the_same_model(small_ratios: Case) -> No
     """transformers' in-memory names (self_attn.q_a_proj, fused experts) load too."""
     import torch
 
-    from local_engine.config import config_from_dict
-    from local_engine.loader import build_model
-    from local_engine.safetensors_io import TensorInfo
+    from local_engine.checkpoint.loader import build_model
+    from local_engine.checkpoint.safetensors import TensorInfo
+    from local_engine.model.config import config_from_dict
 
     ref = small_ratios.reference
     state = {k: v for k, v in ref.state_dict().items() if "inv_freq" not in k}

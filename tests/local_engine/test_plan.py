@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from local_engine import load_model
-from local_engine.checkpoint_names import parse_name
-from local_engine.config import CSA, HCA, SLIDING, load_config
-from local_engine.convert import convert
+from local_engine.checkpoint.convert import convert
+from local_engine.checkpoint.names import parse_name
+from local_engine.checkpoint.plan import kv_plan, memory_plan, preset_model_config
+from local_engine.checkpoint.recipes import component_of, load_recipe
+from local_engine.checkpoint.safetensors import list_shards, read_header
 from local_engine.errors import EngineError
-from local_engine.plan import kv_plan, memory_plan, preset_model_config
-from local_engine.recipes import component_of, load_recipe
-from local_engine.safetensors_io import list_shards, read_header
+from local_engine.model.config import CSA, HCA, SLIDING, load_config
 
 VARIANTS = {
     "q2": {},

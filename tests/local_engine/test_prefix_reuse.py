@@ -20,12 +20,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from local_engine.engine import Engine
-from local_engine.generate import Done, GenerationParams, GenerationStats
-from local_engine.kv_cache import state_nbytes
-from local_engine.kv_store import KVStore
-from local_engine.prefix_cache import PrefixCache
-from local_engine.random_checkpoint import write_random_checkpoint
+from local_engine.cache.kv_cache import state_nbytes
+from local_engine.cache.kv_store import KVStore
+from local_engine.cache.prefix_cache import PrefixCache
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.runtime.engine import Engine
+from local_engine.runtime.generate import Done, GenerationParams, GenerationStats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,8 +133,8 @@ _CHILD = textwrap.dedent(
     """
     import hashlib, json, sys
     import mlx.core as mx
-    from local_engine.engine import Engine
-    from local_engine.generate import GenerationParams
+    from local_engine.runtime.engine import Engine
+    from local_engine.runtime.generate import GenerationParams
 
     model_dir, kv, prompt = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     engine = Engine.load(model_dir)

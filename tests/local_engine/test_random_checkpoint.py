@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 
 from local_engine import load_model
-from local_engine.config import CSA, HCA, SLIDING, load_config
-from local_engine.errors import CheckpointError, EngineError
-from local_engine.random_checkpoint import (
+from local_engine.checkpoint.random_weights import (
     bf16_to_float,
     preset_config,
     write_random_checkpoint,
 )
-from local_engine.safetensors_io import SafetensorsFile, list_shards, read_header, write_safetensors
+from local_engine.checkpoint.safetensors import (
+    SafetensorsFile,
+    list_shards,
+    read_header,
+    write_safetensors,
+)
+from local_engine.errors import CheckpointError, EngineError
+from local_engine.model.config import CSA, HCA, SLIDING, load_config
 
 
 def test_tiny_preset_uses_the_real_vocabulary_and_is_marked_random(official_tiny: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from local_engine.checkpoint_names import expected_shapes
-from local_engine.random_checkpoint import preset_config
-from local_engine.recipes import (
+from local_engine.checkpoint.names import expected_shapes
+from local_engine.checkpoint.random_weights import preset_config
+from local_engine.checkpoint.recipes import (
     COMPONENTS,
     HASH_TABLE,
     Format,

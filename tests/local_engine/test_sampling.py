@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from local_engine.errors import EngineError
-from local_engine.sampling import Sampler, SamplingError, SamplingParams, StopMatcher
+from local_engine.runtime.sampling import Sampler, SamplingError, SamplingParams, StopMatcher
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
 DRAWS = 4000

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_engine.worker import SerialWorker
+from local_engine.runtime.worker import SerialWorker
 
 # How long a test waits for something that must not happen (a blocked submit, a flush).
 NOT_YET_S = 0.2

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from local_engine import load_model
-from local_engine.config import CSA
-from local_engine.engine import Engine
-from local_engine.generate import Done, GenerationParams
-from local_engine.kv_cache import RowBuffer
-from local_engine.random_checkpoint import write_random_checkpoint
-from local_engine.tiered import SPILL_BLOCK, TieredRows
+from local_engine.cache.kv_cache import RowBuffer
+from local_engine.cache.tiered import SPILL_BLOCK, TieredRows
+from local_engine.checkpoint.random_weights import write_random_checkpoint
+from local_engine.model.config import CSA
+from local_engine.runtime.engine import Engine
+from local_engine.runtime.generate import Done, GenerationParams
 
 BUDGET = 40_000  # bytes: below what the window, HCA and index rows alone need
 

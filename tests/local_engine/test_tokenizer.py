@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local_engine import tokenizer as tokenizer_module
-from local_engine.chat import render_prompt
 from local_engine.errors import EngineError
-from local_engine.tokenizer import Tokenizer, TokenizerError, bundled_tokenizer_path
+from local_engine.runtime import tokenizer as tokenizer_module
+from local_engine.runtime.chat import render_prompt
+from local_engine.runtime.tokenizer import Tokenizer, TokenizerError, bundled_tokenizer_path
 
 MIXED_TEXTS = [
     "plain ascii, with punctuation!",

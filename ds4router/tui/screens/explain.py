@@ -23,7 +23,7 @@ class ExplainScreen(Screen[None]):
         self.subject = subject
 
     def compose(self) -> ComposeResult:
-        from ds4router.explain import explain_renderable
+        from ds4router.routing.explain import explain_renderable
 
         yield Static(
             Text.assemble(("Explain", "bold"), f" · {self.subject}   (Esc closes)"),

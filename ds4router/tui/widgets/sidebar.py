@@ -30,7 +30,7 @@ def _kv_activity() -> Any:
 
     Never imports the engine: before it ran, there is nothing to show.
     """
-    module = sys.modules.get("local_engine.kv_store")
+    module = sys.modules.get("local_engine.cache.kv_store")
     return None if module is None else module.activity()
 
 

@@ -57,6 +57,6 @@ def make_app() -> Callable[..., Ds4RouterApp]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny DeepSeek V4 checkpoint (about 130 MB, written once per run)."""
-    from local_engine.random_checkpoint import write_random_checkpoint
+    from local_engine.checkpoint.random_weights import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("tiny-ds4"), preset="tiny", seed=0)

@@ -31,7 +31,7 @@ def seed_conversation() -> str:
     import datetime as dt
 
     from ds4router import paths
-    from ds4router.history import History, Message
+    from ds4router.sessions.history import History, Message
 
     def at(minute: int) -> dt.datetime:
         return dt.datetime(2026, 5, 14, 9, minute, tzinfo=dt.UTC)

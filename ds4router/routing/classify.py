@@ -1,0 +1,71 @@
+"""From what the user typed and attached to what the router decides on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ds4router.config.schema import Config
+from ds4router.errors import Ds4RouterError
+from ds4router.routing.privacy import classify_privacy
+from ds4router.routing.request import Attachment, Request, estimate_tokens, path_mentions
+from ds4router.routing.router import Classified
+from ds4router.routing.tasks import classify_task
+
+MAX_ATTACHMENT_BYTES = 4 * 1024 * 1024
+
+
+def classify(request: Request, config: Config) -> Classified:
+    privacy = classify_privacy(request.text, request.attachments, config.privacy)
+    task = classify_task(request.text, config.classifier)
+    tokens = estimate_tokens(request.text) + sum(
+        estimate_tokens(a.text) for a in request.attachments
+    )
+    return Classified(privacy=privacy, task=task, tokens=tokens, model=request.model)
+
+
+def load_attachments(
+    text: str, files: Sequence[str | Path], project_dir: Path | None, cwd: Path | None = None
+) -> tuple[Attachment, ...]:
+    """Read ``--file`` paths (must exist) and ``@path`` mentions (when they name a file).
+
+    Paths are recorded relative to the project directory when inside it, so that
+    ``privacy.paths`` globs apply to them.
+    """
+    base = cwd or Path.cwd()
+    out: dict[Path, Attachment] = {}
+    for name in files:
+        path = (base / Path(name).expanduser()).resolve()
+        if not path.is_file():
+            raise Ds4RouterError(f"--file {name}: no such file")
+        out.setdefault(path, _read(path, project_dir, str(name)))
+    for mention in path_mentions(text):
+        for root in (project_dir, base):
+            if root is None:
+                continue
+            path = (root / mention).resolve()
+            if path.is_file():
+                out.setdefault(path, _read(path, project_dir, "@" + mention))
+                break
+    return tuple(out.values())
+
+
+def _read(path: Path, project_dir: Path | None, label: str) -> Attachment:
+    try:
+        size = path.stat().st_size
+        if size > MAX_ATTACHMENT_BYTES:
+            raise Ds4RouterError(
+                f"{label}: {size / 1e6:.1f} MB is too large to attach "
+                f"(limit {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB)"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise Ds4RouterError(f"{label}: cannot read ({exc.strerror})") from None
+    text = data.decode("utf-8", errors="replace")
+    rel = str(path)
+    if project_dir is not None:
+        try:
+            rel = path.relative_to(project_dir.resolve()).as_posix()
+        except ValueError:
+            rel = str(path)
+    return Attachment(rel, text)

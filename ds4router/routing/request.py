@@ -1,0 +1,61 @@
+"""A request as the user wrote it, its inline tags, and the estimate of its size."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ds4router.routing.levels import PrivacyLevel
+
+PRIVACY_TAG = re.compile(r"(?<!\S)#(public|internal|confidential|secret)\b", re.IGNORECASE)
+TASK_TAG = re.compile(r"(?<!\S)/task[ \t]+([A-Za-z][\w\-]*)")
+PATH_TAG = re.compile(r"(?<!\S)@((?:[\w.\-~]+/)*[\w.\-]+)")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with the request: its path relative to the project, and its text."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    model: str | None = None  # an explicit `--model`: still subject to the privacy invariant
+
+
+def privacy_tags(text: str) -> list[PrivacyLevel]:
+    return [PrivacyLevel(m.group(1).lower()) for m in PRIVACY_TAG.finditer(text)]
+
+
+def task_tag(text: str) -> str | None:
+    """The last ``/task NAME`` in the text, if any."""
+    found = TASK_TAG.findall(text)
+    return found[-1].lower() if found else None
+
+
+def path_mentions(text: str) -> list[str]:
+    """``@path`` mentions, in order, without duplicates (e-mail addresses are not mentions)."""
+    seen: dict[str, None] = {}
+    for match in PATH_TAG.finditer(text):
+        seen.setdefault(match.group(1), None)
+    return list(seen)
+
+
+def strip_tags(text: str) -> str:
+    """The text a model should see: privacy and task tags removed (``@path`` kept)."""
+    text = PRIVACY_TAG.sub("", text)
+    text = TASK_TAG.sub("", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def estimate_tokens(text: str) -> int:
+    """A quick token estimate (about 3.6 characters a token for code and English).
+
+    Routing conditions only need the order of magnitude; the ledger records the
+    real counts the backend reports.
+    """
+    return (len(text) * 10 + 35) // 36 if text else 0

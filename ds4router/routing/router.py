@@ -1,0 +1,260 @@
+"""The router: ``decide(request, config, state) -> Decision``, a pure function.
+
+Rules are tried in order and the first match wins; then the budget and backend
+health may redirect along the configured fallbacks. Last, and on every path,
+the privacy invariant: a request above ``privacy.cloud_max_privacy`` never gets
+a cloud target and never a cloud fallback. When local cannot serve it, the
+decision is ``refuse``, with the reason and the config change that would allow
+it. The Decision says which rule matched and why each earlier rule did not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ds4router.config.schema import Config, RouteRule
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.privacy import PrivacyResult
+from ds4router.routing.tasks import TaskResult
+
+TargetKind = Literal["local", "cloud", "refuse"]
+LOCAL_MODEL = "local/deepseek-v4-flash"
+
+
+@dataclass(frozen=True)
+class RouterState:
+    """What the router knows of the world: budget and backend health."""
+
+    over_budget: bool = False
+    budget_spent_usd: float | None = None
+    budget_cap_usd: float | None = None
+    local_available: bool = True
+    cloud_available: bool = True
+    local_detail: str = ""
+    cloud_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A request after classification: what the router decides on."""
+
+    privacy: PrivacyResult
+    task: TaskResult
+    tokens: int
+    model: str | None = None  # explicit model chosen by the user (`--model`)
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule: str
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: TargetKind
+    model: str | None  # the cloud model id, LOCAL_MODEL, or None when refused
+    rule: str | None  # the rule that chose the target ("default", "budget", ...)
+    privacy: PrivacyLevel
+    task: str
+    reasons: tuple[str, ...]
+    fallbacks: tuple[str, ...] = ()  # targets to try if this one fails before any token
+    trace: tuple[RuleTrace, ...] = field(default=())
+    fix: str | None = None  # for `refuse`: the change that would allow the request
+
+    @property
+    def target_spec(self) -> str:
+        if self.target == "cloud":
+            return f"cloud:{self.model}"
+        return self.target
+
+
+def parse_target(spec: str) -> tuple[TargetKind, str | None]:
+    if spec == "local":
+        return "local", LOCAL_MODEL
+    if spec == "refuse":
+        return "refuse", None
+    if spec.startswith("cloud:"):
+        return "cloud", spec[len("cloud:") :]
+    raise ValueError(f"not a target: {spec!r}")
+
+
+def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tuple[bool, str]:
+    """Whether a rule's conditions all hold, and in words why (not)."""
+    when = rule.when
+    level = request.privacy.level
+    task = request.task.task
+    checks: list[tuple[bool, str]] = []
+    if when.privacy is not None:
+        names = ", ".join(str(p) for p in when.privacy)
+        checks.append(
+            (
+                level in when.privacy,
+                f"privacy {level} {'in' if level in when.privacy else 'not in'} [{names}]",
+            )
+        )
+    if when.task is not None:
+        names = ", ".join(when.task)
+        checks.append(
+            (task in when.task, f"task {task} {'in' if task in when.task else 'not in'} [{names}]")
+        )
+    if when.min_tokens is not None:
+        ok = request.tokens >= when.min_tokens
+        checks.append(
+            (ok, f"~{request.tokens} tokens {'>=' if ok else '<'} min_tokens {when.min_tokens}")
+        )
+    if when.max_tokens is not None:
+        ok = request.tokens <= when.max_tokens
+        checks.append(
+            (ok, f"~{request.tokens} tokens {'<=' if ok else '>'} max_tokens {when.max_tokens}")
+        )
+    if when.over_budget is not None:
+        ok = state.over_budget == when.over_budget
+        checks.append((ok, f"over_budget is {str(state.over_budget).lower()}"))
+    if when.local_healthy is not None:
+        ok = state.local_available == when.local_healthy
+        checks.append(
+            (ok, f"local engine {'available' if state.local_available else 'unavailable'}")
+        )
+    if when.cloud_healthy is not None:
+        ok = state.cloud_available == when.cloud_healthy
+        checks.append((ok, f"cloud {'available' if state.cloud_available else 'unavailable'}"))
+    if not checks:
+        return True, "no conditions"
+    failed = [why for ok, why in checks if not ok]
+    if failed:
+        return False, "; ".join(failed)
+    return True, "; ".join(why for _, why in checks)
+
+
+def decide(request: Classified, config: Config, state: RouterState) -> Decision:
+    level = request.privacy.level
+    limit = config.privacy.cloud_max_privacy
+    cloud_allowed = level <= limit
+    reasons: list[str] = []
+    trace: list[RuleTrace] = []
+
+    # 1. The first matching rule, or the default (or the user's explicit model).
+    if request.model is not None:
+        spec = request.model if request.model in ("local", "refuse") else _as_cloud(request.model)
+        rule_name: str | None = "explicit model"
+        reasons.append(f"model chosen explicitly: {spec}")
+    else:
+        spec, rule_name = config.default, "default"
+        for rule in config.routes:
+            matched, why = match_rule(rule, request, state)
+            trace.append(RuleTrace(rule.name, matched, why))
+            if matched:
+                spec, rule_name = rule.to, rule.name
+                reasons.append(f"rule '{rule.name}' matched ({why}) -> {rule.to}")
+                break
+        else:
+            reasons.append(f"no rule matched -> default {config.default}")
+
+    # 2. The budget: an exhausted month keeps cloud traffic off.
+    if spec.startswith("cloud:") and state.over_budget:
+        redirect = config.budget.when_exceeded
+        if redirect != spec:
+            words = _budget_words(state)
+            reasons.append(f"over the monthly budget{words} -> {redirect} (budget.when_exceeded)")
+            spec, rule_name = redirect, "budget"
+
+    # 3. Backend health, along the configured fallbacks (at most one hop each way).
+    for _ in range(2):
+        if (
+            spec.startswith("cloud:")
+            and not state.cloud_available
+            and config.fallback.cloud_unavailable
+        ):
+            nxt = config.fallback.cloud_unavailable
+            why = _detail(state.cloud_detail)
+            reasons.append(f"cloud unavailable{why} -> {nxt} (fallback.cloud_unavailable)")
+            spec, rule_name = nxt, "fallback"
+        elif spec == "local" and not state.local_available and config.fallback.local_unavailable:
+            nxt = config.fallback.local_unavailable
+            why = _detail(state.local_detail)
+            reasons.append(f"local engine unavailable{why} -> {nxt} (fallback.local_unavailable)")
+            spec, rule_name = nxt, "fallback"
+        else:
+            break
+
+    # 4. The privacy invariant, whatever happened above.
+    fix = None
+    if spec.startswith("cloud:") and not cloud_allowed:
+        why = f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
+        if state.local_available:
+            reasons.append(f"{why} -> local")
+            spec, rule_name = "local", "privacy"
+        else:
+            reasons.append(
+                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
+            )
+            spec, rule_name = "refuse", "privacy"
+            fix = _privacy_fix(level)
+    elif spec == "local" and not state.local_available:
+        reasons.append(
+            f"the local engine is unavailable{_detail(state.local_detail)} and no fallback applies"
+        )
+        if cloud_allowed:
+            fix = (
+                "start or configure the local engine (local.engine.model_path), or set "
+                "fallback.local_unavailable: 'cloud:<model>' in .ds4router.yaml"
+            )
+        else:
+            fix = _privacy_fix(level)
+        spec, rule_name = "refuse", rule_name
+    elif spec == "refuse" and fix is None:
+        fix = "change or remove the rule that refuses, in .ds4router.yaml"
+
+    target, model = parse_target(spec)
+    fallbacks = _fallbacks(spec, config, cloud_allowed) if target != "refuse" else ()
+    return Decision(
+        target=target,
+        model=model,
+        rule=rule_name,
+        privacy=level,
+        task=request.task.task,
+        reasons=tuple(reasons),
+        fallbacks=fallbacks,
+        trace=tuple(trace),
+        fix=fix,
+    )
+
+
+def _fallbacks(spec: str, config: Config, cloud_allowed: bool) -> tuple[str, ...]:
+    """What to try if the chosen backend fails before any token: never cloud above the limit."""
+    candidate = (
+        config.fallback.cloud_unavailable
+        if spec.startswith("cloud:")
+        else config.fallback.local_unavailable
+    )
+    chain = []
+    if candidate and candidate not in (spec, "refuse"):
+        if cloud_allowed or not candidate.startswith("cloud:"):
+            chain.append(candidate)
+    return tuple(chain)
+
+
+def _as_cloud(model: str) -> str:
+    return model if model.startswith("cloud:") else f"cloud:{model}"
+
+
+def _detail(text: str) -> str:
+    return f" ({text})" if text else ""
+
+
+def _budget_words(state: RouterState) -> str:
+    if state.budget_spent_usd is None or state.budget_cap_usd is None:
+        return ""
+    return f" (${state.budget_spent_usd:.2f} of ${state.budget_cap_usd:.2f})"
+
+
+def _privacy_fix(level: PrivacyLevel) -> str:
+    return (
+        "configure and start the local engine (local.engine.model_path) so it can serve "
+        f"{level} requests; or, if this content may leave the machine, raise "
+        f"privacy.cloud_max_privacy to {level} in .ds4router.yaml (not recommended), or add an "
+        "allowlist pattern for a false positive (privacy.allowlist)"
+    )

@@ -1,0 +1,88 @@
+"""The request a session is answering: its ``Turn`` and each backend ``Attempt`` at it.
+
+A session fills these in as a request runs (which targets were tried, when the first
+token came, the usage and energy each reported, how each ended); they are read once
+the request is over, to price it (:mod:`ds4router.sessions.turn_costs`) and to keep it in the
+conversation. Mutable on purpose: they are a running record, not a domain value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta, Usage
+from ds4router.routing.request import Attachment
+from ds4router.routing.router import Classified, Decision
+
+
+@dataclass
+class Attempt:
+    """One backend's try at the turn (one target of the fallback chain)."""
+
+    target: str
+    model: str
+    started: float
+    first_token: float | None = None
+    ended: float | None = None
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    outcome: Done | Failed | None = None
+    energy: Any = None  # pricing.energy.EnergyReading of a local attempt
+    prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.first_token is not None
+
+    def token(self, event: TextDelta | ReasoningDelta) -> None:
+        if self.first_token is None:
+            self.first_token = time.monotonic()
+        (self.text if isinstance(event, TextDelta) else self.reasoning).append(event.text)
+
+    def end(self, outcome: Done | Failed) -> None:
+        self.outcome = outcome
+        self.ended = time.monotonic()
+
+
+@dataclass
+class Turn:
+    """One request from the user's message to its ledger row."""
+
+    text: str
+    prompt: str
+    attachments: tuple[Attachment, ...]
+    conversation_id: str
+    classified: Classified
+    decision: Decision
+    time: dt.datetime
+    attempts: list[Attempt] = field(default_factory=list)
+    fell_back: bool = False
+    recorded: bool = False
+
+    @property
+    def last(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def conclude(self, outcome: Failed) -> None:
+        """The last attempt's final outcome (it may have failed already: this says more)."""
+        attempt = self.last
+        assert attempt is not None
+        attempt.outcome = outcome
+        if attempt.ended is None:
+            attempt.ended = time.monotonic()
+
+
+def outcome_status(attempt: Attempt | None) -> tuple[str, str | None, str | None]:
+    """(ledger status, error kind, error message) of the last attempt."""
+    if attempt is None or isinstance(attempt.outcome, Done) or attempt.outcome is None:
+        return "ok", None, None
+    if attempt.outcome.kind == "cancelled":
+        return "cancelled", None, None
+    return "error", attempt.outcome.kind, attempt.outcome.message
+
+
+__all__ = ["Attempt", "Turn", "outcome_status"]

@@ -1,0 +1,3 @@
+"""Decode state and its caches: per-layer KV state, RAM/SSD tiering, the on-disk KV store and
+prefix reuse.
+"""
