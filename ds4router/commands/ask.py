@@ -20,6 +20,7 @@ import click
 
 from ds4router.commands.common import load_project_config, project_option, read_text_argument
 from ds4router.errors import Ds4RouterError
+from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
     from ds4router.backends.events import Failed
@@ -64,7 +65,8 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        outcome = asyncio.run(_ask(session, body, files, model, conversation_id, as_json))
+        target = None if model is None else explicit_target(model)
+        outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
@@ -87,7 +89,7 @@ async def _ask(
     session: Session,
     text: str,
     files: tuple[str, ...],
-    model: str | None,
+    model: Target | None,
     conversation_id: str | None,
     as_json: bool,
 ) -> int:
@@ -130,7 +132,11 @@ async def _ask(
                 out.refused(event.decision)
             elif isinstance(event, FallbackTaken):
                 out.fallbacks.append(
-                    {"from": event.from_target, "to": event.to_target, "reason": event.reason}
+                    {
+                        "from": str(event.from_target),
+                        "to": str(event.to_target),
+                        "reason": event.reason,
+                    }
                 )
                 out.note(
                     f"{event.from_target} failed before any token: {event.reason} "
@@ -242,6 +248,7 @@ class Output:
         return "ok"
 
     def _json(self, status: str) -> dict[str, Any]:
+        from ds4router.routing.explain import target_kind
         from ds4router.sessions.session import priced_fields
 
         data: dict[str, Any] = {
@@ -252,7 +259,7 @@ class Output:
         }
         if self.decision is not None:
             data.update(
-                target=self.decision.target,
+                target=target_kind(self.decision),
                 privacy=str(self.decision.privacy),
                 task=self.decision.task,
                 reasons=list(self.decision.reasons),

@@ -25,6 +25,7 @@ from ds4router.config.loader import LoadedConfig
 from ds4router.config.schema import Config, LocalConfig
 from ds4router.routing.request import estimate_tokens
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
+from ds4router.targets import CloudModel, route_of
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
@@ -124,7 +125,7 @@ def record_turn(
         )
         cost, detail = 0.0, "refused: nothing was sent, nothing spent"
     else:
-        route, model = attempt.target, attempt.model
+        route, model = route_of(attempt.target), attempt.model
         usage = _token_usage(attempt.usage or _estimate(turn, attempt))
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         estimated = usage.estimated
@@ -147,7 +148,7 @@ def record_turn(
             "status": status,
             "error_kind": error_kind,
         }
-        if attempt.target == "cloud":
+        if isinstance(attempt.target, CloudModel):
             priced = (
                 catalog.price(attempt.model, usage)
                 if catalog is not None

@@ -35,6 +35,7 @@ from textual.widgets.markdown import MarkdownFence
 from ds4router import paths
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
+from ds4router.targets import LocalEngine, Refuse
 from ds4router.tui.actions import ACTIONS, app_bindings, key_label
 from ds4router.tui.clock import Clock, system_clock
 from ds4router.tui.config_watch import ConfigProblem, ConfigWatcher
@@ -358,7 +359,11 @@ class Ds4RouterApp(App[None]):
         kind = type(event).__name__
         if kind == "Routed":
             message.set_route(event.decision, getattr(event, "request", None))
-            where = "local engine" if event.decision.target == "local" else event.decision.model
+            where = (
+                "local engine"
+                if isinstance(event.decision.target, LocalEngine)
+                else event.decision.model
+            )
             message.set_status(f"waiting for the first token from {where}…")
         elif kind == "Refused":
             message.show_refused(event.decision)
@@ -835,22 +840,22 @@ default: local
 
 def preview_line(decision: Any) -> tuple[Text, str]:
     """The one-line route preview above the editor, and its colour class."""
-    from ds4router.routing.explain import badge
+    from ds4router.routing.explain import badge, target_kind
 
     text = Text()
-    if decision.target == "refuse":
+    if isinstance(decision.target, Refuse):
         text.append(" REFUSED ", style="bold reverse")
         reason = decision.reasons[-1] if decision.reasons else ""
         text.append(f" {reason} — nothing will be sent")
         if decision.fix:
             text.append(f"; to allow it: {decision.fix}")
         return text, "refuse"
-    where = "LOCAL" if decision.target == "local" else "CLOUD"
-    text.append(f" {where} ", style="bold reverse")
+    kind = target_kind(decision)
+    text.append(f" {kind.upper()} ", style="bold reverse")
     text.append(" " + badge(decision).split(" ", 1)[1])
     if decision.reasons:
         text.append(f"  ← {decision.reasons[-1]}", style="dim")
-    return text, decision.target
+    return text, kind
 
 
 def _stamp(value: Any) -> str:

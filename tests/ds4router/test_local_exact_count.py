@@ -43,6 +43,7 @@ from ds4router.sessions.context_window import (
 )
 from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
 from ds4router.sessions.session import Priced, Session
+from ds4router.targets import LocalEngine, Sendable
 from local_engine.checkpoint.random_weights import official_config, write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.tokenizer import Tokenizer, bundled_tokenizer_path
@@ -100,8 +101,8 @@ class Engine:
         self.requests: list[BackendRequest] = []
         self.session = Session(loaded, backend_factory=self._make)
 
-    def _make(self, target: str, model: str, loaded: LoadedConfig) -> Any:
-        assert target == "local"
+    def _make(self, target: Sendable, loaded: LoadedConfig) -> Any:
+        assert target == LocalEngine()
         backend = LocalBackend.from_config(loaded)
         stream = backend.stream
 
@@ -412,9 +413,7 @@ async def test_without_a_tokenizer_the_window_is_counted_by_estimate_and_says_so
     monkeypatch.setattr(engine_tokenizer, "BUNDLED_PACKAGE", "ds4_no_such_tokenizer_package")
     directory = model_dir(tmp_path, "no-tokenizer")
     local = ScriptedBackend()
-    session = Session(
-        project(tmp_path, directory), backend_factory=lambda target, model, loaded: local
-    )
+    session = Session(project(tmp_path, directory), backend_factory=lambda target, loaded: local)
     cid: str | None = None
     notices: list[Notice] = []
     try:
