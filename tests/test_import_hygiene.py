@@ -21,7 +21,8 @@ def roots(modules: set[str]) -> set[str]:
 
 CORE = (
     "import ds4router, ds4router.config, ds4router.routing.router, ds4router.routing.privacy, "
-    "ds4router.routing.detectors, ds4router.routing.tasks, ds4router.routing.classify, ds4router.cli, ds4router.routing.explain"
+    "ds4router.routing.detectors, ds4router.routing.tasks, ds4router.routing.classify, ds4router.cli, ds4router.routing.explain, "
+    "ds4router.targets, ds4router.events"
 )
 
 

@@ -23,9 +23,9 @@ from ds4router.errors import Ds4RouterError
 from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
-    from ds4router.backends.events import Failed
+    from ds4router.events import Failed, Priced
     from ds4router.routing.router import Decision
-    from ds4router.sessions.session import Priced, Session
+    from ds4router.sessions.session import Session
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
@@ -97,9 +97,18 @@ async def _ask(
     import asyncio
     import signal
 
-    from ds4router.backends.events import Done, Failed, Notice, ReasoningDelta, TextDelta
+    from ds4router.events import (
+        Done,
+        Failed,
+        FallbackTaken,
+        Notice,
+        Priced,
+        ReasoningDelta,
+        Refused,
+        Routed,
+        TextDelta,
+    )
     from ds4router.routing.explain import badge
-    from ds4router.sessions.session import FallbackTaken, Priced, Refused, Routed
 
     loop = asyncio.get_running_loop()
     presses = 0
@@ -249,7 +258,7 @@ class Output:
 
     def _json(self, status: str) -> dict[str, Any]:
         from ds4router.routing.explain import target_kind
-        from ds4router.sessions.session import priced_fields
+        from ds4router.sessions.turn_costs import priced_fields
 
         data: dict[str, Any] = {
             "status": status,
@@ -290,7 +299,7 @@ def badge_reason(decision: Decision) -> str:
 def footer(priced: Priced) -> str:
     """``── cloud · openai/gpt-4.1 · rule default · 11 in / 4 out tok · 52.1 tok/s · $0.000054 ·
     saved $0.0012 vs anthropic/claude-opus-4-7``"""
-    from ds4router.sessions.session import money
+    from ds4router.sessions.turn_costs import money
 
     parts = [priced.route]
     if priced.model:

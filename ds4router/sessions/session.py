@@ -54,25 +54,29 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, assert_never
 
 from ds4router import paths
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.endpoints import resolve
-from ds4router.backends.events import (
-    Done,
-    Failed,
-    Notice,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
 from ds4router.backends.health import Health
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
+from ds4router.events import (
+    Done,
+    Failed,
+    FallbackTaken,
+    Priced,
+    ReasoningDelta,
+    Refused,
+    Routed,
+    SessionEvent,
+    TextDelta,
+    TokenUsage,
+    failed,
+)
 from ds4router.routing.classify import classify, load_attachments
 from ds4router.routing.detectors import redact_text
 from ds4router.routing.levels import PrivacyLevel
@@ -94,13 +98,7 @@ from ds4router.sessions.conversation import (
 )
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
-from ds4router.sessions.turn_costs import (
-    Priced,
-    money,
-    price_catalog,
-    priced_fields,
-    record_turn,
-)
+from ds4router.sessions.turn_costs import price_catalog, record_turn
 from ds4router.targets import (
     CloudModel,
     LocalEngine,
@@ -114,46 +112,6 @@ from ds4router.targets import (
 from pricing.catalog import PriceCatalog
 from pricing.errors import PricingError
 from pricing.ledger import Ledger
-
-# --- the events a session adds to the backends' ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Routed:
-    """First event: where the request goes and why; ``request`` is what the router saw."""
-
-    decision: Decision
-    request: Classified
-
-
-@dataclass(frozen=True)
-class Refused:
-    """Instead of ``Routed``: nothing was sent (``decision.reasons``, ``decision.fix``)."""
-
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class FallbackTaken:
-    """A backend failed before any token; the next target in the chain is tried."""
-
-    from_target: Sendable
-    to_target: Sendable
-    reason: str
-
-
-SessionEvent = (
-    Routed
-    | Refused
-    | FallbackTaken
-    | Notice
-    | TextDelta
-    | ReasoningDelta
-    | Usage
-    | Done
-    | Failed
-    | Priced
-)
 
 
 class BackendUnavailable(Ds4RouterError):
@@ -501,7 +459,7 @@ class Session:
             async for event in stream:
                 if isinstance(event, TextDelta | ReasoningDelta):
                     attempt.token(event)
-                elif isinstance(event, Usage):
+                elif isinstance(event, TokenUsage):
                     attempt.usage = event
                 elif isinstance(event, Done | Failed):
                     attempt.end(event)
@@ -789,15 +747,7 @@ def _detail_of(exc: BaseException) -> str:
 __all__ = [
     "BackendFactory",
     "BackendUnavailable",
-    "FallbackTaken",
-    "Priced",
-    "Refused",
-    "Routed",
     "Session",
-    "SessionEvent",
     "backend_for",
     "compose_prompt",
-    "money",
-    "price_catalog",
-    "priced_fields",
 ]

@@ -26,7 +26,7 @@ import ds4router.sessions.session as session_module
 from ds4router import cli, paths
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.sessions.history import History
-from ds4router.sessions.session import money
+from ds4router.sessions.turn_costs import money
 from ds4router.targets import LocalEngine, Sendable
 from pricing.catalog import PriceCatalog
 from pricing.ledger import Ledger, LedgerRow

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 import local_engine.runtime.tokenizer as engine_tokenizer
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.local import LocalBackend
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, load_config
+from ds4router.events import Failed, Notice, Priced, TextDelta
 from ds4router.sessions import local_tokens
 from ds4router.sessions.context_window import (
     ContextTooLong,
@@ -42,7 +42,7 @@ from ds4router.sessions.context_window import (
     split_turns,
 )
 from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
-from ds4router.sessions.session import Priced, Session
+from ds4router.sessions.session import Session
 from ds4router.targets import LocalEngine, Sendable
 from local_engine.checkpoint.random_weights import official_config, write_random_checkpoint
 from local_engine.runtime.chat import render_prompt

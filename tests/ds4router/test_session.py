@@ -20,19 +20,24 @@ from session_support import collect, factory, ledger_rows
 
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
-from ds4router.backends.events import Done, Failed, TextDelta, Usage
 from ds4router.backends.health import Health
 from ds4router.backends.scripted import ScriptedBackend, ScriptedReply, reply
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
+from ds4router.events import (
+    Done,
+    Failed,
+    FallbackTaken,
+    Priced,
+    Refused,
+    Routed,
+    TextDelta,
+    TokenUsage,
+)
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.router import Decision
 from ds4router.sessions.history import History
 from ds4router.sessions.session import (
     BackendUnavailable,
-    FallbackTaken,
-    Priced,
-    Refused,
-    Routed,
     Session,
     backend_for,
     compose_prompt,
@@ -97,7 +102,7 @@ async def test_cloud_answer_is_streamed_priced_and_written_once(
     events = await collect(session, "hello #internal /task explain")
 
     assert isinstance(events[0], Routed) and events[0].decision.target == CloudModel(MODEL)
-    assert [type(e) for e in events[-3:]] == [Usage, Done, Priced]
+    assert [type(e) for e in events[-3:]] == [TokenUsage, Done, Priced]
     assert text_of(events) == "Hello, world!"
     # Tags are for the router: the model gets the text without them.
     body = openai_server.requests[-1].body

@@ -22,13 +22,13 @@ from openai_server import OpenAIServer, Reply, ok
 from session_support import collect, factory, ledger_rows
 
 from ds4router import cli, paths
-from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
+from ds4router.events import Failed, FallbackTaken, Notice, Priced, Routed, TextDelta
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.sessions.context_window import conservative_tokens, prompt_budget
 from ds4router.sessions.history import History
-from ds4router.sessions.session import FallbackTaken, Priced, Routed, Session
+from ds4router.sessions.session import Session
 from ds4router.targets import (
     LocalEngine,
 )
