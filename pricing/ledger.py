@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from pricing.cost import CloudCost
-from pricing.db import apply_migrations, connect, transaction
+from pricing.db import Step, apply_migrations, connect, transaction
 from pricing.errors import PricingError
+from pricing.ledger_v5 import MEASURES_V5
+from pricing.ledger_v5 import migrate as migrate_v5
 from pricing.local_cost import LocalCost
+from pricing.recovery import recover_interrupted
 from pricing.usage import TokenUsage
 
 ROUTES = ("local", "cloud", "refused")
-STATUSES = ("ok", "error", "cancelled")
+STATUSES = ("ok", "error", "cancelled", "started", "interrupted")
+# A request ends in one of these; ``started`` is the write-ahead row of one still
+# running (or of a process that died: ``pricing.recovery`` marks it ``interrupted``).
+FINAL_STATUSES = ("ok", "error", "cancelled", "interrupted")
 _ERROR_KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -81,8 +87,12 @@ CUBE_MEASURES_V4: tuple[tuple[str, str, str], ...] = (
     # row's cost comes from energy and time, not tokens).
     ("estimated_cloud_requests", "INTEGER", "({r}.usage_estimated AND {r}.route = 'cloud')"),
 )
+# Migration v5 (write-ahead rows, pricing.ledger_v5) counts the two new statuses apart.
+CUBE_MEASURES_V5 = MEASURES_V5
 # The cube's measures today, in column order (reports read them in this order).
-CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = CUBE_MEASURES + CUBE_MEASURES_V4
+CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = (
+    CUBE_MEASURES + CUBE_MEASURES_V4 + CUBE_MEASURES_V5
+)
 
 
 def _cube_upsert(
@@ -137,7 +147,7 @@ def _estimated_migration() -> str:
     Every row written before v4 had its usage reported (nothing marked it otherwise),
     so the new columns' default 0 is their true value and nothing needs re-summing.
     """
-    all_ = CUBE_MEASURES_ALL
+    all_ = CUBE_MEASURES + CUBE_MEASURES_V4  # as released: not the later measures
     columns = "\n".join(
         f"    ALTER TABLE ledger_cube ADD COLUMN {name} {kind} NOT NULL DEFAULT 0;"
         for name, kind, _ in CUBE_MEASURES_V4
@@ -163,7 +173,7 @@ def _estimated_migration() -> str:
 
 
 # Forward migrations of the ledger table; released steps never change.
-LEDGER_MIGRATIONS: tuple[str, ...] = (
+LEDGER_MIGRATIONS: tuple[Step, ...] = (
     # v1: the first layout.
     """
     CREATE TABLE ledger (
@@ -221,6 +231,9 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     _cube_migration(),
     # v4: whether a row's token counts were estimated (CUBE_MEASURES_V4).
     _estimated_migration(),
+    # v5: write-ahead rows (statuses started/interrupted, the writing process), see
+    # pricing.ledger_v5.
+    lambda conn: migrate_v5(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
 )
 
 
@@ -267,6 +280,11 @@ class LedgerRow:
     rate_reasoning: float | None = None
     error_kind: str | None = None
     usage_estimated: bool = False
+    # The process that wrote a ``started`` row (pid, its start mark, the host), so a
+    # later start can tell a running request from one whose process died.
+    pid: int | None = None
+    process_mark: str | None = None
+    host: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -416,6 +434,7 @@ assert _FIELDS[0] == "time"
 _COLUMNS: tuple[str, ...] = ("month", "day", *_FIELDS)
 _INSERT = f"INSERT INTO ledger ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM ledger"
+_UPDATE = f"UPDATE ledger SET {', '.join(c + ' = ?' for c in _COLUMNS)} WHERE id = ?"
 
 
 def _time_text(value: dt.datetime) -> str:
@@ -454,6 +473,8 @@ class Ledger:
             self.version = apply_migrations(
                 self.conn, "ledger", LEDGER_MIGRATIONS, mirror_user_version=True
             )
+            # The next start after a crash: rows of processes that died are interrupted.
+            self.recovered = recover_interrupted(self.conn)
         except BaseException:
             self.conn.close()
             raise
@@ -476,6 +497,32 @@ class Ledger:
         rowid = cursor.lastrowid
         assert rowid is not None
         return rowid
+
+    def begin(self, row: LedgerRow) -> int:
+        """Write a request's write-ahead row (status ``started``) before anything is
+        sent; :meth:`finish` replaces it when the request ends. Returns its id."""
+        if row.status != "started":
+            raise PricingError(f"a write-ahead row has status 'started', not {row.status!r}")
+        return self.record(row)
+
+    def progress(self, ledger_id: int, output_tokens: int) -> None:
+        """Keep a running request's output count current, so a process killed mid-stream
+        leaves the tokens it had received (marked estimated)."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE ledger SET output_tokens = ?, usage_estimated = 1 "
+                "WHERE id = ? AND status = 'started'",
+                (max(0, int(output_tokens)), ledger_id),
+            )
+
+    def finish(self, ledger_id: int, row: LedgerRow) -> None:
+        """Replace the write-ahead row ``ledger_id`` with the request's final row."""
+        if row.status not in FINAL_STATUSES:
+            raise PricingError(f"a finished row's status is one of {FINAL_STATUSES}")
+        with transaction(self.conn):
+            cursor = self.conn.execute(_UPDATE, (*_params(row), ledger_id))
+        if cursor.rowcount != 1:
+            raise PricingError(f"{self.path}: no ledger row {ledger_id} to finish")
 
     def record_many(self, rows: Iterable[LedgerRow]) -> int:
         """Append rows in one transaction; returns how many."""
