@@ -33,6 +33,7 @@ import yaml
 
 from pricing.errors import PricingError
 from pricing.rates import rates_from_mapping
+from pricing.textio import read_text_any
 from pricing.windows import DatedAlias, parse_aliases
 
 _SHEET_KEYS = {"as_of", "source", "models", "aliases", "featured", "notes", "effective_from"}
@@ -63,7 +64,7 @@ def sheet_files(sheets_dir: Path) -> list[Path]:
 
 def load_sheet(path: Path) -> PriceSheet:
     try:
-        text = path.read_text(encoding="utf-8")
+        text, _ = read_text_any(path)
     except OSError as exc:
         raise PricingError(f"cannot read price sheet {path}: {exc.strerror or exc}") from None
     try:
