@@ -25,6 +25,7 @@ import yaml
 
 from pricing.errors import PricingError
 from pricing.rates import rates_from_mapping
+from pricing.textio import read_text_any
 
 _SHEET_KEYS = {"as_of", "source", "models", "aliases", "featured", "notes"}
 
@@ -53,7 +54,7 @@ def sheet_files(sheets_dir: Path) -> list[Path]:
 
 def load_sheet(path: Path) -> PriceSheet:
     try:
-        text = path.read_text(encoding="utf-8")
+        text, _ = read_text_any(path)
     except OSError as exc:
         raise PricingError(f"cannot read price sheet {path}: {exc.strerror or exc}") from None
     try:
