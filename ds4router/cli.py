@@ -87,8 +87,13 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other user error: no usage block above it.
+        command = exc.ctx.command_path if exc.ctx is not None else "ds4router"
+        click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2 if exc.exit_code not in (0, 1) else exc.exit_code or 2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

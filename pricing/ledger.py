@@ -221,6 +221,20 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     _cube_migration(),
     # v4: whether a row's token counts were estimated (CUBE_MEASURES_V4).
     _estimated_migration(),
+    # v5: 1-hour cache writes and their rate; the prompt-size tier and time-of-day window
+    # whose rates applied; rows imported from an agent's logs (origin, the log's own id,
+    # unique so that importing the same log twice adds nothing).
+    """
+    ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0
+        CHECK (cache_write_1h_tokens >= 0);
+    ALTER TABLE ledger ADD COLUMN rate_cache_write_1h REAL;
+    ALTER TABLE ledger ADD COLUMN price_tier TEXT;
+    ALTER TABLE ledger ADD COLUMN price_window TEXT;
+    ALTER TABLE ledger ADD COLUMN origin TEXT;
+    ALTER TABLE ledger ADD COLUMN origin_id TEXT;
+    CREATE UNIQUE INDEX ledger_origin_id ON ledger(origin, origin_id)
+        WHERE origin_id IS NOT NULL;
+    """,
 )
 
 
@@ -267,6 +281,14 @@ class LedgerRow:
     rate_reasoning: float | None = None
     error_kind: str | None = None
     usage_estimated: bool = False
+    cache_write_1h_tokens: int = 0
+    rate_cache_write_1h: float | None = None
+    price_tier: str | None = None
+    price_window: str | None = None
+    # Where an imported row came from (``claude-code``, ``codex``) and its id there;
+    # None for requests ds4router ran.
+    origin: str | None = None
+    origin_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -295,6 +317,7 @@ class LedgerRow:
             self.cache_write_tokens,
             self.output_tokens,
             self.reasoning_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
         for f in fields(self):
             value = getattr(self, f.name)
@@ -310,6 +333,7 @@ class LedgerRow:
             self.output_tokens,
             self.reasoning_tokens,
             estimated=self.usage_estimated,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
 
     @property
@@ -346,6 +370,7 @@ class LedgerRow:
             cache_write_tokens=cost.usage.cache_write_tokens,
             output_tokens=cost.usage.output_tokens,
             reasoning_tokens=cost.usage.reasoning_tokens,
+            cache_write_1h_tokens=cost.usage.cache_write_1h_tokens,
             usage_estimated=cost.usage.estimated,
             cost_usd=cost.total_usd,
             cost_input_usd=cost.input_usd,
@@ -360,6 +385,9 @@ class LedgerRow:
             rate_cache_write=None if rates is None else rates.effective_cache_write,
             rate_output=None if rates is None else rates.output,
             rate_reasoning=None if rates is None else rates.effective_reasoning,
+            rate_cache_write_1h=None if rates is None else rates.effective_cache_write_1h,
+            price_tier=cost.tier,
+            price_window=cost.window,
             **_counterfactual_fields(counterfactual),
             **extra,
         )
@@ -388,6 +416,7 @@ class LedgerRow:
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             usage_estimated=usage.estimated,
             energy_j=cost.energy_j,
             energy_source=cost.energy_source,
@@ -477,12 +506,15 @@ class Ledger:
         assert rowid is not None
         return rowid
 
-    def record_many(self, rows: Iterable[LedgerRow]) -> int:
-        """Append rows in one transaction; returns how many."""
+    def record_many(self, rows: Iterable[LedgerRow], *, skip_known: bool = False) -> int:
+        """Append rows in one transaction; returns how many were added. ``skip_known``:
+        leave out rows whose (origin, origin_id) the ledger already has (re-imports)."""
         params = [_params(row) for row in rows]
+        sql = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1) if skip_known else _INSERT
         with transaction(self.conn):
-            self.conn.executemany(_INSERT, params)
-        return len(params)
+            # rowcount sums the rows each insert added (not the cube's trigger writes).
+            added = self.conn.executemany(sql, params).rowcount
+        return max(added, 0) if params else 0
 
     # --- reading ------------------------------------------------------------------
 

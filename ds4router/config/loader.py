@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ds4router import paths
 from ds4router.config.schema import Config
 from ds4router.errors import ConfigError
+from ds4router.textio import UnreadableInput, read_text_any
 
 PROJECT_FILE = ".ds4router.yaml"
 BUILTIN = "<built-in>"
@@ -108,12 +109,12 @@ def load_config(
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse and validate one YAML file; raises ConfigError with file:line: key."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        text, _ = read_text_any(path)
+    except UnreadableInput as exc:
+        raise ConfigError(str(exc)) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
