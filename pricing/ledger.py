@@ -31,8 +31,8 @@ from typing import Any
 from pricing.cost import CloudCost
 from pricing.db import Step, apply_migrations, connect, transaction
 from pricing.errors import PricingError
-from pricing.ledger_v5 import MEASURES_V5
-from pricing.ledger_v5 import migrate as migrate_v5
+from pricing.ledger_v6 import MEASURES_V6
+from pricing.ledger_v6 import migrate as migrate_v6
 from pricing.local_cost import LocalCost
 from pricing.recovery import recover_interrupted
 from pricing.usage import TokenUsage
@@ -87,11 +87,11 @@ CUBE_MEASURES_V4: tuple[tuple[str, str, str], ...] = (
     # row's cost comes from energy and time, not tokens).
     ("estimated_cloud_requests", "INTEGER", "({r}.usage_estimated AND {r}.route = 'cloud')"),
 )
-# Migration v5 (write-ahead rows, pricing.ledger_v5) counts the two new statuses apart.
-CUBE_MEASURES_V5 = MEASURES_V5
+# Migration v6 (write-ahead rows, pricing.ledger_v6) counts the two new statuses apart.
+CUBE_MEASURES_V6 = MEASURES_V6
 # The cube's measures today, in column order (reports read them in this order).
 CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = (
-    CUBE_MEASURES + CUBE_MEASURES_V4 + CUBE_MEASURES_V5
+    CUBE_MEASURES + CUBE_MEASURES_V4 + CUBE_MEASURES_V6
 )
 
 
@@ -231,9 +231,23 @@ LEDGER_MIGRATIONS: tuple[Step, ...] = (
     _cube_migration(),
     # v4: whether a row's token counts were estimated (CUBE_MEASURES_V4).
     _estimated_migration(),
-    # v5: write-ahead rows (statuses started/interrupted, the writing process), see
-    # pricing.ledger_v5.
-    lambda conn: migrate_v5(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
+    # v5: 1-hour cache writes and their rate; the prompt-size tier and time-of-day window
+    # whose rates applied; rows imported from an agent's logs (origin, the log's own id,
+    # unique so that importing the same log twice adds nothing).
+    """
+    ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0
+        CHECK (cache_write_1h_tokens >= 0);
+    ALTER TABLE ledger ADD COLUMN rate_cache_write_1h REAL;
+    ALTER TABLE ledger ADD COLUMN price_tier TEXT;
+    ALTER TABLE ledger ADD COLUMN price_window TEXT;
+    ALTER TABLE ledger ADD COLUMN origin TEXT;
+    ALTER TABLE ledger ADD COLUMN origin_id TEXT;
+    CREATE UNIQUE INDEX ledger_origin_id ON ledger(origin, origin_id)
+        WHERE origin_id IS NOT NULL;
+    """,
+    # v6: write-ahead rows (statuses started/interrupted, the writing process), see
+    # pricing.ledger_v6.
+    lambda conn: migrate_v6(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
 )
 
 
@@ -280,6 +294,14 @@ class LedgerRow:
     rate_reasoning: float | None = None
     error_kind: str | None = None
     usage_estimated: bool = False
+    cache_write_1h_tokens: int = 0
+    rate_cache_write_1h: float | None = None
+    price_tier: str | None = None
+    price_window: str | None = None
+    # Where an imported row came from (``claude-code``, ``codex``) and its id there;
+    # None for requests ds4router ran.
+    origin: str | None = None
+    origin_id: str | None = None
     # The process that wrote a ``started`` row (pid, its start mark, the host), so a
     # later start can tell a running request from one whose process died.
     pid: int | None = None
@@ -313,6 +335,7 @@ class LedgerRow:
             self.cache_write_tokens,
             self.output_tokens,
             self.reasoning_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
         for f in fields(self):
             value = getattr(self, f.name)
@@ -328,6 +351,7 @@ class LedgerRow:
             self.output_tokens,
             self.reasoning_tokens,
             estimated=self.usage_estimated,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
 
     @property
@@ -364,6 +388,7 @@ class LedgerRow:
             cache_write_tokens=cost.usage.cache_write_tokens,
             output_tokens=cost.usage.output_tokens,
             reasoning_tokens=cost.usage.reasoning_tokens,
+            cache_write_1h_tokens=cost.usage.cache_write_1h_tokens,
             usage_estimated=cost.usage.estimated,
             cost_usd=cost.total_usd,
             cost_input_usd=cost.input_usd,
@@ -378,6 +403,9 @@ class LedgerRow:
             rate_cache_write=None if rates is None else rates.effective_cache_write,
             rate_output=None if rates is None else rates.output,
             rate_reasoning=None if rates is None else rates.effective_reasoning,
+            rate_cache_write_1h=None if rates is None else rates.effective_cache_write_1h,
+            price_tier=cost.tier,
+            price_window=cost.window,
             **_counterfactual_fields(counterfactual),
             **extra,
         )
@@ -406,6 +434,7 @@ class LedgerRow:
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             usage_estimated=usage.estimated,
             energy_j=cost.energy_j,
             energy_source=cost.energy_source,
@@ -434,7 +463,6 @@ assert _FIELDS[0] == "time"
 _COLUMNS: tuple[str, ...] = ("month", "day", *_FIELDS)
 _INSERT = f"INSERT INTO ledger ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM ledger"
-_UPDATE = f"UPDATE ledger SET {', '.join(c + ' = ?' for c in _COLUMNS)} WHERE id = ?"
 
 
 def _time_text(value: dt.datetime) -> str:
@@ -498,38 +526,15 @@ class Ledger:
         assert rowid is not None
         return rowid
 
-    def begin(self, row: LedgerRow) -> int:
-        """Write a request's write-ahead row (status ``started``) before anything is
-        sent; :meth:`finish` replaces it when the request ends. Returns its id."""
-        if row.status != "started":
-            raise PricingError(f"a write-ahead row has status 'started', not {row.status!r}")
-        return self.record(row)
-
-    def progress(self, ledger_id: int, output_tokens: int) -> None:
-        """Keep a running request's output count current, so a process killed mid-stream
-        leaves the tokens it had received (marked estimated)."""
-        with transaction(self.conn):
-            self.conn.execute(
-                "UPDATE ledger SET output_tokens = ?, usage_estimated = 1 "
-                "WHERE id = ? AND status = 'started'",
-                (max(0, int(output_tokens)), ledger_id),
-            )
-
-    def finish(self, ledger_id: int, row: LedgerRow) -> None:
-        """Replace the write-ahead row ``ledger_id`` with the request's final row."""
-        if row.status not in FINAL_STATUSES:
-            raise PricingError(f"a finished row's status is one of {FINAL_STATUSES}")
-        with transaction(self.conn):
-            cursor = self.conn.execute(_UPDATE, (*_params(row), ledger_id))
-        if cursor.rowcount != 1:
-            raise PricingError(f"{self.path}: no ledger row {ledger_id} to finish")
-
-    def record_many(self, rows: Iterable[LedgerRow]) -> int:
-        """Append rows in one transaction; returns how many."""
+    def record_many(self, rows: Iterable[LedgerRow], *, skip_known: bool = False) -> int:
+        """Append rows in one transaction; returns how many were added. ``skip_known``:
+        leave out rows whose (origin, origin_id) the ledger already has (re-imports)."""
         params = [_params(row) for row in rows]
+        sql = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1) if skip_known else _INSERT
         with transaction(self.conn):
-            self.conn.executemany(_INSERT, params)
-        return len(params)
+            # rowcount sums the rows each insert added (not the cube's trigger writes).
+            added = self.conn.executemany(sql, params).rowcount
+        return max(added, 0) if params else 0
 
     # --- reading ------------------------------------------------------------------
 

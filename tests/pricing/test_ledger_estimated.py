@@ -35,8 +35,6 @@ GPT = Rates("openai/gpt-4.1", input=2.0, output=8.0, cached_input=0.5)
 OPUS = Rates("anthropic/claude-opus-4-7", input=5.0, output=25.0, cached_input=0.5)
 LOCAL = LocalCostModel(watts=90, electricity_usd_per_kwh=0.17, hardware_price_usd=4800)
 
-LATEST = 5  # the ledger's migrations (v5: write-ahead rows)
-
 
 def cloud(usage: TokenUsage, when: dt.datetime = T0, **extra: object) -> LedgerRow:
     return LedgerRow.for_cloud(
@@ -161,9 +159,9 @@ def test_migrating_a_v3_ledger_with_rows_keeps_them_measured_and_the_cube_curren
     old.close()
 
     with Ledger(path) as ledger:
-        assert ledger.version == len(LEDGER_MIGRATIONS) == LATEST
-        assert schema_version(ledger.conn, "ledger") == LATEST
-        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+        assert ledger.version == len(LEDGER_MIGRATIONS)
+        assert schema_version(ledger.conn, "ledger") == len(LEDGER_MIGRATIONS)
+        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == len(LEDGER_MIGRATIONS)
         rows = ledger.month_rows(MONTH)
         assert [r.usage_estimated for r in rows] == [False, False, False]
         assert [r.input_tokens for r in rows] == [1000, 5000, 2000]
@@ -189,7 +187,7 @@ def test_migrating_a_v3_ledger_with_rows_keeps_them_measured_and_the_cube_curren
         assert build_report(ledger, MONTH, now=NOW).total.requests == 3
         # Opening again runs nothing more.
     with Ledger(path) as again:
-        assert again.version == LATEST and again.count() == 3
+        assert again.version == len(LEDGER_MIGRATIONS) and again.count() == 3
 
 
 def estimated_rows(seed: int, count: int) -> list[LedgerRow]:

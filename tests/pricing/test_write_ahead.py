@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pricing import write_ahead
 from pricing.db import (
     DatabaseDamaged,
     DatabaseFull,
@@ -55,14 +56,15 @@ def finished(**extra: object) -> LedgerRow:
 
 CHILD = """
 import datetime as dt, sys, time
+from pricing import write_ahead
 from pricing.ledger import Ledger, LedgerRow
 from pricing.recovery import owner_fields
 ledger = Ledger(sys.argv[1])
-rid = ledger.begin(LedgerRow(
+rid = write_ahead.begin(ledger, LedgerRow(
     time=dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC), project="acme", route="cloud",
     model="openai/gpt-4.1", status="started", input_tokens=1000, usage_estimated=True,
     rate_input=2.0, rate_output=8.0, **owner_fields()))
-ledger.progress(rid, 250)
+write_ahead.progress(ledger, rid, 250)
 print(rid, flush=True)
 time.sleep(600)
 """
@@ -105,11 +107,11 @@ def test_a_row_begun_by_a_killed_process_is_interrupted_on_the_next_open(
 def test_a_running_request_is_left_alone_and_finishes_in_place(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     with Ledger(path) as ledger:
-        rid = ledger.begin(started())
+        rid = write_ahead.begin(ledger, started())
         with Ledger(path) as other:  # another open by a live process recovers nothing
             assert other.recovered == 0
         assert build_report(ledger, MONTH).total.started == 1
-        ledger.finish(rid, finished())
+        write_ahead.finish(ledger, rid, finished())
         (row,) = ledger.month_rows(MONTH)
         assert (row.status, row.output_tokens, row.cost_usd) == ("ok", 20, 0.00218)
         total = build_report(ledger, MONTH).total
@@ -120,12 +122,12 @@ def test_a_running_request_is_left_alone_and_finishes_in_place(tmp_path: Path) -
 def test_a_write_ahead_row_must_be_started_and_a_finished_one_final(tmp_path: Path) -> None:
     with Ledger(tmp_path / "db") as ledger:
         with pytest.raises(Exception, match="'started'"):
-            ledger.begin(finished())
-        rid = ledger.begin(started())
+            write_ahead.begin(ledger, finished())
+        rid = write_ahead.begin(ledger, started())
         with pytest.raises(Exception, match="status is one of"):
-            ledger.finish(rid, started())
+            write_ahead.finish(ledger, rid, started())
         with pytest.raises(Exception, match="no ledger row 999"):
-            ledger.finish(999, finished())
+            write_ahead.finish(ledger, 999, finished())
 
 
 def test_process_liveness_sees_through_a_reused_pid() -> None:
@@ -138,14 +140,14 @@ def test_process_liveness_sees_through_a_reused_pid() -> None:
     assert process_gone(proc.pid, None)
 
 
-def test_a_v4_database_migrates_to_write_ahead_rows_keeping_rows_and_cube(
+def test_a_v5_database_migrates_to_write_ahead_rows_keeping_rows_and_cube(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "v4.sqlite3"
+    path = tmp_path / "v5.sqlite3"
     conn = connect(path)
     from pricing.db import apply_migrations
 
-    apply_migrations(conn, "ledger", LEDGER_MIGRATIONS[:4], mirror_user_version=True)
+    apply_migrations(conn, "ledger", LEDGER_MIGRATIONS[:5], mirror_user_version=True)
     conn.execute(
         "INSERT INTO ledger (time, month, day, project, route, model, input_tokens, "
         "output_tokens, cost_usd, status) VALUES ('2026-12-01T10:00:00.000000Z', "
@@ -155,8 +157,8 @@ def test_a_v4_database_migrates_to_write_ahead_rows_keeping_rows_and_cube(
     with Ledger(path) as ledger:
         assert ledger.version == len(LEDGER_MIGRATIONS)
         assert ledger.spent(MONTH, "acme") == pytest.approx(0.5)
-        rid = ledger.begin(started())
-        ledger.finish(rid, finished(status="error", error_kind="timeout"))
+        rid = write_ahead.begin(ledger, started())
+        write_ahead.finish(ledger, rid, finished(status="error", error_kind="timeout"))
         total = build_report(ledger, MONTH).total
         assert (total.requests, total.ok, total.errors) == (2, 1, 1)
         assert total.cost_usd == pytest.approx(0.5 + 0.00218)

@@ -1,4 +1,4 @@
-"""Ledger migration v5: write-ahead rows.
+"""Ledger migration v6: write-ahead rows.
 
 A request's row is written (status ``started``) before anything is sent and
 updated when it ends; a process that dies leaves it, and the next start marks it
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-# Every column of the v4 table, in its order (id first), then v5's.
-_V4_COLUMNS = """
+# Every column of the v5 table, in its order (id first), then v6's.
+_V5_COLUMNS = """
     id INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
     month TEXT NOT NULL,
@@ -59,14 +59,20 @@ _V4_COLUMNS = """
     rate_cache_write REAL,
     rate_output REAL,
     rate_reasoning REAL,
-    usage_estimated INTEGER NOT NULL DEFAULT 0 CHECK (usage_estimated IN (0, 1))"""
-_V5_COLUMNS = """,
+    usage_estimated INTEGER NOT NULL DEFAULT 0 CHECK (usage_estimated IN (0, 1)),
+    cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0 CHECK (cache_write_1h_tokens >= 0),
+    rate_cache_write_1h REAL,
+    price_tier TEXT,
+    price_window TEXT,
+    origin TEXT,
+    origin_id TEXT"""
+_V6_COLUMNS = """,
     pid INTEGER,
     process_mark TEXT,
     host TEXT"""
 
-# The measures v5 adds to the cube (released: never edit).
-MEASURES_V5: tuple[tuple[str, str, str], ...] = (
+# The measures v6 adds to the cube (released: never edit).
+MEASURES_V6: tuple[tuple[str, str, str], ...] = (
     ("started", "INTEGER", "{r}.status = 'started'"),
     ("interrupted", "INTEGER", "{r}.status = 'interrupted'"),
 )
@@ -79,23 +85,27 @@ def migrate(
     cube_upsert: CubeUpsert,
     earlier: tuple[tuple[str, str, str], ...],
 ) -> None:
-    """Rebuild ``ledger`` with the v5 statuses and columns, inside the migration's
+    """Rebuild ``ledger`` with the v6 statuses and columns, inside the migration's
     transaction. ``cube_upsert`` writes one trigger body and ``earlier`` are the
-    cube's measures up to v4 (both from ``pricing.ledger``)."""
-    measures = earlier + MEASURES_V5
+    cube's measures up to v5 (both from ``pricing.ledger``)."""
+    measures = earlier + MEASURES_V6
     names = [row[1] for row in conn.execute("PRAGMA table_info(ledger)")]
     columns = ", ".join(names)
     for trigger in ("ledger_cube_insert", "ledger_cube_delete", "ledger_cube_update"):
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    conn.execute(f"CREATE TABLE ledger_v5 ({_V4_COLUMNS}{_V5_COLUMNS})")
-    conn.execute(f"INSERT INTO ledger_v5 ({columns}) SELECT {columns} FROM ledger")
+    conn.execute(f"CREATE TABLE ledger_v6 ({_V5_COLUMNS}{_V6_COLUMNS})")
+    conn.execute(f"INSERT INTO ledger_v6 ({columns}) SELECT {columns} FROM ledger")
     conn.execute("DROP TABLE ledger")
-    conn.execute("ALTER TABLE ledger_v5 RENAME TO ledger")
+    conn.execute("ALTER TABLE ledger_v6 RENAME TO ledger")
     conn.execute("CREATE INDEX ledger_month ON ledger(month)")
     conn.execute("CREATE INDEX ledger_month_project ON ledger(month, project)")
+    conn.execute(
+        "CREATE UNIQUE INDEX ledger_origin_id ON ledger(origin, origin_id) "
+        "WHERE origin_id IS NOT NULL"
+    )
     conn.execute("CREATE INDEX ledger_started ON ledger(id) WHERE status = 'started'")
-    for name, kind, _ in MEASURES_V5:
-        # No row had these statuses before v5, so 0 is every cell's true value.
+    for name, kind, _ in MEASURES_V6:
+        # No row had these statuses before v6, so 0 is every cell's true value.
         conn.execute(f"ALTER TABLE ledger_cube ADD COLUMN {name} {kind} NOT NULL DEFAULT 0")
     bodies = {
         "insert": cube_upsert("NEW", "+", measures),
