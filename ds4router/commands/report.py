@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ds4router.commands.common import write_output
 from ds4router.errors import Ds4RouterError
+
+if TYPE_CHECKING:
+    from ds4router.config.loader import LoadedConfig
 
 FORMATS = ("table", "csv", "json", "md", "html")
 
@@ -30,9 +34,22 @@ FORMATS = ("table", "csv", "json", "md", "html")
     default=None,
     help="Write to FILE instead of standard output.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="AGENT[:DIR]",
+    help="First add an agent's logged requests to the ledger as imported rows: claude-code "
+    "(~/.claude/projects) or codex (~/.codex/sessions), optionally :DIR. Repeatable.",
+)
 @click.pass_context
 def command(
-    ctx: click.Context, month: str | None, project_name: str | None, fmt: str, output: Path | None
+    ctx: click.Context,
+    month: str | None,
+    project_name: str | None,
+    fmt: str,
+    output: Path | None,
+    imports: tuple[str, ...],
 ) -> None:
     """Monthly cost report: totals, breakdowns, savings, budget, unpriced requests."""
     from ds4router import paths
@@ -51,6 +68,8 @@ def command(
     db_path = paths.database_path()
     try:
         check_month(month)
+        if imports:
+            _import(imports, db_path, loaded)
         if db_path.exists():
             with Ledger(db_path) as ledger:
                 spent = ledger.spent(month, budget_project)
@@ -75,3 +94,23 @@ def command(
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
     write_output(text, output, f"the {month} report ({fmt})")
+
+
+def _import(imports: tuple[str, ...], db_path: Path, loaded: LoadedConfig) -> None:
+    """Add each ``AGENT[:DIR]``'s logs to the ledger; a line on stderr says what was added."""
+    from ds4router.sessions.turn_costs import price_catalog
+    from pricing.agent_import import import_log
+    from pricing.agent_logs import DEFAULT_DIRS, read_agent_log
+    from pricing.ledger import Ledger
+
+    catalog = price_catalog(loaded)
+    for spec in imports:
+        origin, _, directory = spec.partition(":")
+        if origin not in DEFAULT_DIRS:
+            raise Ds4RouterError(
+                f"--import {spec}: unknown agent {origin!r}; use claude-code[:DIR] or codex[:DIR]"
+            )
+        log = read_agent_log(origin, directory or None)
+        with Ledger(db_path) as ledger:
+            done = import_log(ledger, log, catalog, loaded.config.pricing.reference_model)
+        click.echo(done.describe(), err=True)

@@ -76,6 +76,15 @@ class PrivacyConfig(Strict):
     allowlist: list[str] = Field(
         default_factory=list, description="regexes; a finding whose text matches is ignored"
     )
+    unreadable: PrivacyLevel = Field(
+        PrivacyLevel.CONFIDENTIAL,
+        description="the level of content that cannot be read as text (binary, image, archive)",
+    )
+    on_detected: Literal["keep_local", "redact"] = Field(
+        "keep_local",
+        description="redact: a request private only by detector findings may go to the cloud "
+        "with each finding replaced by a placeholder",
+    )
 
     _allowlist = field_validator("allowlist")(lambda value: check_regexes(value))
 
