@@ -92,11 +92,12 @@ def explicit_target(model: str) -> Target:
         return CloudModel(model)
 
 
-def model_of(target: Target) -> str | None:
-    """The model name the ledger records for ``target`` (None: refused, nothing ran)."""
+def model_of(target: Target, local_model: str = LOCAL_MODEL) -> str | None:
+    """The model id the ledger records for ``target`` (None: refused, nothing ran);
+    ``local_model``: the in-process engine's, which its configuration decides."""
     match target:
         case LocalEngine():
-            return LOCAL_MODEL
+            return local_model
         case LocalServer(name=name):
             return name
         case CloudModel(model=model):

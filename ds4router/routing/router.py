@@ -11,6 +11,7 @@ it. The Decision says which rule matched and why each earlier rule did not.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import assert_never
 
 from ds4router.config.schema import Config, RouteRule
@@ -18,6 +19,7 @@ from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import PrivacyResult
 from ds4router.routing.tasks import TaskResult
 from ds4router.targets import (
+    LOCAL_MODEL,
     CloudModel,
     LocalEngine,
     LocalServer,
@@ -62,6 +64,7 @@ class RuleTrace:
 @dataclass(frozen=True)
 class Decision:
     target: Target
+    model: str | None  # the cloud model id, the local model's id, or None when refused
     rule: str | None  # the rule that chose the target ("default", "budget", ...)
     privacy: PrivacyLevel
     task: str
@@ -71,11 +74,6 @@ class Decision:
     fix: str | None = None  # for `refuse`: the change that would allow the request
 
     @property
-    def model(self) -> str | None:
-        """The cloud model id, the local model's name, or None when refused."""
-        return model_of(self.target)
-
-    @property
     def chain(self) -> tuple[Sendable, ...]:
         """The targets to try, in order: the chosen one, then its fallbacks (none if refused)."""
         match self.target:
@@ -83,6 +81,18 @@ class Decision:
                 return ()
             case LocalEngine() | LocalServer() | CloudModel() as chosen:
                 return (chosen, *self.fallbacks)
+
+
+def local_model_id(config: Config) -> str:
+    """The model id the local target is recorded under: the engine's kind and model."""
+    from ds4router.demo_model import MODEL_ID, is_demo
+
+    engine = config.local.engine
+    if engine.kind == "deepseek-v4" or not engine.model_path:
+        return LOCAL_MODEL
+    if is_demo(engine.model_path):
+        return MODEL_ID
+    return f"local/{Path(engine.model_path).stem}"
 
 
 def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tuple[bool, str]:
@@ -179,6 +189,7 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     target, rule_name, fix = _enforce(target, rule_name, level, limit, state, reasons)
     return Decision(
         target=target,
+        model=model_of(target, local_model_id(config)),
         rule=rule_name,
         privacy=level,
         task=request.task.task,

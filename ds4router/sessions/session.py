@@ -82,7 +82,7 @@ from ds4router.routing.detectors import redact_text
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import Contribution
 from ds4router.routing.request import Attachment, Request, estimate_tokens, strip_tags
-from ds4router.routing.router import Classified, Decision, RouterState, decide
+from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
 from ds4router.routing.state import local_engine_status
 from ds4router.sessions.context_window import (
     ContextLimits,
@@ -93,6 +93,7 @@ from ds4router.sessions.context_window import (
 from ds4router.sessions.conversation import (
     ContextTurn,
     chat_messages,
+    context_pieces,
     context_turns,
     fit_conversation,
 )
@@ -222,6 +223,7 @@ class Session:
         self._memory_id: str | None = None
         self._memory: list[ContextTurn] = []
         self._context_level: PrivacyLevel | None = None
+        self._context_turns: list[ContextTurn] = []  # scanned with every new message
         # (conversation, model) pairs already told that the model's window is unknown:
         # said once per conversation, not under every answer.
         self._told_unknown: set[tuple[str, str]] = set()
@@ -242,7 +244,9 @@ class Session:
         every keystroke. The current conversation's privacy counts, as in send.
         """
         attachments = load_attachments(text, files, self.loaded.project_dir)
-        classified = self._classify(Request(text, attachments), self._context_level, 0)
+        classified = self._classify(
+            Request(text, attachments), self._context_level, 0, self._context_turns
+        )
         decision = self._enforce_privacy(self._decide(classified, live=False), classified)
         return classified, decision
 
@@ -291,7 +295,7 @@ class Session:
         self.conversation_id = cid
         level = max((t.privacy for t in context), default=None)
         tokens = sum(estimate_tokens(t.prompt) + estimate_tokens(t.answer) for t in context)
-        classified = self._classify(Request(text, attachments, model), level, tokens)
+        classified = self._classify(Request(text, attachments, model), level, tokens, context)
         decision = await asyncio.to_thread(self._decide, classified, live=True)
         decision = self._enforce_privacy(decision, classified)
         prompt = compose_prompt(text, attachments)
@@ -342,11 +346,11 @@ class Session:
         pending: Failed | None = None  # a failure before any token, not shown yet
         failed_spec: Sendable | None = None
         for position, spec in enumerate(specs):
-            target, model = spec, model_of(spec)
+            target, model = spec, model_of(spec, local_model_id(self.config))
             assert model is not None
             if self._cancel_requested:
                 if not turn.attempts:
-                    turn.attempts.append(Attempt(target, time.monotonic()))
+                    turn.attempts.append(Attempt(target, model, time.monotonic()))
                 stop = failed("cancelled", "cancelled before anything was sent")
                 turn.conclude(stop)
                 yield stop
@@ -355,7 +359,7 @@ class Session:
                 backend = self._backend(target)
             except BackendUnavailable as exc:
                 if not turn.attempts:  # the row needs a route even when nothing ran
-                    turn.attempts.append(Attempt(target, time.monotonic()))
+                    turn.attempts.append(Attempt(target, model, time.monotonic()))
                 if pending is None:
                     pending, failed_spec = failed("unavailable", str(exc)), spec
                 else:
@@ -366,7 +370,7 @@ class Session:
                 assert failed_spec is not None  # set with every pending failure
                 yield FallbackTaken(failed_spec, spec, pending.message)
                 pending = None
-            attempt = Attempt(target, time.monotonic())
+            attempt = Attempt(target, model, time.monotonic())
             turn.attempts.append(attempt)
             last = position == len(specs) - 1
             # Off the loop: counting a long conversation (the local tokenizer, or the
@@ -426,7 +430,7 @@ class Session:
                 case LocalEngine():
                     engine = self.config.local.engine
                     found[spec] = local_limits(
-                        model_of(spec) or "", engine.model_path, engine.max_tokens
+                        local_model_id(self.config), engine.model_path, engine.max_tokens
                     )
                 case LocalServer():
                     found[spec] = None  # its window is the server's; not known here yet
@@ -503,14 +507,20 @@ class Session:
     # --- classification and routing -------------------------------------------------------
 
     def _classify(
-        self, request: Request, context_level: PrivacyLevel | None, context_tokens: int
+        self,
+        request: Request,
+        context_level: PrivacyLevel | None,
+        context_tokens: int,
+        context: Sequence[ContextTurn] = (),
     ) -> Classified:
-        classified = classify(request, self.config)
+        """Every message of the conversation is scanned, and the levels stored with the
+        earlier turns count too (history keeps a redacted text, so its level is kept)."""
+        classified = classify(request, self.config, context_pieces(context))
         privacy = classified.privacy
-        if context_level is not None and context_level > privacy.level:
+        if context_level is not None and context_level > self.config.privacy.default:
             privacy = replace(
                 privacy,
-                level=context_level,
+                level=max(context_level, privacy.level),
                 contributions=(
                     *privacy.contributions,
                     Contribution("earlier messages of this conversation", context_level),
@@ -611,6 +621,7 @@ class Session:
             return replace(
                 decision,
                 target=Refuse(),
+                model=None,
                 rule="privacy",
                 fallbacks=(),
                 reasons=(
@@ -638,6 +649,7 @@ class Session:
                 messages = self._history_db().messages(conversation_id)
             turns = context_turns(messages)
         self._context_level = max((t.privacy for t in turns), default=None)
+        self._context_turns = turns
         return turns
 
     # --- accounting -------------------------------------------------------------------------
@@ -648,7 +660,7 @@ class Session:
         decision = turn.decision
         if abandoned and not turn.attempts and decision.chain:
             # Routed, then dropped before the backend was called: still the routed target's row.
-            turn.attempts.append(Attempt(decision.chain[0], time.monotonic()))
+            turn.attempts.append(Attempt(decision.chain[0], decision.model or "", time.monotonic()))
         attempt = turn.last
         if attempt is not None and attempt.outcome is None:
             attempt.end(
@@ -681,6 +693,7 @@ class Session:
             if answer:
                 self._memory.append(ContextTurn(turn.prompt, answer, level))
             self._context_level = max((t.privacy for t in self._memory), default=None)
+            self._context_turns = list(self._memory)
             return
         _, error_kind, error = outcome_status(attempt)
         user = Message(
@@ -716,6 +729,7 @@ class Session:
         )
         if answer:
             self._context_level = max(self._context_level or level, level)
+            self._context_turns = [*self._context_turns, ContextTurn(turn.prompt, answer, level)]
 
     def _catalog(self) -> tuple[PriceCatalog | None, str | None]:
         try:

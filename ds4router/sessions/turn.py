@@ -16,7 +16,7 @@ from typing import Any
 from ds4router.events import Done, Failed, ReasoningDelta, TextDelta, TokenUsage
 from ds4router.routing.request import Attachment
 from ds4router.routing.router import Classified, Decision
-from ds4router.targets import Sendable, model_of
+from ds4router.targets import Sendable
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Attempt:
     """One backend's try at the turn (one target of the fallback chain)."""
 
     target: Sendable
+    model: str
     started: float
     first_token: float | None = None
     ended: float | None = None
@@ -33,10 +34,6 @@ class Attempt:
     outcome: Done | Failed | None = None
     energy: Any = None  # pricing.energy.EnergyReading of a local attempt
     prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
-
-    @property
-    def model(self) -> str:
-        return model_of(self.target) or ""
 
     @property
     def has_tokens(self) -> bool:

@@ -273,6 +273,7 @@ async def test_a_cloud_decision_above_the_limit_is_refused_even_if_the_router_er
         decision = real_decide(request, config, state)
         return Decision(
             target=CloudModel(MODEL),
+            model=MODEL,
             rule="buggy",
             privacy=decision.privacy,
             task=decision.task,
