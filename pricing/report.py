@@ -22,6 +22,10 @@ them, never against a reference cost that includes requests without a price of t
 These four figures are derived per cube cell (one model, reference model and day: its
 requests are priced, or not, alike), not stored.
 
+Interrupted work: ``interrupted`` counts requests whose process died mid-way
+(their usage is what was known then, estimated) and ``started`` those still
+running; both are apart from ``ok``/``errors``/``cancelled``.
+
 Estimates: ``estimated_requests`` counts rows whose token counts were estimated
 (no usage reported), so a group's tokens and reference cost include estimates
 when it is above 0; ``estimated_cloud_requests`` counts the cloud ones among
@@ -67,6 +71,9 @@ class Bucket:
     duration_s: float = 0.0
     estimated_requests: int = 0
     estimated_cloud_requests: int = 0
+    # Write-ahead rows: still running, or left by a process that died (see pricing.recovery).
+    started: int = 0
+    interrupted: int = 0
     # Derived from the cells, not cube measures (see the module docstring).
     refused: int = 0
     compared_requests: int = 0
@@ -74,25 +81,20 @@ class Bucket:
     compared_cost_usd: float = 0.0
 
     @property
-    def unfinished(self) -> int:
-        """Requests neither answered, refused, failed nor cancelled: interrupted (their
-        process died) or still running."""
-        return max(self.requests - self.ok - self.refused - self.errors - self.cancelled, 0)
-
-    @property
     def failed(self) -> int:
         """Requests that ran but gave no complete answer (error, cancelled, interrupted)."""
-        return self.errors + self.cancelled + self.unfinished
+        return self.errors + self.cancelled + self.interrupted
 
     def outcomes(self) -> str:
-        """``12 ok, 1 refused, 2 error, 1 cancelled``: each outcome apart (zeros left out,
-        but ok)."""
+        """``12 ok, 1 refused, 2 error, 1 cancelled, 1 interrupted, 1 running``: each
+        outcome apart (zeros left out, but ok)."""
         parts = [f"{self.ok:,} ok"]
         for count, label in (
             (self.refused, "refused"),
             (self.errors, "error"),
             (self.cancelled, "cancelled"),
-            (self.unfinished, "interrupted"),
+            (self.interrupted, "interrupted"),
+            (self.started, "running"),
         ):
             if count:
                 parts.append(f"{count:,} {label}")
@@ -281,6 +283,8 @@ def _measures_of(row: LedgerRow) -> tuple[int | float, ...]:
         row.duration_s or 0.0,
         int(row.usage_estimated),
         int(row.usage_estimated and row.route == "cloud"),
+        int(row.status == "started"),
+        int(row.status == "interrupted"),
     )
 
 

@@ -168,8 +168,6 @@ def bucket_cells(key: str, bucket: Bucket, estimated_column: bool = False) -> tu
     if bucket.unpriced_requests:
         cost += f" + {bucket.unpriced_requests} unpriced"
     saved = marked(money(bucket.savings_usd), tokens_estimated or bucket.cost_estimated)
-    if not bucket.saving_known:
-        saved = "-"
     estimated = (str(bucket.estimated_requests),) if estimated_column else ()
     return (
         key,
