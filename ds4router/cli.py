@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ds4router.commands.models_cmd", "Local models: pull the demo model, list."),
     "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "db": ("ds4router.commands.db_cmd", "The database: check it, or repair it (with a backup)."),
     "estimate": (
         "ds4router.commands.estimate",
         "Monthly cost on 40+ models and on local hardware.",

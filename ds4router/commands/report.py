@@ -13,6 +13,9 @@ from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
     from ds4router.config.loader import LoadedConfig
+    from pricing.budget import BudgetState
+    from pricing.ledger import Ledger
+    from pricing.report import MonthReport
 
 FORMATS = ("table", "csv", "json", "md", "html")
 
@@ -57,7 +60,7 @@ def command(
     from pricing.budget import budget_for_month
     from pricing.errors import PricingError
     from pricing.ledger import Ledger, check_month
-    from pricing.report import build_report, build_report_from_rows, render
+    from pricing.report import build_report_from_rows, render
 
     now = dt.datetime.now(dt.UTC)
     month = month or now.strftime("%Y-%m")
@@ -76,14 +79,7 @@ def command(
                 budget = budget_for_month(
                     budget_cfg.monthly_usd, spent, budget_cfg.warn_at, month, now
                 )
-                report = build_report(
-                    ledger,
-                    month,
-                    project_name,
-                    budget=budget,
-                    budget_project=budget_project,
-                    now=now,
-                )
+                report = _month_report(ledger, month, project_name, budget, budget_project, now)
         else:
             # No ledger yet: an empty report, without creating the database.
             budget = budget_for_month(budget_cfg.monthly_usd, 0.0, budget_cfg.warn_at, month, now)
@@ -94,6 +90,35 @@ def command(
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
     write_output(text, output, f"the {month} report ({fmt})")
+
+
+def _month_report(
+    ledger: Ledger,
+    month: str,
+    project_name: str | None,
+    budget: BudgetState,
+    budget_project: str,
+    now: dt.datetime,
+) -> MonthReport:
+    """The month from the summary table, or from the rows when the two disagree."""
+    from pricing.repair import cube_disagreements
+    from pricing.report import build_report, build_report_from_rows
+
+    disagree = cube_disagreements(ledger.conn, month)
+    if not disagree:
+        return build_report(
+            ledger, month, project_name, budget=budget, budget_project=budget_project, now=now
+        )
+    # The summary is a cache of the rows: when it is wrong, the rows win.
+    click.echo(
+        f"warning: the summary table disagrees with the ledger rows ({'; '.join(disagree)}); "
+        "this report is summed from the rows; `ds4router db repair` rebuilds the summary",
+        err=True,
+    )
+    rows = ledger.iter_month(month, project_name)
+    return build_report_from_rows(
+        rows, month, project_name, budget=budget, budget_project=budget_project, now=now
+    )
 
 
 def _import(imports: tuple[str, ...], db_path: Path, loaded: LoadedConfig) -> None:
