@@ -495,7 +495,8 @@ def smoke_checks() -> dict[str, str]:
 def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
 
-    from local_engine.checkpoint.random_weights import preset_config, random_weights
+    from local_engine.checkpoint.random_device import random_weights
+    from local_engine.checkpoint.random_weights import preset_config
     from local_engine.model.transformer import Model, ModelWeights
 
     # "gpu-dry" runs this path on the CPU with a small preset, to check it before

@@ -46,7 +46,8 @@ def main() -> None:
 
     import mlx.core as mx
 
-    from local_engine.checkpoint.random_weights import preset_config, random_weights
+    from local_engine.checkpoint.random_device import random_weights
+    from local_engine.checkpoint.random_weights import preset_config
     from local_engine.model.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
     from local_engine.model.transformer import Model
 

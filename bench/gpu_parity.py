@@ -28,7 +28,8 @@ def main() -> None:
     import mlx.core as mx
     import numpy as np
 
-    from local_engine.checkpoint.random_weights import preset_config, random_weights
+    from local_engine.checkpoint.random_device import random_weights
+    from local_engine.checkpoint.random_weights import preset_config
     from local_engine.model.transformer import Model
 
     cfg = preset_config("tiny", num_layers=4)

@@ -25,6 +25,7 @@ import yaml
 
 from pricing.errors import PricingError
 from pricing.local_cost import LocalCostModel
+from pricing.textio import read_text_any
 
 _KEYS = {
     "name",
@@ -86,7 +87,7 @@ def load_profile(name_or_file: str, profiles_dir: Path) -> LocalProfile:
                 f"no local profile {name_or_file!r}; use one of: {names}, or a YAML file path"
             )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text_any(path)[0])
     except (OSError, yaml.YAMLError) as exc:
         raise PricingError(f"cannot read local profile {path}: {exc}") from None
     return parse_profile(data, default_name=path.stem, where=str(path))

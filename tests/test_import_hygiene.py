@@ -60,7 +60,7 @@ def is_tui(name: str) -> bool:
     return name == "ds4router.tui" or name.startswith("ds4router.tui.")
 
 
-HEAVY = {"litellm", "mlx", "torch", "transformers"}
+HEAVY = {"litellm", "mlx", "mlx_lm", "torch", "transformers"}
 CORE = [m for m in modules_of("ds4router") if not is_tui(m)]
 TUI = [m for m in modules_of("ds4router") if is_tui(m)]
 

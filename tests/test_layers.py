@@ -60,7 +60,7 @@ WRONG_IMPORTS = [
     ),
     ("ds4router/routing/router.py", "import textual.app", "Textual only under ds4router.tui"),
     ("local_engine/runtime/engine.py", "import litellm", "LiteLLM only under ds4router.backends"),
-    ("pricing/cost.py", "import mlx.core", "mlx only in local_engine"),
+    ("pricing/cost.py", "import mlx.core", "mlx and mlx-lm only in local_engine"),
     ("local_engine/model/config.py", "import torch", "torch and transformers"),
 ]
 

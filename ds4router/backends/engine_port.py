@@ -40,6 +40,8 @@ if TYPE_CHECKING:
         TextDelta,
         Usage,
     )
+    from local_engine.runtime.mlx_lm_engine import MlxLmEngine
+    from local_engine.runtime.mlx_lm_files import check_model_path
     from local_engine.runtime.tokenizer import Tokenizer, TokenizerError, find_tokenizer_file
     from local_engine.runtime.worker import SerialWorker
 
@@ -67,6 +69,8 @@ _NAMES: dict[str, str] = {
     "ReasoningDelta": "local_engine.runtime.generate",
     "TextDelta": "local_engine.runtime.generate",
     "Usage": "local_engine.runtime.generate",
+    "MlxLmEngine": "local_engine.runtime.mlx_lm_engine",
+    "check_model_path": "local_engine.runtime.mlx_lm_files",
     "Tokenizer": "local_engine.runtime.tokenizer",
     "TokenizerError": "local_engine.runtime.tokenizer",
     "find_tokenizer_file": "local_engine.runtime.tokenizer",
@@ -85,6 +89,7 @@ __all__ = [
     "GenerationStats",
     "KVStore",
     "LoadProgress",
+    "MlxLmEngine",
     "ReasoningDelta",
     "Recipe",
     "SerialWorker",
@@ -92,6 +97,7 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "Usage",
+    "check_model_path",
     "compare_models",
     "convert",
     "find_tokenizer_file",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ import click
 
 from ds4router.config.loader import LoadedConfig, load_config
 from ds4router.errors import Ds4RouterError
+from ds4router.textio import read_stdin
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,9 +42,9 @@ def load_project_config(project: str | None) -> LoadedConfig:
 
 
 def read_text_argument(text: str) -> str:
-    """``-`` reads the whole of stdin."""
+    """``-`` reads the whole of stdin (any encoding ``ds4router.textio`` knows)."""
     if text == "-":
-        return sys.stdin.read()
+        return read_stdin()
     return text
 
 

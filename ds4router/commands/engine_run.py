@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ds4router.errors import Ds4RouterError
+from ds4router.textio import read_stdin, read_text_any
 
 if TYPE_CHECKING:
     from ds4router.backends.engine_port import Engine
@@ -146,13 +147,10 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
     if prompt is not None:
         text = prompt
     elif prompt_file == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
     else:
         assert prompt_file is not None
-        try:
-            text = Path(prompt_file).expanduser().read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise Ds4RouterError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
+        text, _ = read_text_any(Path(prompt_file).expanduser(), f"--prompt-file {prompt_file}")
     if not text.strip():
         raise Ds4RouterError("the prompt is empty; give some text to answer")
     return text

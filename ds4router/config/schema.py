@@ -76,6 +76,15 @@ class PrivacyConfig(Strict):
     allowlist: list[str] = Field(
         default_factory=list, description="regexes; a finding whose text matches is ignored"
     )
+    unreadable: PrivacyLevel = Field(
+        PrivacyLevel.CONFIDENTIAL,
+        description="the level of content that cannot be read as text (binary, image, archive)",
+    )
+    on_detected: Literal["keep_local", "redact"] = Field(
+        "keep_local",
+        description="redact: a request private only by detector findings may go to the cloud "
+        "with each finding replaced by a placeholder",
+    )
 
     _allowlist = field_validator("allowlist")(lambda value: check_regexes(value))
 
@@ -174,6 +183,9 @@ class CloudConfig(Strict):
 
 
 class EngineConfig(Strict):
+    # deepseek-v4: our DeepSeek V4 Flash engine; mlx-lm: any model mlx-lm loads (an MLX
+    # model directory, or a llama .gguf file such as the demo model).
+    kind: Literal["deepseek-v4", "mlx-lm"] = "deepseek-v4"
     model_path: str | None = None
     max_tokens: int = Field(default=4096, ge=1, description="output cap for requests setting none")
     kv_cache_dir: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,13 +11,15 @@ from ds4router.errors import Ds4RouterError
 from ds4router.routing.privacy import classify_privacy
 from ds4router.routing.request import Attachment, Request, estimate_tokens, path_mentions
 from ds4router.routing.router import Classified
+from ds4router.routing.scan.pieces import Piece
 from ds4router.routing.tasks import classify_task
 
 MAX_ATTACHMENT_BYTES = 4 * 1024 * 1024
 
 
-def classify(request: Request, config: Config) -> Classified:
-    privacy = classify_privacy(request.text, request.attachments, config.privacy)
+def classify(request: Request, config: Config, context: Sequence[Piece] = ()) -> Classified:
+    """``request`` classified; ``context``: the conversation's earlier pieces, scanned too."""
+    privacy = classify_privacy(request.text, request.attachments, config.privacy, context)
     task = classify_task(request.text, config.classifier)
     tokens = estimate_tokens(request.text) + sum(
         estimate_tokens(a.text) for a in request.attachments
@@ -35,22 +38,36 @@ def load_attachments(
     base = cwd or Path.cwd()
     out: dict[Path, Attachment] = {}
     for name in files:
-        path = (base / Path(name).expanduser()).resolve()
+        given = Path(os.path.abspath(base / Path(name).expanduser()))
+        path = given.resolve()
         if not path.is_file():
             raise Ds4RouterError(f"--file {name}: no such file")
-        out.setdefault(path, _read(path, project_dir, str(name)))
+        out.setdefault(path, _read(given, path, project_dir, str(name)))
     for mention in path_mentions(text):
         for root in (project_dir, base):
             if root is None:
                 continue
-            path = (root / mention).resolve()
+            given = Path(os.path.abspath(root / mention))
+            path = given.resolve()
             if path.is_file():
-                out.setdefault(path, _read(path, project_dir, "@" + mention))
+                out.setdefault(path, _read(given, path, project_dir, "@" + mention))
                 break
     return tuple(out.values())
 
 
-def _read(path: Path, project_dir: Path | None, label: str) -> Attachment:
+def _relative(path: Path, project_dir: Path | None) -> str:
+    if project_dir is None:
+        return str(path)
+    for root in (Path(os.path.abspath(project_dir)), project_dir.resolve()):
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _read(given: Path, path: Path, project_dir: Path | None, label: str) -> Attachment:
+    """Read ``path`` (``given`` with symlinks resolved); both names are kept for the globs."""
     try:
         size = path.stat().st_size
         if size > MAX_ATTACHMENT_BYTES:
@@ -62,10 +79,5 @@ def _read(path: Path, project_dir: Path | None, label: str) -> Attachment:
     except OSError as exc:
         raise Ds4RouterError(f"{label}: cannot read ({exc.strerror})") from None
     text = data.decode("utf-8", errors="replace")
-    rel = str(path)
-    if project_dir is not None:
-        try:
-            rel = path.relative_to(project_dir.resolve()).as_posix()
-        except ValueError:
-            rel = str(path)
-    return Attachment(rel, text)
+    rel, real = _relative(given, project_dir), _relative(path, project_dir)
+    return Attachment(rel, text, resolved=real if real != rel else None)

@@ -1,9 +1,16 @@
 """The privacy level of a request: the maximum over everything that contributes.
 
-Contributions: the project default, ``privacy.paths`` globs of attached files,
-inline tags (``#secret`` ...; lowering below the default only when the project
-sets ``allow_downgrade``), and the detectors' findings. Pure: the caller reads
-files; this module only looks at text.
+Contributions: the project default, ``privacy.paths`` globs of attached files
+(matched on the path as given and on where it resolves to), inline tags
+(``#secret`` ...; lowering below the default only when the project sets
+``allow_downgrade``), content that cannot be read (``privacy.unreadable``), and the
+detectors' findings in every piece of text the request carries.
+
+``classify_conversation`` is the entry point for a whole request (the session's
+conversation, the HTTP gateway's chat bodies): it takes ``Piece``s
+(``ds4router.routing.scan.pieces``) and scans each one the same way.
+``classify_privacy`` is the same for a typed request with its attachments. Pure:
+the caller reads files; this module only looks at text.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from ds4router.config.schema import PrivacyConfig
 from ds4router.routing.detectors import Finding, scan
 from ds4router.routing.levels import PrivacyLevel, max_level
 from ds4router.routing.request import Attachment, privacy_tags
+from ds4router.routing.scan.pieces import Piece, PieceKind
 
 
 @dataclass(frozen=True)
@@ -27,14 +35,17 @@ class Contribution:
 
 @dataclass(frozen=True)
 class FileFinding:
-    """A finding and where it was: ``None`` for the request text, else the file path."""
+    """A finding and where it was: ``None`` for the request text, else the file path or
+    the label of the piece (``messages[3].content``, ``earlier turn 2 (answer)``)."""
 
     where: str | None
     finding: Finding
+    kind: PieceKind = PieceKind.USER
 
     def to_dict(self) -> dict[str, object]:
         out = self.finding.to_dict()
         out["where"] = self.where or "text"
+        out["source"] = str(self.kind)
         return out
 
 
@@ -87,13 +98,77 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def attachment_pieces(attachments: Sequence[Attachment]) -> list[Piece]:
+    return [Piece(PieceKind.ATTACHMENT, a.path, a.text, a.unreadable) for a in attachments]
+
+
 def classify_privacy(
-    text: str, attachments: Sequence[Attachment], config: PrivacyConfig
+    text: str,
+    attachments: Sequence[Attachment],
+    config: PrivacyConfig,
+    context: Sequence[Piece] = (),
 ) -> PrivacyResult:
+    """The level of a typed request (``text``, its attachments) with the conversation's
+    earlier ``context`` pieces: everything is scanned."""
+    pieces = [Piece(PieceKind.USER, "", text), *attachment_pieces(attachments), *context]
+    paths = [(a.path, a.resolved) for a in attachments]
+    return classify_conversation(pieces, config, paths=paths, tags_from=text)
+
+
+def classify_conversation(
+    pieces: Sequence[Piece],
+    config: PrivacyConfig,
+    *,
+    paths: Sequence[tuple[str, str | None]] = (),
+    tags_from: str | None = None,
+) -> PrivacyResult:
+    """The privacy level of a whole request, from all of its pieces.
+
+    ``pieces``: every text the request carries (see ``pieces_from_chat``), each scanned
+    by the same detectors; a finding is placed by the piece's ``where`` (an empty
+    label means the request text, ``FileFinding.where is None``). ``paths``: attached
+    files as (path as given, resolved path or None), matched against ``privacy.paths``.
+    ``tags_from``: the text whose ``#level`` tags count (default: every user piece).
+    Returns the level, every contribution in words, and the findings (redacted
+    previews only: no finding's text is in any string this result renders).
+    """
     default = config.default
     contributions = [Contribution("project default (privacy.default)", default)]
     notes: list[str] = []
+    if tags_from is None:
+        tags_from = "\n".join(p.text for p in pieces if p.kind is PieceKind.USER)
+    base = _tags(tags_from, config, contributions, notes)
+    contributions.extend(_path_contributions(paths, config))
+    findings: list[FileFinding] = []
+    levels = {"secret": config.detectors.secrets, "pii": config.detectors.pii}
+    allow = tuple(config.allowlist)
+    off = tuple(config.detectors.disabled)
+    for piece in pieces:
+        label = piece.where or None
+        if piece.unreadable:
+            contributions.append(
+                Contribution(
+                    f"{label or 'text'} cannot be read as text (privacy.unreadable)",
+                    config.unreadable,
+                )
+            )
+        if not piece.text:
+            continue
+        for finding in _scan_cached(piece.text, allow, off):
+            findings.append(FileFinding(label, finding, piece.kind))
+            place = f"{label}:{finding.line}" if label else f"line {finding.line}"
+            contributions.append(
+                Contribution(f"detector {finding.kind} ({place})", levels[finding.category])
+            )
+    level = max_level(*(c.level for c in contributions[1:]), base)
+    return PrivacyResult(level, tuple(contributions), tuple(findings), tuple(notes))
 
+
+def _tags(
+    text: str, config: PrivacyConfig, contributions: list[Contribution], notes: list[str]
+) -> PrivacyLevel:
+    """Inline tags: raise the level, or lower the base when the project allows it."""
+    default = config.default
     base = default
     for tag in privacy_tags(text):
         if tag > default:
@@ -109,27 +184,25 @@ def classify_privacy(
                 )
     if base < default:
         contributions[0] = Contribution(f"tag #{base} lowers the project default", base)
+    return base
 
-    for attachment in attachments:
+
+def _path_contributions(
+    paths: Sequence[tuple[str, str | None]], config: PrivacyConfig
+) -> list[Contribution]:
+    out: list[Contribution] = []
+    for path, resolved in paths:
         for rule in config.paths:
-            if glob_match(attachment.path, rule.glob):
-                contributions.append(
-                    Contribution(
-                        f"file {attachment.path} (privacy.paths {rule.glob!r})", rule.level
-                    )
-                )
+            hit = next((p for p in (path, resolved) if p and glob_match(p, rule.glob)), None)
+            if hit is None:
+                continue
+            via = "" if hit == path else f" -> {hit}"
+            out.append(Contribution(f"file {path}{via} (privacy.paths {rule.glob!r})", rule.level))
+    return out
 
-    findings: list[FileFinding] = []
-    sources: list[tuple[str | None, str]] = [(None, text)]
-    sources += [(a.path, a.text) for a in attachments]
-    levels = {"secret": config.detectors.secrets, "pii": config.detectors.pii}
-    for where, body in sources:
-        for finding in scan(body, allowlist=config.allowlist, disabled=config.detectors.disabled):
-            findings.append(FileFinding(where, finding))
-            place = f"{where}:{finding.line}" if where else f"line {finding.line}"
-            contributions.append(
-                Contribution(f"detector {finding.kind} ({place})", levels[finding.category])
-            )
 
-    level = max_level(*(c.level for c in contributions[1:]), base)
-    return PrivacyResult(level, tuple(contributions), tuple(findings), tuple(notes))
+@lru_cache(maxsize=256)
+def _scan_cached(text: str, allow: tuple[str, ...], off: tuple[str, ...]) -> tuple[Finding, ...]:
+    # A conversation is scanned again with every new message (and the TUI's preview on
+    # every keystroke): earlier pieces are scanned once. The cache lives in RAM only.
+    return tuple(scan(text, allowlist=allow, disabled=off))

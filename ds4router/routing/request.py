@@ -14,10 +14,18 @@ PATH_TAG = re.compile(r"(?<!\S)@((?:[\w.\-~]+/)*[\w.\-]+)")
 
 @dataclass(frozen=True)
 class Attachment:
-    """A file sent with the request: its path relative to the project, and its text."""
+    """A file sent with the request: its path relative to the project, and its text.
+
+    ``resolved`` is where the path leads after symlinks (``privacy.paths`` globs are
+    matched on both); ``unreadable`` says the bytes could not be read as text (what
+    could be read, if anything, is in ``text``), which raises the level to
+    ``privacy.unreadable``.
+    """
 
     path: str
     text: str
+    resolved: str | None = None
+    unreadable: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ds4router.backends.events import Failed, Notice, failed
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.request import estimate_tokens, strip_tags
+from ds4router.routing.scan.pieces import Piece, PieceKind
 from ds4router.sessions.context_window import (
     ContextLimits,
     ContextTooLong,
@@ -99,6 +100,15 @@ def chat_messages(context: Sequence[ContextTurn], prompt: str) -> list[dict[str,
     return messages
 
 
+def context_pieces(context: Sequence[ContextTurn]) -> list[Piece]:
+    """The earlier exchanges as pieces to scan: a follow-up carries them to the model too."""
+    pieces: list[Piece] = []
+    for i, turn in enumerate(context, start=1):
+        pieces.append(Piece(PieceKind.USER, f"earlier turn {i} (prompt)", turn.prompt))
+        pieces.append(Piece(PieceKind.ASSISTANT, f"earlier turn {i} (answer)", turn.answer))
+    return pieces
+
+
 def context_turns(messages: Sequence[Message]) -> list[ContextTurn]:
     """Exchanges whose answer has text; refused and failed-before-any-token ones were never
     part of the conversation a model saw."""
@@ -128,4 +138,10 @@ def _level(value: str | None) -> PrivacyLevel:
         return PrivacyLevel.SECRET
 
 
-__all__ = ["ContextTurn", "chat_messages", "context_turns", "fit_conversation"]
+__all__ = [
+    "ContextTurn",
+    "chat_messages",
+    "context_pieces",
+    "context_turns",
+    "fit_conversation",
+]

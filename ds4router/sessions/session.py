@@ -84,6 +84,7 @@ from ds4router.routing.router import (
     Decision,
     RouterState,
     decide,
+    local_model_id,
     parse_target,
 )
 from ds4router.routing.state import local_engine_status
@@ -96,6 +97,7 @@ from ds4router.sessions.context_window import (
 from ds4router.sessions.conversation import (
     ContextTurn,
     chat_messages,
+    context_pieces,
     context_turns,
     fit_conversation,
 )
@@ -252,6 +254,7 @@ class Session:
         self._memory_id: str | None = None
         self._memory: list[ContextTurn] = []
         self._context_level: PrivacyLevel | None = None
+        self._context_turns: list[ContextTurn] = []  # scanned with every new message
         # (conversation, model) pairs already told that the model's window is unknown:
         # said once per conversation, not under every answer.
         self._told_unknown: set[tuple[str, str]] = set()
@@ -272,7 +275,9 @@ class Session:
         every keystroke. The current conversation's privacy counts, as in send.
         """
         attachments = load_attachments(text, files, self.loaded.project_dir)
-        classified = self._classify(Request(text, attachments), self._context_level, 0)
+        classified = self._classify(
+            Request(text, attachments), self._context_level, 0, self._context_turns
+        )
         decision = self._enforce_privacy(self._decide(classified, live=False), classified)
         return classified, decision
 
@@ -320,7 +325,7 @@ class Session:
         self.conversation_id = cid
         level = max((t.privacy for t in context), default=None)
         tokens = sum(estimate_tokens(t.prompt) + estimate_tokens(t.answer) for t in context)
-        classified = self._classify(Request(text, attachments, model), level, tokens)
+        classified = self._classify(Request(text, attachments, model), level, tokens, context)
         decision = await asyncio.to_thread(self._decide, classified, live=True)
         decision = self._enforce_privacy(decision, classified)
         prompt = compose_prompt(text, attachments)
@@ -372,7 +377,7 @@ class Session:
         pending: Failed | None = None  # a failure before any token, not shown yet
         failed_spec = ""
         for position, spec in enumerate(specs):
-            target, model = parse_target(spec)
+            target, model = parse_target(spec, local_model_id(self.config))
             assert model is not None
             if self._cancel_requested:
                 if not turn.attempts:
@@ -451,7 +456,7 @@ class Session:
         """The context window of each target in ``specs`` (None: unknown)."""
         found: dict[str, ContextLimits | None] = {}
         for spec in specs:
-            target, model = parse_target(spec)
+            target, model = parse_target(spec, local_model_id(self.config))
             if model is None:
                 continue
             if target == "local":
@@ -529,14 +534,20 @@ class Session:
     # --- classification and routing -------------------------------------------------------
 
     def _classify(
-        self, request: Request, context_level: PrivacyLevel | None, context_tokens: int
+        self,
+        request: Request,
+        context_level: PrivacyLevel | None,
+        context_tokens: int,
+        context: Sequence[ContextTurn] = (),
     ) -> Classified:
-        classified = classify(request, self.config)
+        """Every message of the conversation is scanned, and the levels stored with the
+        earlier turns count too (history keeps a redacted text, so its level is kept)."""
+        classified = classify(request, self.config, context_pieces(context))
         privacy = classified.privacy
-        if context_level is not None and context_level > privacy.level:
+        if context_level is not None and context_level > self.config.privacy.default:
             privacy = replace(
                 privacy,
-                level=context_level,
+                level=max(context_level, privacy.level),
                 contributions=(
                     *privacy.contributions,
                     Contribution("earlier messages of this conversation", context_level),
@@ -663,6 +674,7 @@ class Session:
                 messages = self._history_db().messages(conversation_id)
             turns = context_turns(messages)
         self._context_level = max((t.privacy for t in turns), default=None)
+        self._context_turns = turns
         return turns
 
     # --- accounting -------------------------------------------------------------------------
@@ -706,6 +718,7 @@ class Session:
             if answer:
                 self._memory.append(ContextTurn(turn.prompt, answer, level))
             self._context_level = max((t.privacy for t in self._memory), default=None)
+            self._context_turns = list(self._memory)
             return
         _, error_kind, error = outcome_status(attempt)
         user = Message(
@@ -741,6 +754,7 @@ class Session:
         )
         if answer:
             self._context_level = max(self._context_level or level, level)
+            self._context_turns = [*self._context_turns, ContextTurn(turn.prompt, answer, level)]
 
     def _catalog(self) -> tuple[PriceCatalog | None, str | None]:
         try:

@@ -9,21 +9,21 @@ import sys
 import local_engine
 
 MINE = [
-    "attention",
-    "checkpoint_names",
-    "config",
+    "model.attention",
+    "checkpoint.names",
+    "model.config",
     "errors",
-    "graph_options",
-    "hyper_connections",
-    "kv_cache",
-    "loader",
-    "model",
-    "moe",
-    "official_format",
-    "random_checkpoint",
-    "rope",
-    "safetensors_io",
-    "weights",
+    "model.graph_options",
+    "model.hyper_connections",
+    "cache.kv_cache",
+    "checkpoint.loader",
+    "model.transformer",
+    "model.moe",
+    "checkpoint.official",
+    "checkpoint.random_weights",
+    "model.rope",
+    "checkpoint.safetensors",
+    "model.weights",
 ]
 
 
@@ -55,7 +55,10 @@ def test_public_names_resolve_lazily() -> None:
     assert set(local_engine.__all__) >= {"load_model", "EngineError", "Model", "GraphOptions"}
     assert local_engine.EngineError is __import__("local_engine.errors").errors.EngineError
     assert callable(local_engine.load_model)
-    present = {m.name for m in pkgutil.iter_modules(local_engine.__path__)}
+    present = {
+        m.name.removeprefix("local_engine.")
+        for m in pkgutil.walk_packages(local_engine.__path__, "local_engine.")
+    }
     assert set(MINE) <= present
     try:
         local_engine.not_a_name  # noqa: B018
