@@ -7,7 +7,6 @@ what the mark means, in the text report's words.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +25,10 @@ _UNSET = object()
 
 
 def _kv_activity() -> Any:
-    """This process's KV cache counters, or None before the engine used a cache.
+    """This process's KV cache counters, or None before the engine used a cache."""
+    from ds4router.backends.engine_port import kv_activity
 
-    Never imports the engine: before it ran, there is nothing to show.
-    """
-    module = sys.modules.get("local_engine.cache.kv_store")
-    return None if module is None else module.activity()
+    return kv_activity()
 
 
 class BudgetBar(Static):
