@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ds4router.backends.base import BackendRequest
+from ds4router.backends.engine_port import SerialWorker
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
 from ds4router.events import (
@@ -48,13 +49,15 @@ from ds4router.events import (
     TokenUsage,
     failed,
 )
-from local_engine.runtime.worker import SerialWorker
 
 if TYPE_CHECKING:
+    from ds4router.backends.engine_port import (
+        Engine,
+        GenerationParams,
+        GenerationStats,
+        LoadProgress,
+    )
     from ds4router.config.loader import LoadedConfig
-    from local_engine.checkpoint.loader import LoadProgress
-    from local_engine.runtime.engine import Engine
-    from local_engine.runtime.generate import GenerationParams, GenerationStats
 
 # A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
 # answer with code, short of the model's own limits).
@@ -302,11 +305,11 @@ def _engine_class(kind: EngineKind) -> Any:
     """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
     match kind:
         case "mlx-lm":
-            from local_engine.runtime.mlx_lm_engine import MlxLmEngine
+            from ds4router.backends.engine_port import MlxLmEngine
 
             return MlxLmEngine
         case _:
-            from local_engine.runtime.engine import Engine
+            from ds4router.backends.engine_port import Engine
 
             return Engine
 
@@ -321,7 +324,7 @@ def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
 
 
 def _message(exc: BaseException) -> str:
-    from local_engine.errors import EngineError
+    from ds4router.backends.engine_port import EngineError
 
     text = str(exc).strip()
     if isinstance(exc, EngineError) and text:
@@ -331,11 +334,10 @@ def _message(exc: BaseException) -> str:
 
 def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
     """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
-    from local_engine.errors import EngineError
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import EngineError, load_config
 
     if kind == "mlx-lm":
-        from local_engine.runtime.mlx_lm_files import check_model_path
+        from ds4router.backends.engine_port import check_model_path
 
         return check_model_path(path)
     if not path.is_dir():
@@ -608,7 +610,7 @@ class LocalBackend:
         return load.engine if load.state == "ready" else None
 
     def _params(self, request: BackendRequest) -> GenerationParams:
-        from local_engine.runtime.generate import GenerationParams
+        from ds4router.backends.engine_port import GenerationParams
 
         options: dict[str, Any] = dict(KIND_SAMPLING.get(self.kind, {}))
         options.update({k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra})
@@ -649,8 +651,7 @@ class LocalBackend:
         events: asyncio.Queue[Any],
     ) -> None:
         """On the engine thread: engine events onto the stream's queue, then ``_END``."""
-        from local_engine.errors import EngineError
-        from local_engine.runtime.chat import ChatEncodingError
+        from ds4router.backends.engine_port import ChatEncodingError, EngineError
 
         def put(item: object) -> None:
             try:
@@ -735,10 +736,10 @@ def _label(path: Path) -> str:
 
 
 def _engine_types() -> Any:
-    """``local_engine.runtime.generate``, imported when a stream runs (never at import time)."""
-    import local_engine.runtime.generate as generate
+    """The engine's event types, resolved when a stream runs (never at import time)."""
+    from ds4router.backends import engine_port
 
-    return generate
+    return engine_port
 
 
 def forget_load(path: str | Path) -> bool:

@@ -25,11 +25,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scripted import ScriptedBackend
 
 import local_engine.runtime.tokenizer as engine_tokenizer
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.local import LocalBackend
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, load_config
 from ds4router.events import Failed, Notice, Priced, TextDelta
 from ds4router.sessions import local_tokens
