@@ -77,7 +77,7 @@ from ds4router.routing.classify import classify, load_attachments
 from ds4router.routing.detectors import redact_text
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import Contribution
-from ds4router.routing.request import Attachment, Request, estimate_tokens, strip_tags
+from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import (
     LOCAL_MODEL,
     Classified,
@@ -91,7 +91,6 @@ from ds4router.routing.state import local_engine_status
 from ds4router.sessions.context_window import (
     ContextLimits,
     cloud_limits,
-    content_text,
     local_limits,
 )
 from ds4router.sessions.conversation import (
@@ -110,6 +109,7 @@ from ds4router.sessions.turn_costs import (
     priced_fields,
     record_turn,
 )
+from ds4router.token_count import context_count, prompt_count
 from pricing.catalog import PriceCatalog
 from pricing.errors import PricingError
 from pricing.ledger import Ledger
@@ -324,7 +324,7 @@ class Session:
         context = await asyncio.to_thread(self._context, cid)
         self.conversation_id = cid
         level = max((t.privacy for t in context), default=None)
-        tokens = sum(estimate_tokens(t.prompt) + estimate_tokens(t.answer) for t in context)
+        tokens = await asyncio.to_thread(context_count, context, self.config)
         classified = self._classify(Request(text, attachments, model), level, tokens, context)
         decision = await asyncio.to_thread(self._decide, classified, live=True)
         decision = self._enforce_privacy(decision, classified)
@@ -426,8 +426,8 @@ class Session:
                 self._told_unknown.add(told)
             if notice is not None:
                 yield notice
-            attempt.prompt_tokens = sum(
-                estimate_tokens(content_text(m.get("content"))) for m in sent
+            attempt.prompt_tokens = await asyncio.to_thread(
+                prompt_count, attempt.target, model, sent, self.config.local.engine.model_path
             )
             request = BackendRequest(messages=sent, model=model, request_id=uuid.uuid4().hex)
             events = self._stream(backend, request, attempt)

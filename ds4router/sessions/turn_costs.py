@@ -23,7 +23,6 @@ from ds4router.backends.endpoints import provider_of
 from ds4router.backends.events import Usage
 from ds4router.config.loader import LoadedConfig
 from ds4router.config.schema import Config, LocalConfig
-from ds4router.routing.request import estimate_tokens
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
@@ -125,7 +124,9 @@ def record_turn(
         cost, detail = 0.0, "refused: nothing was sent, nothing spent"
     else:
         route, model = attempt.target, attempt.model
-        usage = _token_usage(attempt.usage or _estimate(turn, attempt))
+        usage = _token_usage(
+            attempt.usage or _estimate(turn, attempt, config.local.engine.model_path)
+        )
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         estimated = usage.estimated
         end = attempt.ended if attempt.ended is not None else time.monotonic()
@@ -235,15 +236,20 @@ def _token_usage(usage: Usage | None) -> TokenUsage:
     )
 
 
-def _estimate(turn: Turn, attempt: Attempt) -> Usage | None:
+def _estimate(turn: Turn, attempt: Attempt, local_model_path: str | None = None) -> Usage | None:
     """Rough counts for an attempt that streamed but never reported usage (a consumer
     that went away mid-stream): the tokens were spent, so they are counted."""
     if not attempt.has_tokens:
         return None
+    from ds4router.token_count import count_text
+
     sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
+    target = "local" if attempt.target == "local" else attempt.model
+    answer = "".join(attempt.text) + "".join(attempt.reasoning)
     return Usage(
         input_tokens=turn.classified.tokens if sent is None else sent,
-        output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
+        # The target's own tokenizer where there is one; still not reported, so estimated.
+        output_tokens=count_text(target, answer, local_model_path=local_model_path).tokens,
         estimated=True,
     )
 
