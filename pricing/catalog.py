@@ -41,9 +41,10 @@ from pricing.litellm_map import (
     map_path,
     map_version,
 )
-from pricing.rates import Rates, rates_from_mapping
+from pricing.rates import RATE_KEYS, Rates, rates_from_mapping
 from pricing.sheets import PriceSheet, load_sheet, sheet_files
 from pricing.usage import TokenUsage
+from pricing.windows import DatedAlias, alias_target, group_aliases
 
 # Model owners: when a bare name is offered by many hosts, the owner's price is
 # the one a user means.
@@ -105,17 +106,26 @@ class PriceCatalog:
         *,
         modes: Mapping[str, str] | None = None,
         lookup: Mapping[str, str] | None = None,
-        aliases: Mapping[str, str] | None = None,
+        aliases: Iterable[DatedAlias] | Mapping[str, str] | None = None,
         featured: Sequence[str] = (),
         layers: Sequence[PriceLayer] = (),
         unverified: Iterable[str] = (),
+        history: Mapping[str, Sequence[tuple[dt.date | None, Rates]]] | None = None,
     ) -> None:
         self._rates: dict[str, Rates] = dict(rates)
         self._modes: dict[str, str] = dict(modes or {})
         self._lookup: dict[str, str] = {k.lower(): v for k, v in (lookup or {}).items()}
         for name in self._rates:
             self._lookup.setdefault(name.lower(), name)
-        self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
+        if isinstance(aliases, Mapping):
+            aliases = [DatedAlias(k, None, v) for k, v in aliases.items()]
+        grouped = group_aliases(list(aliases or ()))
+        # Undated aliases yield to a model of that name; dated ones say what the name
+        # meant from their date on, whatever else is called that.
+        self._aliases = {k: v for k, v in grouped.items() if all(a.since is None for a in v)}
+        self._dated = {k: v for k, v in grouped.items() if k not in self._aliases}
+        # Per model, the rates after each dated layer (a sheet's as_of; None: undated).
+        self._history = {k: tuple(v) for k, v in (history or {}).items()}
         self._featured = tuple(featured)
         self.layers: tuple[PriceLayer, ...] = tuple(layers)
         self.unverified: frozenset[str] = frozenset(unverified)
@@ -162,28 +172,50 @@ class PriceCatalog:
 
     # --- queries --------------------------------------------------------------
 
-    def rates(self, model: str) -> Rates | None:
-        """The rates for a model name, or None when it is unpriced."""
-        canonical = self.resolve(model)
-        return None if canonical is None else self._rates[canonical]
+    def rates(self, model: str, at: dt.datetime | None = None) -> Rates | None:
+        """The rates for a model name, or None when it is unpriced.
 
-    def resolve(self, model: str) -> str | None:
-        """The canonical name a model name refers to, or None."""
+        ``at`` (a request's UTC start): the name as it was meant on that date (dated
+        aliases) and the rates without the sheets whose ``effective_from`` is after it;
+        None: today's.
+        The result still carries its tiers and windows (see :meth:`Rates.for_request`).
+        """
+        on = None if at is None else _utc_date(at)
+        canonical = self.resolve(model, on=on)
+        if canonical is None:
+            return None
+        if on is None:
+            return self._rates[canonical]
+        history = self._history.get(canonical, ())
+        # Older than every layer that priced it: the earliest rates known.
+        chosen = history[0][1] if history else self._rates[canonical]
+        for since, rates in history:
+            if since is None or since <= on:
+                chosen = rates
+        return chosen
+
+    def resolve(self, model: str, *, on: dt.date | None = None, _depth: int = 0) -> str | None:
+        """The canonical name a model name refers to (on UTC date ``on``), or None."""
         query = model.strip()
-        if not query:
+        if not query or _depth > 8:
             return None
         low = query.lower()
         if low.startswith("cloud:"):
             low = low[len("cloud:") :]
+        prefix, _, rest = low.partition("/")
+        dated = self._dated.get(low) or (self._dated.get(rest) if prefix in FIRST_PARTY else None)
+        if dated:
+            target = alias_target(dated, on)
+            if target is not None and target.lower() != low:
+                return self.resolve(target, on=on, _depth=_depth + 1)
         found = self._lookup.get(low)
         if found is not None:
             return found
-        target = self._aliases.get(low)
+        target = alias_target(self._aliases.get(low, ()), on)
         if target is not None and target.lower() != low:
-            return self.resolve(target)
-        prefix, _, rest = low.partition("/")
+            return self.resolve(target, on=on, _depth=_depth + 1)
         if rest and prefix in PROVIDER_ALIASES:
-            return self.resolve(f"{PROVIDER_ALIASES[prefix]}/{rest}")
+            return self.resolve(f"{PROVIDER_ALIASES[prefix]}/{rest}", on=on, _depth=_depth + 1)
         unique = _unique(self._by_norm.get(_norm(low), []))
         if unique is not None:
             return unique
@@ -268,9 +300,20 @@ class PriceCatalog:
         extra.sort(key=lambda name: (owner_rank[_provider(name)], name))
         return (chosen + extra)[:n]
 
-    def price(self, model: str, usage: TokenUsage) -> CloudCost:
-        """Shortcut: :func:`pricing.cost.price_request` on this model's rates (unpriced: None)."""
-        return price_request(usage, self.rates(model), model=model)
+    def price(
+        self,
+        model: str,
+        usage: TokenUsage,
+        at: dt.datetime | None = None,
+        *,
+        one_request: bool = True,
+    ) -> CloudCost:
+        """:func:`pricing.cost.price_request` on this model's rates (unpriced: None) as
+        of ``at``, the request's UTC start. ``one_request`` False: ``usage`` sums many
+        requests, so no prompt-size tier can be told (base rates)."""
+        return price_request(
+            usage, self.rates(model, at), model=model, at=at, one_request=one_request
+        )
 
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self.resolve(model) is not None
@@ -284,7 +327,8 @@ class _Builder:
         self.rates: dict[str, Rates] = {}
         self.modes: dict[str, str] = {}
         self.lookup: dict[str, str] = {}
-        self.aliases: dict[str, str] = {}
+        self.aliases: list[DatedAlias] = []
+        self.history: dict[str, list[tuple[dt.date | None, Rates]]] = {}
         self.featured: tuple[str, ...] = ()
         self.layers: list[PriceLayer] = []
         self.unverified: set[str] = set()
@@ -312,8 +356,10 @@ class _Builder:
                 self.unverified.add(canonical)
             else:
                 self.unverified.discard(canonical)
-        for alias, target in sheet.aliases.items():
-            self.aliases[alias] = target
+            self.history.setdefault(canonical, []).append(
+                (sheet.effective_from, self.rates[canonical])
+            )
+        self.aliases.extend(sheet.aliases)
         if sheet.featured:
             self.featured = sheet.featured
         self.layers.append(PriceLayer(sheet.name, sheet.as_of, sheet.source))
@@ -327,12 +373,14 @@ class _Builder:
             checked = rates_from_mapping(model, values, sheet="override", as_of=None, where=source)
             canonical = self._set(model, checked, "override", None, source)
             self.unverified.discard(canonical)
+            # An override holds at every date (on top of the newest sheet).
+            self.history.setdefault(canonical, []).append((None, self.rates[canonical]))
         self.layers.append(PriceLayer("override", None, source))
 
     def _set(
         self,
         model: str,
-        values: Mapping[str, float | None],
+        values: Mapping[str, Any],
         sheet: str,
         as_of: str | None,
         where: str,
@@ -340,6 +388,7 @@ class _Builder:
         canonical = self._resolve(model) or model
         current = self.rates.get(canonical)
         if current is not None:
+            self.history.setdefault(canonical, [(None, current)])
             self.rates[canonical] = current.updated(values, sheet=sheet, as_of=as_of)
         else:
             missing = [key for key in ("input", "output") if values.get(key) is None]
@@ -373,17 +422,19 @@ class _Builder:
             featured=self.featured,
             layers=self.layers,
             unverified=self.unverified,
+            history=self.history,
         )
 
 
-def _full(values: Mapping[str, float | None]) -> dict[str, Any]:
-    return {
-        "input": values.get("input"),
-        "output": values.get("output"),
-        "cached_input": values.get("cached_input"),
-        "cache_write": values.get("cache_write"),
-        "reasoning": values.get("reasoning"),
-    }
+def _full(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {key: values.get(key) for key in RATE_KEYS}
+    out["tiers"] = values.get("tiers", ())
+    out["windows"] = values.get("windows", ())
+    return out
+
+
+def _utc_date(at: dt.datetime) -> dt.date:
+    return (at.astimezone(dt.UTC) if at.tzinfo is not None else at).date()
 
 
 def _route_prefix(canonical: str, provider: str) -> str:

@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from pricing.cost import CloudCost
-from pricing.db import apply_migrations, connect, transaction
+from pricing.db import Step, apply_migrations, connect, transaction
 from pricing.errors import PricingError
+from pricing.ledger_v6 import MEASURES_V6
+from pricing.ledger_v6 import migrate as migrate_v6
 from pricing.local_cost import LocalCost
+from pricing.recovery import recover_interrupted
 from pricing.usage import TokenUsage
 
 ROUTES = ("local", "cloud", "refused")
-STATUSES = ("ok", "error", "cancelled")
+STATUSES = ("ok", "error", "cancelled", "started", "interrupted")
+# A request ends in one of these; ``started`` is the write-ahead row of one still
+# running (or of a process that died: ``pricing.recovery`` marks it ``interrupted``).
+FINAL_STATUSES = ("ok", "error", "cancelled", "interrupted")
 _ERROR_KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -81,8 +87,12 @@ CUBE_MEASURES_V4: tuple[tuple[str, str, str], ...] = (
     # row's cost comes from energy and time, not tokens).
     ("estimated_cloud_requests", "INTEGER", "({r}.usage_estimated AND {r}.route = 'cloud')"),
 )
+# Migration v6 (write-ahead rows, pricing.ledger_v6) counts the two new statuses apart.
+CUBE_MEASURES_V6 = MEASURES_V6
 # The cube's measures today, in column order (reports read them in this order).
-CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = CUBE_MEASURES + CUBE_MEASURES_V4
+CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = (
+    CUBE_MEASURES + CUBE_MEASURES_V4 + CUBE_MEASURES_V6
+)
 
 
 def _cube_upsert(
@@ -137,7 +147,7 @@ def _estimated_migration() -> str:
     Every row written before v4 had its usage reported (nothing marked it otherwise),
     so the new columns' default 0 is their true value and nothing needs re-summing.
     """
-    all_ = CUBE_MEASURES_ALL
+    all_ = CUBE_MEASURES + CUBE_MEASURES_V4  # as released: not the later measures
     columns = "\n".join(
         f"    ALTER TABLE ledger_cube ADD COLUMN {name} {kind} NOT NULL DEFAULT 0;"
         for name, kind, _ in CUBE_MEASURES_V4
@@ -163,7 +173,7 @@ def _estimated_migration() -> str:
 
 
 # Forward migrations of the ledger table; released steps never change.
-LEDGER_MIGRATIONS: tuple[str, ...] = (
+LEDGER_MIGRATIONS: tuple[Step, ...] = (
     # v1: the first layout.
     """
     CREATE TABLE ledger (
@@ -221,6 +231,23 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     _cube_migration(),
     # v4: whether a row's token counts were estimated (CUBE_MEASURES_V4).
     _estimated_migration(),
+    # v5: 1-hour cache writes and their rate; the prompt-size tier and time-of-day window
+    # whose rates applied; rows imported from an agent's logs (origin, the log's own id,
+    # unique so that importing the same log twice adds nothing).
+    """
+    ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0
+        CHECK (cache_write_1h_tokens >= 0);
+    ALTER TABLE ledger ADD COLUMN rate_cache_write_1h REAL;
+    ALTER TABLE ledger ADD COLUMN price_tier TEXT;
+    ALTER TABLE ledger ADD COLUMN price_window TEXT;
+    ALTER TABLE ledger ADD COLUMN origin TEXT;
+    ALTER TABLE ledger ADD COLUMN origin_id TEXT;
+    CREATE UNIQUE INDEX ledger_origin_id ON ledger(origin, origin_id)
+        WHERE origin_id IS NOT NULL;
+    """,
+    # v6: write-ahead rows (statuses started/interrupted, the writing process), see
+    # pricing.ledger_v6.
+    lambda conn: migrate_v6(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
 )
 
 
@@ -267,6 +294,19 @@ class LedgerRow:
     rate_reasoning: float | None = None
     error_kind: str | None = None
     usage_estimated: bool = False
+    cache_write_1h_tokens: int = 0
+    rate_cache_write_1h: float | None = None
+    price_tier: str | None = None
+    price_window: str | None = None
+    # Where an imported row came from (``claude-code``, ``codex``) and its id there;
+    # None for requests ds4router ran.
+    origin: str | None = None
+    origin_id: str | None = None
+    # The process that wrote a ``started`` row (pid, its start mark, the host), so a
+    # later start can tell a running request from one whose process died.
+    pid: int | None = None
+    process_mark: str | None = None
+    host: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -295,6 +335,7 @@ class LedgerRow:
             self.cache_write_tokens,
             self.output_tokens,
             self.reasoning_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
         for f in fields(self):
             value = getattr(self, f.name)
@@ -310,6 +351,7 @@ class LedgerRow:
             self.output_tokens,
             self.reasoning_tokens,
             estimated=self.usage_estimated,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
 
     @property
@@ -346,6 +388,7 @@ class LedgerRow:
             cache_write_tokens=cost.usage.cache_write_tokens,
             output_tokens=cost.usage.output_tokens,
             reasoning_tokens=cost.usage.reasoning_tokens,
+            cache_write_1h_tokens=cost.usage.cache_write_1h_tokens,
             usage_estimated=cost.usage.estimated,
             cost_usd=cost.total_usd,
             cost_input_usd=cost.input_usd,
@@ -360,6 +403,9 @@ class LedgerRow:
             rate_cache_write=None if rates is None else rates.effective_cache_write,
             rate_output=None if rates is None else rates.output,
             rate_reasoning=None if rates is None else rates.effective_reasoning,
+            rate_cache_write_1h=None if rates is None else rates.effective_cache_write_1h,
+            price_tier=cost.tier,
+            price_window=cost.window,
             **_counterfactual_fields(counterfactual),
             **extra,
         )
@@ -388,6 +434,7 @@ class LedgerRow:
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             usage_estimated=usage.estimated,
             energy_j=cost.energy_j,
             energy_source=cost.energy_source,
@@ -454,6 +501,8 @@ class Ledger:
             self.version = apply_migrations(
                 self.conn, "ledger", LEDGER_MIGRATIONS, mirror_user_version=True
             )
+            # The next start after a crash: rows of processes that died are interrupted.
+            self.recovered = recover_interrupted(self.conn)
         except BaseException:
             self.conn.close()
             raise
@@ -477,12 +526,15 @@ class Ledger:
         assert rowid is not None
         return rowid
 
-    def record_many(self, rows: Iterable[LedgerRow]) -> int:
-        """Append rows in one transaction; returns how many."""
+    def record_many(self, rows: Iterable[LedgerRow], *, skip_known: bool = False) -> int:
+        """Append rows in one transaction; returns how many were added. ``skip_known``:
+        leave out rows whose (origin, origin_id) the ledger already has (re-imports)."""
         params = [_params(row) for row in rows]
+        sql = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1) if skip_known else _INSERT
         with transaction(self.conn):
-            self.conn.executemany(_INSERT, params)
-        return len(params)
+            # rowcount sums the rows each insert added (not the cube's trigger writes).
+            added = self.conn.executemany(sql, params).rowcount
+        return max(added, 0) if params else 0
 
     # --- reading ------------------------------------------------------------------
 

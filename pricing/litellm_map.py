@@ -18,12 +18,28 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pricing.errors import PricingError
+from pricing.rates import Tier
+
+# The map's per-token keys -> our rate keys. Batch, flex, priority and similar service
+# levels are other products (a request does not say which it used) and are not read.
+_BASE_KEYS: tuple[tuple[str, str], ...] = (
+    ("input", "input_cost_per_token"),
+    ("output", "output_cost_per_token"),
+    ("cached_input", "cache_read_input_token_cost"),
+    ("cache_write", "cache_creation_input_token_cost"),
+    ("cache_write_1h", "cache_creation_input_token_cost_above_1hr"),
+    ("reasoning", "output_cost_per_reasoning_token"),
+)
+# ``input_cost_per_token_above_200k_tokens``: a prompt-size tier (also for the cache
+# keys, and the 1-hour write: ``cache_creation_input_token_cost_above_1hr_above_200k_tokens``).
+_TIER_KEY = re.compile(r"^(?P<base>[a-z_]+?(?:_above_1hr)?)_above_(?P<n>\d+)k_tokens$")
 
 MAP_FILE = "model_prices_and_context_window_backup.json"
 
@@ -39,7 +55,7 @@ class MapEntry:
     key: str
     provider: str
     mode: str
-    rates: dict[str, float | None]
+    rates: dict[str, Any]
 
 
 def map_path() -> Path | None:
@@ -149,8 +165,9 @@ def context_limits_index(path: Path) -> dict[str, ContextLimit]:
         return index
 
 
-def _rates(info: dict[str, Any]) -> dict[str, float | None] | None:
-    """Per-1M rates of one entry; None for models not priced per token."""
+def _rates(info: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-1M rates of one entry (with its prompt-size ``tiers``); None for models not
+    priced per token."""
     input_rate = _per_m(info.get("input_cost_per_token"))
     if input_rate is None:
         return None
@@ -169,8 +186,26 @@ def _rates(info: dict[str, Any]) -> dict[str, float | None] | None:
         "output": 0.0 if output_rate is None else output_rate,
         "cached_input": cached,
         "cache_write": cache_write,
+        "cache_write_1h": _per_m(info.get("cache_creation_input_token_cost_above_1hr")),
         "reasoning": _per_m(info.get("output_cost_per_reasoning_token")),
+        "tiers": _tiers(info),
     }
+
+
+def _tiers(info: dict[str, Any]) -> tuple[Tier, ...]:
+    """The entry's ``*_above_Nk_tokens`` rates, one :class:`Tier` per threshold."""
+    by_key = {field: ours for ours, field in _BASE_KEYS}
+    found: dict[int, dict[str, float]] = {}
+    for key, value in info.items():
+        match = _TIER_KEY.match(key)
+        if match is None or match["base"] not in by_key:
+            continue
+        rate = _per_m(value)
+        if rate is not None:
+            found.setdefault(int(match["n"]) * 1000, {})[by_key[match["base"]]] = rate
+    return tuple(
+        Tier(above, tuple(sorted(values.items()))) for above, values in sorted(found.items())
+    )
 
 
 def _per_m(value: Any) -> float | None:

@@ -43,6 +43,7 @@ class TokenUsage:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.estimated, bool):
@@ -53,6 +54,7 @@ class TokenUsage:
             "cache_write_tokens",
             "output_tokens",
             "reasoning_tokens",
+            "cache_write_1h_tokens",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -62,6 +64,11 @@ class TokenUsage:
                 f"cached_input_tokens ({self.cached_input_tokens}) + cache_write_tokens "
                 f"({self.cache_write_tokens}) exceed input_tokens ({self.input_tokens}); "
                 "input_tokens must count the whole prompt, cached parts included"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise PricingError(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed "
+                f"cache_write_tokens ({self.cache_write_tokens}), which include them"
             )
         if self.reasoning_tokens > self.output_tokens:
             raise PricingError(
@@ -92,6 +99,7 @@ class TokenUsage:
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             # A sum that includes an estimate is an estimate.
             estimated=self.estimated or other.estimated,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     @classmethod
@@ -125,7 +133,19 @@ class TokenUsage:
         read = _int(usage.get("cache_read_input_tokens"))
         written = _int(usage.get("cache_creation_input_tokens"))
         output = _int(usage.get("output_tokens"))
-        return cls(plain + read + written, read, written, output, 0)
+        # ``cache_creation`` splits the writes by how long they are kept.
+        split = usage.get("cache_creation")
+        hour = _int(_get(split, "ephemeral_1h_input_tokens")) if split else 0
+        if split and not written:
+            written = hour + _int(_get(split, "ephemeral_5m_input_tokens"))
+        return cls(
+            plain + read + written,
+            read,
+            written,
+            output,
+            0,
+            cache_write_1h_tokens=min(hour, written),
+        )
 
     @classmethod
     def separate_reasoning(

@@ -135,7 +135,7 @@ def record_turn(
             decoding = end - attempt.first_token
             tok_s = output_tokens / decoding if decoding > 0 and output_tokens else None
         if reference and catalog is not None:
-            counterfactual = catalog.price(reference, usage)
+            counterfactual = catalog.price(reference, usage, turn.time)
         extra: dict[str, Any] = {
             "conversation_id": turn.conversation_id,
             "rule": rule,
@@ -149,7 +149,7 @@ def record_turn(
         }
         if attempt.target == "cloud":
             priced = (
-                catalog.price(attempt.model, usage)
+                catalog.price(attempt.model, usage, turn.time)
                 if catalog is not None
                 else price_request(usage, None, model=attempt.model)
             )
@@ -280,6 +280,9 @@ def _cloud_detail(cost: CloudCost, catalog_error: str | None) -> str:
     source = rates.sheet or "prices"
     if rates.as_of:
         source += f", {rates.as_of}"
+    for applied in (rates.window, rates.tier):
+        if applied:
+            source += f", {applied}"
     return f"{cost.model}: {' + '.join(terms)} = {money(cost.total_usd)} ({source})"
 
 

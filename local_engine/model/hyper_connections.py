@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -255,31 +256,90 @@ def fused_kernel_ready(
 def _self_check(
     hc: int, iters: int, hc_eps: float, dim: int, dtype: mx.Dtype
 ) -> tuple[float, float]:
-    """(largest relative difference kernels vs MLX ops, the most allowed)."""
+    """(largest difference of the kernels from a float64 host reference / what is allowed, 1).
+
+    The reference is numpy in float64, not the MLX ops on the device: on CUDA,
+    MLX's float32 matmul runs at TF32 precision (even with NVIDIA_TF32_OVERRIDE=0,
+    measured 1.7e-4 relative on an H200 for ``comb^T @ streams`` at width 4096), so
+    comparing the fp32 kernel against the MLX ops failed the fp32 model's check
+    ("differs by 179") although the kernel was the exact one.
+    """
+    report = self_check_report(hc, iters, hc_eps, dim, dtype)
+    eps = float(mx.finfo(dtype).eps)
+    # fp32 arithmetic on values near 1 (weights) or O(1) sums of 1 + hc terms (post):
+    # far under 1e-5; the dtype-rounded post is rounded once, from an fp32 sum.
+    typed_limit = max(2 * eps, 1e-6)
+    return max(report["kernel_fp32"] / 1e-5, report["kernel_typed"] / typed_limit), 1.0
+
+
+def self_check_report(
+    hc: int, iters: int, hc_eps: float, dim: int, dtype: mx.Dtype
+) -> dict[str, float]:
+    """Relative differences from a float64 reference of the kernels and of the MLX ops.
+
+    ``kernel_fp32``/``ops_fp32``: the weights and ``hc_post`` in float32 at width 256;
+    ``kernel_typed``/``ops_typed``: ``hc_post`` in ``dtype`` at width ``dim``.
+    """
     nm = (2 + hc) * hc
     mix = mx.random.normal((37, nm), key=mx.random.key(7)) * 2.0
     base = mx.random.normal((nm,), key=mx.random.key(8))
     scale = mx.array([0.5, 1.5, 3.0])
     kw: dict[str, Any] = {"hc": hc, "sinkhorn_iters": iters, "hc_eps": hc_eps}
-    want = list(mix_weights(mix, base, scale, **kw))
-    got = list(fused_weights(mix, base, scale, **kw))
+    ref = _mix_weights_f64(np.array(mix), np.array(base), np.array(scale), **kw)
     streams = mx.random.normal((37, hc, 256), key=mx.random.key(9))
     out = mx.random.normal((37, 256), key=mx.random.key(10))
-    want.append(hc_post(streams, out, want[1], want[2]))
-    got.append(fused_post(streams, out, want[1], want[2]))
-    exact = max(_relative(a, b) for a, b in zip(want, got, strict=True))
-    streams = mx.random.normal((3, hc, dim), key=mx.random.key(11)).astype(dtype)
-    out = mx.random.normal((3, dim), key=mx.random.key(12)).astype(dtype)
-    post, comb = want[1][:3], want[2][:3]
-    typed = _relative(hc_post(streams, out, post, comb), fused_post(streams, out, post, comb))
-    # A few roundings of ``dtype`` apart at most (the MLX ops round more often).
-    eps = float(mx.finfo(dtype).eps)
-    return max(exact / 1e-5, typed / (8 * eps)), 1.0
+    post, comb = fused_weights(mix, base, scale, **kw)[1:]
+    ref.append(_post_f64(streams, out, post, comb))
+    got = [*fused_weights(mix, base, scale, **kw), fused_post(streams, out, post, comb)]
+    ops = [*mix_weights(mix, base, scale, **kw), hc_post(streams, out, post, comb)]
+    typed_s = mx.random.normal((3, hc, dim), key=mx.random.key(11)).astype(dtype)
+    typed_o = mx.random.normal((3, dim), key=mx.random.key(12)).astype(dtype)
+    typed_ref = _post_f64(typed_s, typed_o, post[:3], comb[:3])
+    return {
+        "kernel_fp32": max(_relative(r, g) for r, g in zip(ref, got, strict=True)),
+        "ops_fp32": max(_relative(r, g) for r, g in zip(ref, ops, strict=True)),
+        "kernel_typed": _relative(typed_ref, fused_post(typed_s, typed_o, post[:3], comb[:3])),
+        "ops_typed": _relative(typed_ref, hc_post(typed_s, typed_o, post[:3], comb[:3])),
+    }
 
 
-def _relative(a: mx.array, b: mx.array) -> float:
-    a32, b32 = a.astype(mx.float32), b.astype(mx.float32)
-    return float(mx.abs(a32 - b32).max()) / max(1.0, float(mx.abs(a32).max()))
+def _mix_weights_f64(
+    mix: np.ndarray,
+    base: np.ndarray,
+    scale: np.ndarray,
+    *,
+    hc: int,
+    sinkhorn_iters: int,
+    hc_eps: float,
+) -> list[np.ndarray]:
+    """:func:`mix_weights` in float64 on the host (the self-check's reference)."""
+    m, b, s = mix.astype(np.float64), base.astype(np.float64), scale.astype(np.float64)
+
+    def sigmoid(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    pre = sigmoid(m[:, :hc] * s[0] + b[:hc]) + hc_eps
+    post = 2.0 * sigmoid(m[:, hc : 2 * hc] * s[1] + b[hc : 2 * hc])
+    logits = m[:, 2 * hc :].reshape(-1, hc, hc) * s[2] + b[2 * hc :].reshape(hc, hc)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    comb = e / e.sum(axis=-1, keepdims=True) + hc_eps
+    comb = comb / (comb.sum(axis=-2, keepdims=True) + hc_eps)
+    for _ in range(sinkhorn_iters - 1):
+        comb = comb / (comb.sum(axis=-1, keepdims=True) + hc_eps)
+        comb = comb / (comb.sum(axis=-2, keepdims=True) + hc_eps)
+    return [pre, post, comb]
+
+
+def _post_f64(streams: mx.array, out: mx.array, post: mx.array, comb: mx.array) -> np.ndarray:
+    """:func:`hc_post` in float64 on the host, from the same (rounded) inputs."""
+    s, o = (np.array(a.astype(mx.float32)).astype(np.float64) for a in (streams, out))
+    p, c = (np.array(a).astype(np.float64) for a in (post, comb))
+    return p[..., None] * o[:, None, :] + np.einsum("tjs,tjd->tsd", c, s)
+
+
+def _relative(ref: np.ndarray, got: mx.array) -> float:
+    g = np.array(got.astype(mx.float32)).astype(np.float64)
+    return float(np.abs(ref - g).max()) / max(1.0, float(np.abs(ref).max()))
 
 
 def hc_pre(

@@ -11,14 +11,37 @@ SwiGLU with clamps: gate at most ``limit``, up within ``[-limit, limit]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import mlx.core as mx
 import numpy as np
 
-from local_engine.model.weights import ExpertWeights, Weight, expert_matmul, linear, one_expert
+from local_engine.model.weights import (
+    ExpertWeights,
+    QuantizedWeight,
+    Weight,
+    expert_matmul,
+    linear,
+    one_expert,
+)
 
 # Below this many (token, expert) pairs sorting costs more than it saves.
 _SORT_THRESHOLD = 64
+
+
+class ExpertPrefill(Enum):
+    """How a call of many tokens runs the routed experts.
+
+    ``GATHER``: sorted ``gather_qmm`` / ``gather_mm`` in the graph (compilable);
+    ``HOST_QMM``: the routing read on the host, one quantized matmul per expert;
+    ``HOST_DEQUANT``: likewise, each expert dequantized to the activations' dtype
+    first and multiplied densely. The host variants wait for the router, so they
+    run uncompiled and never in decode steps.
+    """
+
+    GATHER = "gather"
+    HOST_QMM = "host-qmm"
+    HOST_DEQUANT = "host-dequant"
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +101,7 @@ def routed_experts(
     limit: float,
     *,
     host_grouping: bool = False,
+    dequantize: bool = False,
 ) -> mx.array:
     """Sum over each token's k experts of ``weight * expert(x)``: ``[T, D]``.
 
@@ -88,11 +112,13 @@ def routed_experts(
     on 2 cores, 64 experts of 1024 x 512, 256 tokens x 6: 304 ms with sorted
     ``gather_mm``, 92 ms grouped, 188 ms for PyTorch's expert loop). It waits for
     the routing, so it is only for calls that are not compiled and not decode steps.
+    ``dequantize`` (with ``host_grouping``): each expert's weights are dequantized
+    to ``x``'s dtype and multiplied densely.
     """
     t, k = idx.shape
     inter = ex.intermediate
     if host_grouping and t * k >= _SORT_THRESHOLD:
-        y = _grouped_on_host(x, idx, ex, limit)
+        y = _grouped_on_host(x, idx, ex, limit, dequantize)
     elif t * k >= _SORT_THRESHOLD:
         # Group (token, expert) pairs by expert so each expert's weights are read once.
         flat = idx.reshape(-1)
@@ -114,8 +140,15 @@ def routed_experts(
     return (y * weights[..., None].astype(y.dtype)).sum(axis=1)
 
 
-def _grouped_on_host(x: mx.array, idx: mx.array, ex: ExpertWeights, limit: float) -> mx.array:
+def _grouped_on_host(
+    x: mx.array, idx: mx.array, ex: ExpertWeights, limit: float, dequantize: bool = False
+) -> mx.array:
     """``[T, k, D]`` expert outputs, one product per expert over the rows routed to it."""
+
+    def expert(w: Weight, e: int) -> Weight:
+        one = one_expert(w, e)
+        return one.dequantize(x.dtype) if dequantize and isinstance(one, QuantizedWeight) else one
+
     t, k = idx.shape
     flat = np.array(idx).reshape(-1)  # waits for the router
     order = np.argsort(flat, kind="stable")
@@ -125,9 +158,9 @@ def _grouped_on_host(x: mx.array, idx: mx.array, ex: ExpertWeights, limit: float
     for e in np.flatnonzero(counts):
         seg = rows[start : start + int(counts[e])]
         start += int(counts[e])
-        gu = linear(seg, one_expert(ex.gate_up, int(e)))
+        gu = linear(seg, expert(ex.gate_up, int(e)))
         h = clamped_swiglu(gu[:, : ex.intermediate], gu[:, ex.intermediate :], limit)
-        outs.append(linear(h, one_expert(ex.down, int(e))))
+        outs.append(linear(h, expert(ex.down, int(e))))
     inverse = mx.array(np.argsort(order))
     return mx.concatenate(outs)[inverse].reshape(t, k, -1)
 
@@ -142,10 +175,13 @@ def moe_block(
     routed_scale: float,
     limit: float,
     host_grouping: bool = False,
+    dequantize: bool = False,
 ) -> mx.array:
     """Routed experts plus the shared expert for ``x`` ``[T, D]``."""
     idx, weights = route(x, token_ids, w, top_k=top_k, scoring=scoring, routed_scale=routed_scale)
-    out = routed_experts(x, idx, weights, w.experts, limit, host_grouping=host_grouping)
+    out = routed_experts(
+        x, idx, weights, w.experts, limit, host_grouping=host_grouping, dequantize=dequantize
+    )
     if w.shared_gate_up is not None and w.shared_down is not None:
         gu = linear(x, w.shared_gate_up)
         inter = gu.shape[-1] // 2

@@ -49,7 +49,7 @@ from local_engine.model.hyper_connections import (
     hc_post,
     hc_pre,
 )
-from local_engine.model.moe import MoEWeights, moe_block
+from local_engine.model.moe import ExpertPrefill, MoEWeights, moe_block
 from local_engine.model.rope import Rope, make_ropes, rope_for_layer
 from local_engine.model.weights import (
     QuantizedWeight,
@@ -201,7 +201,14 @@ class _LayerProgram:
 
         # CPU prefill groups MoE rows per expert on the host (see moe.routed_experts);
         # only where that piece is never compiled for T > 1.
-        host_grouping = mx.default_device() == mx.cpu and compile_fns is not True
+        match model.expert_prefill:
+            case None:
+                host_grouping = mx.default_device() == mx.cpu and compile_fns is not True
+            case ExpertPrefill.GATHER:
+                host_grouping = False
+            case ExpertPrefill.HOST_QMM | ExpertPrefill.HOST_DEQUANT:
+                host_grouping = True
+        dequantize = model.expert_prefill == ExpertPrefill.HOST_DEQUANT
 
         def pre_attn(streams: mx.array) -> tuple[mx.array, mx.array, mx.array]:
             post, comb, x = hc_pre(streams, lw.hc_attn, **hc_kw)
@@ -230,6 +237,7 @@ class _LayerProgram:
                 routed_scale=cfg.routed_scaling_factor,
                 limit=cfg.swiglu_limit,
                 host_grouping=host_grouping,
+                dequantize=dequantize,
             )
             return hc_post(streams, out, post, comb, fused=model.fused_hc)
 
@@ -238,7 +246,8 @@ class _LayerProgram:
         self.pre_attn = wrap(pre_attn)
         self.attn_in = wrap(attn_in)
         self.attn_out_pre_ffn = wrap(attn_out_pre_ffn)
-        self.ffn_post = wrap(ffn_post)
+        # Host grouping reads the routing: compiled only for decode steps (T = 1).
+        self.ffn_post = (_compiler("decode") if host_grouping and compile_fns else wrap)(ffn_post)
 
 
 class Model:
@@ -255,6 +264,7 @@ class Model:
         compile: CompileMode | None = None,
         layout: str = "auto",
         fused_hc: bool | None = None,
+        expert_prefill: ExpertPrefill | None = None,
     ) -> None:
         if len(weights.layers) != config.num_hidden_layers:
             raise EngineError(
@@ -274,6 +284,8 @@ class Model:
         self.dtype = dtype
         self.graph = graph or GraphOptions()
         self.prefill_chunk_size = prefill_chunk_size
+        # None: sorted gather matmuls, except host grouping for CPU prefill.
+        self.expert_prefill = expert_prefill
         if compile not in (None, True, False, "decode"):
             raise EngineError(f"compile must be True, False or 'decode', got {compile!r}")
         self.compiled: CompileMode = ("decode" if on_cpu else True) if compile is None else compile

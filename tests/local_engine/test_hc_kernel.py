@@ -38,3 +38,28 @@ def test_mix_weights_are_close_to_doubly_stochastic() -> None:
     assert float(mx.abs(comb.sum(axis=-2) - 1).max()) < 1e-4  # columns: normalized last
     assert float(mx.abs(comb.sum(axis=-1) - 1).max()) < 5e-2  # rows: 20 iterations, close
     assert float(post.min()) > 0 and float(post.max()) < 2
+
+
+def test_the_self_checks_float64_reference_is_the_mlx_ops_function() -> None:
+    # The GPU self-check compares the kernels with this host reference (the MLX ops
+    # are not exact on CUDA: TF32 matmuls); here, on the CPU, the ops are exact fp32.
+    import numpy as np
+
+    from local_engine.model.hyper_connections import _mix_weights_f64, _post_f64, hc_post
+
+    mix = mx.random.normal((5, 24), key=mx.random.key(1)) * 2
+    base = mx.random.normal((24,), key=mx.random.key(2))
+    scale = mx.array([0.5, 1.5, 3.0])
+    kw = {"hc": 4, "sinkhorn_iters": 20, "hc_eps": 1e-6}
+    ops = mix_weights(mix, base, scale, **kw)
+    ref = _mix_weights_f64(np.array(mix), np.array(base), np.array(scale), **kw)
+    for a, b in zip(ops, ref, strict=True):
+        assert np.abs(np.array(a) - b).max() < 1e-5
+    streams = mx.random.normal((5, 4, 64), key=mx.random.key(3))
+    out = mx.random.normal((5, 64), key=mx.random.key(4))
+    got = np.array(hc_post(streams, out, ops[1], ops[2]))
+    want = _post_f64(streams, out, ops[1], ops[2])
+    assert np.abs(got - want).max() < 1e-5
+    # A wrong reference would be caught: swapping comb's axes changes the result.
+    swapped = _post_f64(streams, out, ops[1], ops[2].swapaxes(-1, -2))
+    assert np.abs(got - swapped).max() > 1e-2

@@ -36,3 +36,24 @@ def test_host_grouping_equals_gather_matmuls(kind: str, tokens: int) -> None:
     grouped = routed_experts(x, mx.array(idx), w, ex, 7.0, host_grouping=True)
     assert grouped.shape == (tokens, D)
     assert float(mx.abs(grouped - gathered).max()) <= 1e-5 * float(mx.abs(gathered).max())
+
+
+@pytest.mark.parametrize("recipe", ["q2", "q4"])
+def test_every_expert_prefill_gives_the_same_logits_on_a_recipe_layout(recipe: str) -> None:
+    from local_engine.checkpoint.random_device import random_weights
+    from local_engine.checkpoint.random_weights import preset_config
+    from local_engine.checkpoint.recipes import load_recipe
+    from local_engine.model.moe import ExpertPrefill
+    from local_engine.model.transformer import Model
+
+    cfg = preset_config("tiny")
+    weights = random_weights(cfg, 3, dtype=mx.float32, recipe=load_recipe(recipe))
+    ids = mx.array([list(range(200, 260))])
+    out = {}
+    for mode in ExpertPrefill:
+        model = Model(cfg, weights, dtype=mx.float32, compile=False, expert_prefill=mode)
+        out[mode] = np.array(model(ids))
+    base = out[ExpertPrefill.GATHER]
+    assert np.abs(base).max() > 0.1
+    for mode, logits in out.items():
+        assert np.abs(logits - base).max() < 1e-3 * np.abs(base).max(), mode

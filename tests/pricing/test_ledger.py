@@ -192,9 +192,9 @@ def test_migrating_a_version_1_ledger_keeps_its_rows(tmp_path: Path) -> None:
     old.close()
 
     with Ledger(path) as ledger:
-        assert ledger.version == len(LEDGER_MIGRATIONS) == 4
-        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 4
-        assert schema_version(ledger.conn, "ledger") == 4
+        assert ledger.version == len(LEDGER_MIGRATIONS)
+        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == len(LEDGER_MIGRATIONS)
+        assert schema_version(ledger.conn, "ledger") == len(LEDGER_MIGRATIONS)
         rows = ledger.month_rows("2026-11")
         assert len(rows) == 1
         assert (rows[0].model, rows[0].cost_usd, rows[0].cache_write_tokens) == (
@@ -236,7 +236,7 @@ def test_other_components_migrate_their_own_tables_in_the_same_file(tmp_path: Pa
     assert apply_migrations(conn, "history", steps) == 2
     assert apply_migrations(conn, "history", steps) == 2  # nothing left to run
     assert schema_version(conn, "history") == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4  # still the ledger's
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(LEDGER_MIGRATIONS)  # still the ledger's
     with pytest.raises(sqlite3.IntegrityError):  # foreign keys are enforced
         conn.execute("INSERT INTO messages (conversation_id, body) VALUES ('nope', 'x')")
     conn.close()
