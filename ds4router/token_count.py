@@ -20,13 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from ds4router.sessions.context_window import (
     MESSAGE_OVERHEAD_TOKENS,
     conservative_tokens,
     content_text,
 )
+from ds4router.targets import CloudModel, LocalEngine, LocalServer, Refuse, Target
 
 
 @dataclass(frozen=True)
@@ -39,50 +40,56 @@ class TokenCount:
     method: str
 
 
-def is_local(target: str) -> bool:
-    return target == "local" or target.startswith("local:") or target.startswith("local/")
-
-
 def count(
-    target: str, messages: Sequence[Any], *, local_model_path: str | Path | None = None
+    target: Target, messages: Sequence[Any], *, local_model_path: str | Path | None = None
 ) -> TokenCount:
-    """Tokens of the prompt ``messages`` make for ``target`` (``local``, ``local:...`` or a
-    cloud model name such as ``cloud:openai/gpt-5``)."""
-    if is_local(target):
-        from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
+    """Tokens of the prompt ``messages`` make for ``target``."""
+    match target:
+        case LocalEngine():
+            from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
 
-        try:
-            counter = local_counter(local_model_path)
-        except LocalTokenizerUnavailable:
+            try:
+                counter = local_counter(local_model_path)
+            except LocalTokenizerUnavailable:
+                return estimate(messages)
+            return TokenCount(counter.prompt_tokens(messages), True, "local tokenizer")
+        case CloudModel(model=model):
+            from ds4router.backends.cloud_tokens import count_cloud
+
+            counted = count_cloud(model, messages)
+            return estimate(messages) if counted is None else TokenCount(counted, True, "litellm")
+        case LocalServer() | Refuse():  # a server's model is its own; nothing is sent
             return estimate(messages)
-        return TokenCount(counter.prompt_tokens(messages), True, "local tokenizer")
-    from ds4router.backends.cloud_tokens import count_cloud
-
-    counted = count_cloud(target, messages)
-    if counted is None:
-        return estimate(messages)
-    return TokenCount(counted, True, "litellm")
+        case _:
+            assert_never(target)
 
 
-def count_text(target: str, text: str, *, local_model_path: str | Path | None = None) -> TokenCount:
+def count_text(
+    target: Target, text: str, *, local_model_path: str | Path | None = None
+) -> TokenCount:
     """Tokens of ``text`` alone (a generated answer), for ``target``; no template tokens."""
     if not text:
         return TokenCount(0, True, "empty")
-    if is_local(target):
-        from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
+    match target:
+        case LocalEngine():
+            from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
 
-        try:
-            return TokenCount(
-                local_counter(local_model_path).text_tokens(text), True, "local tokenizer"
-            )
-        except LocalTokenizerUnavailable:
+            try:
+                tokens = local_counter(local_model_path).text_tokens(text)
+            except LocalTokenizerUnavailable:
+                return TokenCount(conservative_tokens(text), False, "estimate")
+            return TokenCount(tokens, True, "local tokenizer")
+        case CloudModel(model=model):
+            from ds4router.backends.cloud_tokens import count_cloud
+
+            counted = count_cloud(model, text=text)
+            if counted is None:
+                return TokenCount(conservative_tokens(text), False, "estimate")
+            return TokenCount(counted, True, "litellm")
+        case LocalServer() | Refuse():
             return TokenCount(conservative_tokens(text), False, "estimate")
-    from ds4router.backends.cloud_tokens import count_cloud
-
-    counted = count_cloud(target, text=text)
-    if counted is None:
-        return TokenCount(conservative_tokens(text), False, "estimate")
-    return TokenCount(counted, True, "litellm")
+        case _:
+            assert_never(target)
 
 
 def estimate(messages: Sequence[Any]) -> TokenCount:
@@ -98,15 +105,6 @@ def _get(message: Any, key: str) -> Any:
     return message.get(key) if hasattr(message, "get") else getattr(message, key, None)
 
 
-def prompt_count(
-    route: str, model: str, messages: Sequence[Any], local_model_path: str | None
-) -> int:
-    """The prompt an attempt sends, counted for where it goes (``route`` local or cloud):
-    what the ledger records when no usage comes back."""
-    target = "local" if route == "local" else model
-    return count(target, messages, local_model_path=local_model_path).tokens
-
-
 def context_count(context: Sequence[Any], config: Any) -> int:
     """Earlier turns of a conversation (``prompt``, ``answer``) as the router's token rules
     count them: by the local engine's tokenizer (see :func:`count`)."""
@@ -118,4 +116,4 @@ def context_count(context: Sequence[Any], config: Any) -> int:
     ]
     if not messages:
         return 0
-    return count("local", messages, local_model_path=config.local.engine.model_path).tokens
+    return count(LocalEngine(), messages, local_model_path=config.local.engine.model_path).tokens

@@ -30,13 +30,14 @@ def request_tokens(request: Request, config: Config) -> int:
     """What the ``min_tokens``/``max_tokens`` rules compare: the request's text and
     attachments counted by the local engine's tokenizer (the rules pick the target, so
     no target's tokenizer can be asked first; an estimate that errs high without one)."""
+    from ds4router.targets import LocalEngine
     from ds4router.token_count import count
 
     parts = [request.text, *(a.text for a in request.attachments)]
     messages = [{"role": "user", "content": part} for part in parts if part]
     if not messages:
         return 0
-    return count("local", messages, local_model_path=config.local.engine.model_path).tokens
+    return count(LocalEngine(), messages, local_model_path=config.local.engine.model_path).tokens
 
 
 def load_attachments(
