@@ -47,9 +47,17 @@ def route_case(case: dict[str, Any], config: Any) -> tuple[str, list[str]]:
     from ds4router.routing.explain import badge, decision_dict, explain_renderable
     from ds4router.routing.request import Request
     from ds4router.routing.router import RouterState, decide
+    from ds4router.targets import CloudModel, Refuse
 
     request = classify(Request(case["text"]), config)
     decision = decide(request, config, RouterState())
+    match decision.target:
+        case CloudModel():
+            where = "cloud"
+        case Refuse():
+            where = "refuse"
+        case _:
+            where = "local"
     console = Console(record=True, width=200, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(explain_renderable(decision, request))
     outputs = [
@@ -60,7 +68,7 @@ def route_case(case: dict[str, Any], config: Any) -> tuple[str, list[str]]:
         *(str(f.finding) for f in request.privacy.findings),
     ]
     console.file.close()
-    return decision.target, outputs
+    return where, outputs
 
 
 def evaluate(cases: list[dict[str, Any]]) -> dict[str, Any]:
