@@ -5,8 +5,9 @@ message and the conversation it continues), lets the router decide
 (:func:`ds4router.routing.router.decide`) and enforces the privacy invariant once
 more (:func:`enforce_privacy`: a cloud target or fallback above
 ``privacy.cloud_max_privacy`` becomes a refusal or is dropped, whatever the
-router did). It reads nothing and sends nothing: the routing state (budget,
-health) is an argument, so the same call serves the TUI's preview on every
+router did). It sends nothing and reads no state: the routing state (budget,
+health) is an argument (the one file it may read is the local tokenizer that the
+token rules count with), so the same call serves the TUI's preview on every
 keystroke and a live request. Gathering that state is the session's edge
 (:meth:`ds4router.sessions.session.Session.plan`).
 
@@ -34,12 +35,12 @@ from typing import Any
 from ds4router.config.schema import Config
 from ds4router.routing.classify import classify
 from ds4router.routing.privacy import Contribution
-from ds4router.routing.request import Attachment, Request, estimate_tokens, strip_tags
+from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide
 from ds4router.routing.scan.pieces import pieces_from_chat
-from ds4router.sessions.context_window import content_text
 from ds4router.sessions.conversation import ContextTurn, chat_messages, context_pieces
-from ds4router.targets import Refuse, Target, leaves_machine
+from ds4router.targets import LocalEngine, Refuse, Target, leaves_machine
+from ds4router.token_count import context_count, count
 
 ChatMessage = Mapping[str, Any]
 
@@ -93,7 +94,8 @@ class Plan:
 
 
 def plan(exchange: Exchange, config: Config, state: RouterState) -> Plan:
-    """Classify -> decide -> enforce the privacy invariant. Pure."""
+    """Classify -> decide -> enforce the privacy invariant. Pure but for reading the local
+    tokenizer the token rules count with (:mod:`ds4router.token_count`)."""
     classified = classify_exchange(exchange, config)
     decision = enforce_privacy(decide(classified, config, state), classified, config)
     prompt = compose_prompt(exchange.text, exchange.attachments)
@@ -122,8 +124,13 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
                 Contribution("earlier messages of this conversation", level),
             ),
         )
-    tokens = sum(estimate_tokens(t.prompt) + estimate_tokens(t.answer) for t in exchange.context)
-    tokens += sum(estimate_tokens(content_text(m.get("content"))) for m in exchange.messages)
+    tokens = context_count(exchange.context, config)
+    if exchange.messages:
+        tokens += count(
+            LocalEngine(),
+            list(exchange.messages),
+            local_model_path=config.local.engine.model_path,
+        ).tokens
     return replace(classified, privacy=privacy, tokens=classified.tokens + tokens)
 
 

@@ -45,13 +45,11 @@ from ds4router.events import (
     TokenUsage,
     failed,
 )
-from ds4router.routing.request import estimate_tokens
 from ds4router.routing.router import local_model_id
 from ds4router.sessions.backend_pool import BackendPool, BackendUnavailable
 from ds4router.sessions.context_window import (
     ContextLimits,
     cloud_limits,
-    content_text,
     local_limits,
 )
 from ds4router.sessions.conversation import fit_conversation
@@ -65,6 +63,7 @@ from ds4router.targets import (
     leaves_machine,
     model_of,
 )
+from ds4router.token_count import count
 from pricing.catalog import PriceCatalog
 
 
@@ -169,9 +168,10 @@ class Runner:
             notice = self._once(notice, turn.conversation_id, model)
             if notice is not None:
                 yield notice
-            attempt.prompt_tokens = sum(
-                estimate_tokens(content_text(m.get("content"))) for m in sent
+            counted = await asyncio.to_thread(
+                count, target, sent, local_model_path=self.config.local.engine.model_path
             )
+            attempt.prompt_tokens = counted.tokens
             events = self._stream(backend, _backend_request(plan, sent, model), attempt)
             try:
                 async for event in events:
