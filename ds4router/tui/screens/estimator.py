@@ -148,6 +148,10 @@ class EstimatorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The app's blink setting (off under test) holds for this form's inputs too.
+        blink = bool(getattr(self.app, "cursor_blink", True))
+        for field in self.query(Input):
+            field.cursor_blink = blink
         table = self.query_one("#est-table", DataTable)
         table.add_column("model", width=34)
         table.add_column("kind")
