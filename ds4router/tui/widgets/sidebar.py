@@ -87,6 +87,13 @@ class Sidebar(Vertical):
         saved = f"saved {marked(money(figures.savings_usd), figures.savings_estimated)}"
         saved += f" vs {ref}" if ref else ""
         lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
+        apart = [
+            f"{n} {label}"
+            for n, label in ((figures.refused, "refused"), (figures.failed, "failed"))
+            if n
+        ]
+        if apart:
+            lines.append(" · ".join(apart))
         if figures.unpriced:
             lines.append(f"{figures.unpriced} unpriced")
         if figures.estimated:
