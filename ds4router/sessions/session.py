@@ -85,13 +85,12 @@ from ds4router.routing.privacy import (
     findings_level,
     redact_at_rest,
 )
-from ds4router.routing.request import Attachment, Request, estimate_tokens, strip_tags
+from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
 from ds4router.routing.state import local_engine_status
 from ds4router.sessions.context_window import (
     ContextLimits,
     cloud_limits,
-    content_text,
     local_limits,
 )
 from ds4router.sessions.conversation import (
@@ -114,6 +113,7 @@ from ds4router.targets import (
     leaves_machine,
     model_of,
 )
+from ds4router.token_count import context_count, count
 from pricing.catalog import PriceCatalog
 from pricing.errors import PricingError
 from pricing.ledger import Ledger
@@ -298,7 +298,7 @@ class Session:
         context = await asyncio.to_thread(self._context, cid)
         self.conversation_id = cid
         level = max((t.privacy for t in context), default=None)
-        tokens = sum(estimate_tokens(t.prompt) + estimate_tokens(t.answer) for t in context)
+        tokens = await asyncio.to_thread(context_count, context, self.config)
         classified = self._classify(Request(text, attachments, model), level, tokens, context)
         decision = await asyncio.to_thread(self._decide, classified, live=True)
         decision = self._enforce_privacy(decision, classified)
@@ -400,9 +400,14 @@ class Session:
                 self._told_unknown.add(told)
             if notice is not None:
                 yield notice
-            attempt.prompt_tokens = sum(
-                estimate_tokens(content_text(m.get("content"))) for m in sent
-            )
+            attempt.prompt_tokens = (
+                await asyncio.to_thread(
+                    count,
+                    attempt.target,
+                    sent,
+                    local_model_path=self.config.local.engine.model_path,
+                )
+            ).tokens
             request = BackendRequest(
                 messages=sent,
                 model=model,

@@ -22,7 +22,6 @@ from ds4router.backends.endpoints import provider_of
 from ds4router.config.loader import LoadedConfig
 from ds4router.config.schema import Config, LocalConfig
 from ds4router.events import Priced
-from ds4router.routing.request import estimate_tokens
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from ds4router.targets import CloudModel, route_of
 from pricing.catalog import PriceCatalog
@@ -93,7 +92,11 @@ def record_turn(
         cost, detail = 0.0, "refused: nothing was sent, nothing spent"
     else:
         route, model = route_of(attempt.target), attempt.model
-        usage = attempt.usage or _estimate(turn, attempt) or TokenUsage()
+        usage = (
+            attempt.usage
+            or _estimate(turn, attempt, config.local.engine.model_path)
+            or TokenUsage()
+        )
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         estimated = usage.estimated
         end = attempt.ended if attempt.ended is not None else time.monotonic()
@@ -187,15 +190,21 @@ def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
     return model.local_cost(reading.seconds, reading.joules, reading.source)
 
 
-def _estimate(turn: Turn, attempt: Attempt) -> TokenUsage | None:
+def _estimate(
+    turn: Turn, attempt: Attempt, local_model_path: str | None = None
+) -> TokenUsage | None:
     """Rough counts for an attempt that streamed but never reported usage (a consumer
     that went away mid-stream): the tokens were spent, so they are counted."""
     if not attempt.has_tokens:
         return None
+    from ds4router.token_count import count_text
+
     sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
+    answer = "".join(attempt.text) + "".join(attempt.reasoning)
     return TokenUsage(
         input_tokens=turn.classified.tokens if sent is None else sent,
-        output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
+        # The target's own tokenizer where there is one; still not reported, so estimated.
+        output_tokens=count_text(attempt.target, answer, local_model_path=local_model_path).tokens,
         estimated=True,
     )
 

@@ -30,8 +30,10 @@ from ds4router.sessions.context_window import conservative_tokens, prompt_budget
 from ds4router.sessions.history import History
 from ds4router.sessions.session import Session
 from ds4router.targets import (
+    CloudModel,
     LocalEngine,
 )
+from ds4router.token_count import count
 from local_engine.checkpoint.random_weights import official_config
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
@@ -141,7 +143,10 @@ async def test_a_message_too_long_for_the_window_is_refused_and_nothing_is_sent(
     failure = events[-2]
     assert isinstance(failure, Failed) and failure.kind == "context_window"
     assert not failure.after_tokens
-    assert "nothing was sent" in failure.message and "5,008 tokens" in failure.message
+    # Counted by gpt-4's own tokenizer (LiteLLM's), not estimated.
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}])
+    assert exact.exact and exact.method == "litellm"
+    assert "nothing was sent" in failure.message and f"{exact.tokens:,} tokens" in failure.message
     assert "8,192 tokens" in failure.message and "4,096 kept for the answer" in failure.message
     priced = events[-1]
     assert isinstance(priced, Priced) and priced.status == "error"
@@ -314,6 +319,7 @@ def test_ask_explains_a_message_too_long_for_the_model(
     directory = project_dir(tmp_path, openai_server.base_url)
     code, out, err = run(capsys, "ask", words(5000), "--project", str(directory))
     assert code == 1 and out == ""
-    assert "context_window" in err and "5,008 tokens" in err and "8,192 tokens" in err
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}]).tokens
+    assert "context_window" in err and f"{exact:,} tokens" in err and "8,192 tokens" in err
     assert "Traceback" not in err
     assert openai_server.count == 0
