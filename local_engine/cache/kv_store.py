@@ -96,6 +96,21 @@ class VerifyReport:
 # -- the store --------------------------------------------------------------------------------
 
 
+def private_dir(path: Path) -> None:
+    """``path`` and missing parents created 0700; an existing one of ours narrowed to 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def private_open(path: Path, mode: str = "wb") -> Any:
+    """``path`` opened for writing, created 0600 (never readable by others, not even briefly)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    if "+" in mode:
+        flags = (flags & ~os.O_WRONLY) | os.O_RDWR
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
         fd = os.open(path, os.O_RDONLY)
@@ -132,8 +147,10 @@ class KVStore:
         self.index_path = self.root / "index.json"
         self.lock_path = self.root / "index.lock"
         try:
-            self.entries_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            # The entries hold a prompt's token ids and KV state: 0700 directories and
+            # 0600 files (private_dir, private_open), readable by the user alone.
+            for directory in (self.root, self.entries_dir, self.tmp_dir):
+                private_dir(directory)
         except OSError as exc:
             from local_engine.errors import CacheError
 
@@ -152,7 +169,7 @@ class KVStore:
         """Exclusive across processes and threads (each call opens its own description)."""
         import fcntl
 
-        with self.lock_path.open("a+b") as fh:
+        with private_open(self.lock_path, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -203,7 +220,7 @@ class KVStore:
         ).encode()
         tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.index.part"
         try:
-            with tmp.open("wb") as fh:
+            with private_open(tmp) as fh:
                 _write_all(fh, memoryview(body))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -406,8 +423,8 @@ class KVStore:
         """Write to a temp file, fsync, rename into place, fsync the directory."""
         tmp = self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}.part"
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as fh:
+            private_dir(final.parent)
+            with private_open(tmp) as fh:
                 _write_all(fh, memoryview(entry.head))
                 for view in entry.sections:
                     _write_all(fh, view)
