@@ -78,9 +78,13 @@ from ds4router.events import (
     failed,
 )
 from ds4router.routing.classify import classify, load_attachments
-from ds4router.routing.detectors import redact_text
 from ds4router.routing.levels import PrivacyLevel
-from ds4router.routing.privacy import Contribution
+from ds4router.routing.privacy import (
+    Contribution,
+    findings_in,
+    findings_level,
+    redact_at_rest,
+)
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
 from ds4router.routing.state import local_engine_status
@@ -404,7 +408,12 @@ class Session:
                     local_model_path=self.config.local.engine.model_path,
                 )
             ).tokens
-            request = BackendRequest(messages=sent, model=model, request_id=uuid.uuid4().hex)
+            request = BackendRequest(
+                messages=sent,
+                model=model,
+                request_id=uuid.uuid4().hex,
+                keep_off_disk=bool(turn.classified.privacy.findings),
+            )
             events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
@@ -701,18 +710,24 @@ class Session:
             self._context_turns = list(self._memory)
             return
         _, error_kind, error = outcome_status(attempt)
+        # Nothing detected is written to disk: history keeps the redacted text of the
+        # prompt and of the answer (scanned too), and the answer's findings raise the
+        # level stored with it, so the conversation after it stays as private.
+        privacy = self.config.privacy
+        reply_level = max(level, findings_level(findings_in(answer, privacy), privacy) or level)
+        reasoning = "".join(attempt.reasoning) if attempt is not None else None
         user = Message(
             role="user",
-            text=turn.text,
-            content=turn.prompt,
+            text=redact_at_rest(turn.text, privacy),
+            content=redact_at_rest(turn.prompt, privacy),
             attachments=tuple(a.path for a in turn.attachments),
             privacy=str(level),
             task=turn.decision.task,
         )
         reply = Message(
             role="assistant",
-            text=answer,
-            reasoning="".join(attempt.reasoning) if attempt is not None else None,
+            text=redact_at_rest(answer, privacy),
+            reasoning=redact_at_rest(reasoning, privacy),
             route=priced.route,
             model=priced.model,
             rule=priced.rule,
@@ -720,18 +735,18 @@ class Session:
             output_tokens=priced.output_tokens,
             cost_usd=priced.cost_usd,
             status=priced.status,
-            privacy=str(level),
+            privacy=str(reply_level),
             task=turn.decision.task,
             error_kind=error_kind,
-            error=error,
+            error=redact_at_rest(error, privacy),
             ledger_id=priced.ledger_id,
         )
-        # A title is shown in lists and sidebars: never with a detected secret in it.
-        found = [f.finding for f in turn.classified.privacy.findings if f.where is None]
-        title = title_from(redact_text(turn.text, found) if found else turn.text)
+        # A title is shown in lists and sidebars: made from the redacted text.
+        title = title_from(user.text or "")
         self._history_db().add_turn(
             turn.conversation_id, user, reply, project=self.project, title=title
         )
+        level = reply_level
         if answer:
             self._context_level = max(self._context_level or level, level)
             self._context_turns = [*self._context_turns, ContextTurn(turn.prompt, answer, level)]
