@@ -541,7 +541,8 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
+        off_disk = request.keep_off_disk
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
         _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
         kinds = _engine_types()
         text: list[str] = []
@@ -624,11 +625,17 @@ class LocalBackend:
             **options,
         )
 
-    def _configure_kv(self, engine: Engine) -> None:
+    def _configure_kv(self, engine: Engine, off_disk: bool = False) -> None:
         """On the engine thread: point the engine at this backend's KV cache settings.
 
-        A cache directory that cannot be used costs the reuse, never the request.
+        A cache directory that cannot be used costs the reuse, never the request. A
+        request that must stay off the disk (``BackendRequest.keep_off_disk``: its prompt
+        holds a detected secret) runs with neither the prefix cache on disk nor the
+        tiered state's spill files: its KV state lives in RAM and goes with it.
         """
+        if off_disk:
+            engine.use_kv_cache(None, ram_bytes=None)
+            return
         try:
             engine.use_kv_cache(
                 self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes

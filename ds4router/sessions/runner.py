@@ -306,7 +306,14 @@ def _pile(
 
 def _backend_request(plan: Plan, sent: list[dict[str, Any]], model: str) -> BackendRequest:
     extra: dict[str, Any] = {"tools": [dict(t) for t in plan.tools]} if plan.tools else {}
-    return BackendRequest(messages=sent, model=model, request_id=uuid.uuid4().hex, extra=extra)
+    return BackendRequest(
+        messages=sent,
+        model=model,
+        request_id=uuid.uuid4().hex,
+        # A conversation holding a finding keeps the local engine's KV state in RAM only.
+        keep_off_disk=bool(plan.classified.privacy.findings),
+        extra=extra,
+    )
 
 
 __all__ = ["Runner"]
