@@ -103,7 +103,7 @@ class Failed:
             )
 
 
-NoticeKind = Literal["context_trimmed", "context_unknown"]
+NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class Notice:
     ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
     ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
     not known, so the whole conversation was sent as it is (``window`` None).
+    ``random_weights``: the local model's weights are random (a test checkpoint): noise.
     """
 
     kind: NoticeKind

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import count, money
 from ds4router.tui.threads import ui_call
 
@@ -142,6 +143,7 @@ class EstimatorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        steady_cursors(self)
         table = self.query_one("#est-table", DataTable)
         table.add_column("model", width=34)
         table.add_column("kind")
