@@ -38,18 +38,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.engine_port import SerialWorker
-from ds4router.backends.events import (
+from ds4router.backends.flights import Flight, Flights
+from ds4router.backends.health import Health, HealthStatus
+from ds4router.events import (
+    BackendEvent,
     Done,
     ErrorKind,
-    Event,
     Notice,
     ReasoningDelta,
     TextDelta,
-    Usage,
+    TokenUsage,
     failed,
 )
-from ds4router.backends.flights import Flight, Flights
-from ds4router.backends.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     from ds4router.backends.engine_port import (
@@ -510,7 +510,7 @@ class LocalBackend:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
         self._flights.cancel_all()  # the engine checks ``stop`` between prefill chunks and tokens
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() after stream() started reaches it.
         # ``stop`` is set when it ends, also when the consumer stops listening: the engine
         # thread must not decode on for nobody (and hold the engine meanwhile).
@@ -519,7 +519,7 @@ class LocalBackend:
                 yield event
 
     # -- one request -----------------------------------------------------------------------
-    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[Event]:
+    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[BackendEvent]:
         started = time.perf_counter()
         name = request.model
         if self.model_path is None:
@@ -544,7 +544,8 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
+        off_disk = request.keep_off_disk
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
         _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
         kinds = _engine_types()
         text: list[str] = []
@@ -571,7 +572,7 @@ class LocalBackend:
                 text.append(item.text)
                 yield ReasoningDelta(item.text)
             elif isinstance(item, kinds.Usage):
-                yield Usage(
+                yield TokenUsage(
                     input_tokens=item.prompt_tokens,
                     output_tokens=item.generated_tokens,
                     reasoning_tokens=item.reasoning_tokens,
@@ -631,11 +632,17 @@ class LocalBackend:
             **options,
         )
 
-    def _configure_kv(self, engine: Engine) -> None:
+    def _configure_kv(self, engine: Engine, off_disk: bool = False) -> None:
         """On the engine thread: point the engine at this backend's KV cache settings.
 
-        A cache directory that cannot be used costs the reuse, never the request.
+        A cache directory that cannot be used costs the reuse, never the request. A
+        request that must stay off the disk (``BackendRequest.keep_off_disk``: its prompt
+        holds a detected secret) runs with neither the prefix cache on disk nor the
+        tiered state's spill files: its KV state lives in RAM and goes with it.
         """
+        if off_disk:
+            engine.use_kv_cache(None, ram_bytes=None)
+            return
         try:
             engine.use_kv_cache(
                 self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes
@@ -725,18 +732,18 @@ class LocalBackend:
     @staticmethod
     def _estimated_usage(
         engine: Engine, request: BackendRequest, params: GenerationParams, text: list[str]
-    ) -> Usage:
+    ) -> TokenUsage:
         """Usage after a mid-stream failure (the engine reports none then), re-counted."""
         try:
             prompt = len(engine.encode_messages(request.messages, params))
             output = len(engine.tokenizer.encode("".join(text)))
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
-        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+        return TokenUsage(input_tokens=prompt, output_tokens=output, estimated=True)
 
 
 def _label(path: Path) -> str:
-    """"demo-size model: " before the demo model's path, so nobody mistakes its answers."""
+    """ "demo-size model: " before the demo model's path, so nobody mistakes its answers."""
     from ds4router.demo_model import LABEL, is_demo
 
     return f"{LABEL}: " if is_demo(path) else ""

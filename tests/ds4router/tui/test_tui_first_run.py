@@ -13,6 +13,7 @@ from textual import events
 from tui_support import SIZE, cloud_project, settle
 
 from ds4router.demo_model import MODEL_ID
+from ds4router.targets import LocalEngine
 from ds4router.tui.app import Ds4RouterApp
 
 
@@ -71,7 +72,7 @@ async def test_the_welcome_key_installs_the_demo_model_and_the_chat_answers_loca
         await settle(pilot, app, until=lambda: not app.query("#welcome"))
         assert app.session is not None
         _request, decision = app.session.preview("hello")
-        assert decision.target == "local" and decision.model == MODEL_ID
+        assert isinstance(decision.target, LocalEngine) and decision.model == MODEL_ID
         assert app.loaded.project_name == "newcomer"
 
 
