@@ -149,7 +149,7 @@ class EstimatorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        steady_cursors(self)
+        steady_cursors(self)  # the app's blink setting (off under test) holds here too
         table = self.query_one("#est-table", DataTable)
         table.add_column("model", width=34)
         table.add_column("kind")
