@@ -31,15 +31,25 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.engine_port import SerialWorker
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
+from ds4router.backends.local_load import (
+    ENGINE_THREAD,
+    EngineKind,
+    LoadState,
+    LoadStatus,
+    check_model_dir,
+    forget_load,
+    load_message,
+    load_of,
+    percent,
+)
 from ds4router.events import (
     BackendEvent,
     Done,
@@ -56,7 +66,6 @@ if TYPE_CHECKING:
         Engine,
         GenerationParams,
         GenerationStats,
-        LoadProgress,
     )
     from ds4router.config.loader import LoadedConfig
 
@@ -76,8 +85,6 @@ EXTRA_PARAMS = ("thinking", "reasoning_effort", "seed", "top_k", "min_p")
 # values SmolLM2's model card recommends (the demo model's).
 KIND_SAMPLING: dict[str, dict[str, float]] = {"mlx-lm": {"temperature": 0.2, "top_p": 0.9}}
 
-LoadState = Literal["idle", "loading", "ready", "failed"]
-EngineKind = Literal["deepseek-v4", "mlx-lm"]
 _KEEP_STATS = 64
 GIB = 1024**3
 
@@ -124,234 +131,6 @@ class LocalStats:
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "kv_restore_s": self.kv_restore_s,
         }
-
-
-# --- loading, once per process ------------------------------------------------------------
-
-
-# The one thread that loads models and runs generations, jobs in order. MLX keeps streams
-# per thread: an array one thread left unevaluated cannot be evaluated on another ("There is
-# no Stream(cpu, 0) in current thread"; seen with lazy weight transposes before the model
-# began materializing its weights at load). Loading and running on one thread keeps that
-# whole class of failure away, and generations are one at a time per engine anyway. A
-# daemon thread, so a load nobody waits for any more does not hold up the process's exit.
-# Jobs report their own errors (a load into its _EngineLoad, a generation onto its stream):
-# no on_error hook, a stray exception is dropped and the next job runs.
-_ENGINE_THREAD = SerialWorker("ds4router-engine")
-
-
-@dataclass(frozen=True)
-class LoadStatus:
-    """One moment of a model's load, as ``health()`` and the TUI show it.
-
-    ``fraction`` and ``step`` come from the engine's ``LoadProgress`` (None and "" until
-    it reported: while the directory is checked and the tokenizer read); ``progress``
-    is that last report itself. ``version`` changes with every change of this status,
-    for ``LocalBackend.wait_for_load``.
-    """
-
-    state: LoadState
-    fraction: float | None = None
-    step: str = ""
-    progress: LoadProgress | None = None
-    elapsed_s: float | None = None
-    error: str = ""
-    weight_bytes: int | None = None
-    version: int = 0
-    is_random: bool = False  # the loaded weights are random (a test checkpoint): noise
-
-
-def percent(fraction: float) -> int:
-    """Whole percent, rounded down: 100 % only once everything is there."""
-    return int(max(0.0, min(1.0, fraction)) * 100)
-
-
-class _EngineLoad:
-    """The load of one model directory, shared by every backend of the process."""
-
-    def __init__(self, path: Path, kind: EngineKind = "deepseek-v4") -> None:
-        self.path = path
-        self.kind = kind
-        self._lock = threading.Lock()
-        # Notified on every change (progress, the end), under the same lock.
-        self._changed = threading.Condition(self._lock)
-        self.version = 0
-        self.state: LoadState = "idle"
-        self.engine: Engine | None = None
-        self.error = ""
-        self.progress: LoadProgress | None = None
-        self.fraction: float | None = None
-        self.step = ""
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.weight_bytes: int | None = None
-        self.parameters: int | None = None
-        self.is_random = False
-        self._listeners: list[Callable[[], None]] = []
-
-    def start(
-        self,
-        *,
-        check_memory: bool,
-        available_memory_bytes: int | None,
-        retry: bool,
-        inline: bool = False,
-    ) -> None:
-        """Begin loading unless loaded, loading, or failed (``retry``: try a failure again).
-
-        ``inline`` loads on the calling thread (for an engine already in memory: instant).
-        """
-        with self._changed:
-            if self.state in ("loading", "ready") or (self.state == "failed" and not retry):
-                return
-            self.state, self.error, self.fraction, self.step = "loading", "", None, ""
-            self.progress = None
-            self.started_at, self.ended_at = time.monotonic(), None
-            self._bump()
-        if inline:
-            self._run(check_memory, available_memory_bytes)
-        else:
-            _ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
-
-    def _bump(self) -> None:
-        """Under the lock: the status changed."""
-        self.version += 1
-        self._changed.notify_all()
-
-    def _progress(self, progress: LoadProgress) -> None:
-        """The engine's callback, on the engine thread, once per tensor: cheap, no I/O."""
-        with self._changed:
-            self.progress = progress
-            self.fraction = max(0.0, min(1.0, progress.fraction))
-            self.step = progress.step
-            self._bump()
-
-    def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
-        try:
-            engine_class = _engine_class(self.kind)
-            engine = engine_class.load(
-                self.path,
-                check_memory=check_memory,
-                available_memory_bytes=available_memory_bytes,
-                progress=self._progress,
-            )
-            info = engine.info()
-        except Exception as exc:  # every load failure becomes the health detail
-            with self._changed:
-                self.state, self.error = "failed", _message(exc)
-                self.ended_at = time.monotonic()
-                self._bump()
-        else:
-            with self._changed:
-                self.engine = engine
-                self.weight_bytes = info.weight_bytes
-                self.parameters = info.parameters
-                self.is_random = info.is_random
-                self.state = "ready"
-                self.ended_at = time.monotonic()
-                self._bump()
-        with self._lock:
-            listeners, self._listeners = self._listeners, []
-        for notify in listeners:
-            notify()
-
-    def status(self) -> LoadStatus:
-        with self._lock:
-            return self._status()
-
-    def _status(self) -> LoadStatus:
-        started = self.started_at
-        end = self.ended_at if self.ended_at is not None else time.monotonic()
-        elapsed = None if started is None else end - started
-        return LoadStatus(
-            state=self.state,
-            fraction=self.fraction,
-            step=self.step,
-            progress=self.progress,
-            elapsed_s=elapsed,
-            error=self.error,
-            weight_bytes=self.weight_bytes,
-            version=self.version,
-            is_random=self.is_random,
-        )
-
-    def wait(self, after: int, timeout: float | None) -> LoadStatus:
-        """The status once its version is not ``after`` any more, or when ``timeout`` ends."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.version != after, timeout)
-            return self._status()
-
-    def adopt(self) -> None:
-        """An engine loaded in this process by someone else (the TUI, a CLI command)
-        counts as loaded here too; asking the engine's cache for it is instant."""
-        if self.state == "idle" and self.path in _engine_class(self.kind).loaded():
-            self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
-
-    def listen(self, notify: Callable[[], None]) -> bool:
-        """Call ``notify`` (from the loading thread) when the load ends; False: it has."""
-        with self._lock:
-            if self.state in ("ready", "failed"):
-                return False
-            self._listeners.append(notify)
-            return True
-
-    def unlisten(self, notify: Callable[[], None]) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._listeners.remove(notify)
-
-
-_LOADS: dict[Path, _EngineLoad] = {}
-_LOADS_LOCK = threading.Lock()
-
-
-def _engine_class(kind: EngineKind) -> Any:
-    """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
-    match kind:
-        case "mlx-lm":
-            from ds4router.backends.engine_port import MlxLmEngine
-
-            return MlxLmEngine
-        case _:
-            from ds4router.backends.engine_port import Engine
-
-            return Engine
-
-
-def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
-    key = path.expanduser().resolve()
-    with _LOADS_LOCK:
-        load = _LOADS.get(key)
-        if load is None:
-            load = _LOADS[key] = _EngineLoad(key, kind)
-        return load
-
-
-def _message(exc: BaseException) -> str:
-    from ds4router.backends.engine_port import EngineError
-
-    text = str(exc).strip()
-    if isinstance(exc, EngineError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
-    """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
-    from ds4router.backends.engine_port import EngineError, load_config
-
-    if kind == "mlx-lm":
-        from ds4router.backends.engine_port import check_model_path
-
-        return check_model_path(path)
-    if not path.is_dir():
-        return f"no model directory at {path}"
-    try:
-        load_config(path)  # missing config.json, unknown model_type
-    except EngineError as exc:
-        return str(exc)
-    if not any(path.glob("*.safetensors")):
-        return f"{path} has no *.safetensors weight files"
-    return None
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -432,7 +211,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return
-        _load_of(self.model_path, self.kind).start(
+        load_of(self.model_path, self.kind).start(
             check_memory=self.check_memory,
             available_memory_bytes=self.available_memory_bytes,
             retry=retry,
@@ -442,13 +221,13 @@ class LocalBackend:
     def load_state(self) -> LoadState:
         if self.model_path is None:
             return "idle"
-        return _load_of(self.model_path, self.kind).state
+        return load_of(self.model_path, self.kind).state
 
     def load_status(self) -> LoadStatus:
         """Where the load of this backend's model is (``idle`` without a model path)."""
         if self.model_path is None:
             return LoadStatus("idle")
-        return _load_of(self.model_path, self.kind).status()
+        return load_of(self.model_path, self.kind).status()
 
     def wait_for_load(self, after: int = -1, timeout: float | None = None) -> LoadStatus:
         """Block until the load status changes from version ``after`` (or ``timeout`` ends).
@@ -458,7 +237,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return LoadStatus("idle")
-        return _load_of(self.model_path, self.kind).wait(after, timeout)
+        return load_of(self.model_path, self.kind).wait(after, timeout)
 
     def stats_for(self, request_id: str) -> LocalStats | None:
         """The figures of a recent request, by ``BackendRequest.request_id``."""
@@ -474,7 +253,7 @@ class LocalBackend:
                 "set local.engine.model_path in .ds4router.yaml to a model directory, "
                 "or run `ds4router models pull demo`",
             )
-        load = _load_of(self.model_path, self.kind)
+        load = load_of(self.model_path, self.kind)
         load.adopt()
         path = load.path
         if load.state == "loading":
@@ -503,7 +282,7 @@ class LocalBackend:
             stamp = -1
         checked = self._checked
         if checked is None or checked[0] != stamp:
-            checked = self._checked = (stamp, _check_model_dir(path, self.kind))
+            checked = self._checked = (stamp, check_model_dir(path, self.kind))
         return checked[1]
 
     def cancel(self) -> None:
@@ -530,7 +309,7 @@ class LocalBackend:
         try:
             params = self._params(request)
         except Exception as exc:  # bad sampling values: the request, not the engine
-            yield failed("bad_request", f"{name}: {_message(exc)}")
+            yield failed("bad_request", f"{name}: {load_message(exc)}")
             return
         engine = await self._engine(flight)
         load_wait = time.perf_counter() - started
@@ -538,15 +317,15 @@ class LocalBackend:
             yield failed("cancelled", f"{name}: cancelled (while the model was loading)")
             return
         if engine is None:
-            load = _load_of(self.model_path, self.kind)
+            load = load_of(self.model_path, self.kind)
             yield failed("unavailable", f"{name}: the local model failed to load: {load.error}")
             return
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
         off_disk = request.keep_off_disk
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
-        _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
+        ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
+        ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
         kinds = _engine_types()
         text: list[str] = []
         produced = False
@@ -560,7 +339,7 @@ class LocalBackend:
                 yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
                 return
             if not produced and isinstance(item, kinds.TextDelta | kinds.ReasoningDelta):
-                if _load_of(self.model_path, self.kind).is_random:  # said with its first words
+                if load_of(self.model_path, self.kind).is_random:  # said with its first words
                     noise = f"{name} has random weights (a test checkpoint): its output is noise"
                     yield Notice("random_weights", noise, name)
             if isinstance(item, kinds.TextDelta):
@@ -595,7 +374,7 @@ class LocalBackend:
         Returns early (with whatever state) when the request is cancelled meanwhile.
         """
         assert self.model_path is not None
-        load = _load_of(self.model_path, self.kind)
+        load = load_of(self.model_path, self.kind)
         self.start_loading()
         loop = flight.loop
         loaded = loop.create_future()
@@ -651,7 +430,7 @@ class LocalBackend:
             logging.getLogger(__name__).warning(
                 "local engine: KV cache at %s is unusable (%s); continuing without it",
                 self.kv_cache_dir,
-                _message(exc),
+                load_message(exc),
             )
             with contextlib.suppress(Exception):
                 engine.use_kv_cache(None, ram_bytes=self.kv_ram_bytes)
@@ -693,7 +472,7 @@ class LocalBackend:
         except EngineError as exc:
             put(_Raised("internal", str(exc)))
         except Exception as exc:  # a bug in the engine must end the stream, not hang it
-            put(_Raised("internal", _message(exc)))
+            put(_Raised("internal", load_message(exc)))
         finally:
             put(_END)
 
@@ -754,14 +533,6 @@ def _engine_types() -> Any:
     from ds4router.backends import engine_port
 
     return engine_port
-
-
-def forget_load(path: str | Path) -> bool:
-    """Forget this process's record of loading ``path`` (e.g. after a failure was fixed);
-    the engine's own cache is untouched. True when there was one."""
-    key = Path(path).expanduser().resolve()
-    with _LOADS_LOCK:
-        return _LOADS.pop(key, None) is not None
 
 
 __all__ = [

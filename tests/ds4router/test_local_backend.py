@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from load_support import fresh_copy
 
-from ds4router.backends import local
+from ds4router.backends import local, local_load
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.local import LocalBackend
 from ds4router.events import Done, Failed, Notice, ReasoningDelta, TextDelta, TokenUsage
@@ -47,7 +47,7 @@ def fresh(tiny: Path, tmp_path: Path) -> Iterator[Path]:
 def hold_engine_thread() -> Iterator[threading.Event]:
     """Blocks the engine thread until the event is set (always set at teardown)."""
     gate = threading.Event()
-    local._ENGINE_THREAD.submit(lambda: gate.wait(60))
+    local_load.ENGINE_THREAD.submit(lambda: gate.wait(60))
     yield gate
     gate.set()
 
