@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ds4router.events import Failed, Notice, failed
 from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.privacy import redact_for_cloud
 from ds4router.routing.request import estimate_tokens, strip_tags
 from ds4router.routing.scan.pieces import Piece, PieceKind
 from ds4router.sessions.context_window import (
@@ -24,8 +25,11 @@ from ds4router.sessions.context_window import (
     content_text,
     fit_messages,
 )
+from ds4router.targets import Sendable, leaves_machine
 
 if TYPE_CHECKING:
+    from ds4router.config.schema import PrivacyConfig
+    from ds4router.routing.router import Decision
     from ds4router.sessions.history import Message
 
 
@@ -100,6 +104,29 @@ def chat_messages(context: Sequence[ContextTurn], prompt: str) -> list[dict[str,
     return messages
 
 
+def decision_redacts(decision: Decision, target: Sendable) -> bool:
+    """Whether this attempt's messages must be redacted: a cloud target of a decision that
+    ``privacy.on_detected: redact`` applies to."""
+    return decision.redact and leaves_machine(target)
+
+
+def redact_messages(
+    messages: list[dict[str, Any]], config: PrivacyConfig, salt: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Every message's text with each finding replaced by a stable placeholder (same secret,
+    same placeholder within the conversation ``salt``); and how many were replaced."""
+    out: list[dict[str, Any]] = []
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            content, n = redact_for_cloud(content, config, salt)
+            total += n
+            message = {**message, "content": content}
+        out.append(message)
+    return out, total
+
+
 def context_pieces(context: Sequence[ContextTurn]) -> list[Piece]:
     """The earlier exchanges as pieces to scan: a follow-up carries them to the model too."""
     pieces: list[Piece] = []
@@ -142,6 +169,8 @@ __all__ = [
     "ContextTurn",
     "chat_messages",
     "context_pieces",
+    "decision_redacts",
+    "redact_messages",
     "context_turns",
     "fit_conversation",
 ]

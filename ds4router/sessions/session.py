@@ -84,6 +84,7 @@ from ds4router.routing.privacy import (
     findings_in,
     findings_level,
     redact_at_rest,
+    redaction_applies,
 )
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
@@ -98,7 +99,9 @@ from ds4router.sessions.conversation import (
     chat_messages,
     context_pieces,
     context_turns,
+    decision_redacts,
     fit_conversation,
+    redact_messages,
 )
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
@@ -400,6 +403,10 @@ class Session:
                 self._told_unknown.add(told)
             if notice is not None:
                 yield notice
+            if decision_redacts(turn.decision, target):
+                sent, attempt.redactions = redact_messages(
+                    sent, self.config.privacy, salt=turn.conversation_id
+                )
             attempt.prompt_tokens = (
                 await asyncio.to_thread(
                     count,
@@ -412,7 +419,7 @@ class Session:
                 messages=sent,
                 model=model,
                 request_id=uuid.uuid4().hex,
-                keep_off_disk=bool(turn.classified.privacy.findings),
+                keep_off_disk=bool(turn.classified.privacy.findings) and not attempt.redactions,
             )
             events = self._stream(backend, request, attempt)
             try:
@@ -624,8 +631,13 @@ class Session:
         return backend.failures.health(model)
 
     def _cloud_allowed(self, classified: Classified, decision: Decision) -> bool:
+        """Whether a cloud model may be sent this request: its level within the limit, or,
+        with redaction, the level without the findings it will not see."""
+        limit = self.config.privacy.cloud_max_privacy
         level = max(classified.privacy.level, decision.privacy)
-        return level <= self.config.privacy.cloud_max_privacy
+        if decision.redact and redaction_applies(classified.privacy, self.config.privacy):
+            level = classified.privacy.floor
+        return level <= limit
 
     def _enforce_privacy(self, decision: Decision, classified: Classified) -> Decision:
         """The privacy invariant, again: a cloud target above the limit becomes a refusal."""

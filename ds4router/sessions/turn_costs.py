@@ -130,6 +130,8 @@ def record_turn(
                 cost=priced,
                 provider=provider_of(attempt.model),
                 counterfactual=counterfactual,
+                redacted=attempt.redactions > 0,
+                redacted_findings=attempt.redactions,
                 **extra,
             )
             cost = priced.total_usd
