@@ -295,4 +295,4 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
