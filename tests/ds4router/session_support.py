@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from scripted import ScriptedBackend
+
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig
 from ds4router.sessions.session import BackendUnavailable, Session
 from pricing.ledger import Ledger, LedgerRow

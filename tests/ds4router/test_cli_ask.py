@@ -21,10 +21,10 @@ import pytest
 import yaml
 from cli_support import run
 from openai_server import OpenAIServer, error, ok
+from scripted import ScriptedBackend
 
 import ds4router.sessions.session as session_module
 from ds4router import cli, paths
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.sessions.history import History
 from ds4router.sessions.session import money
 from pricing.catalog import PriceCatalog

@@ -296,3 +296,28 @@ def test_every_local_engine_export_resolves() -> None:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
     assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
+
+
+def test_the_engine_port_resolves_every_name_it_lists_from_its_module() -> None:
+    import importlib
+
+    from ds4router.backends import engine_port
+
+    lazy = set(engine_port._NAMES)
+    assert lazy | {"kv_activity"} == set(engine_port.__all__)
+    for name, module in engine_port._NAMES.items():
+        assert getattr(engine_port, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError, match="no_such_engine_name"):
+        engine_port.no_such_engine_name  # noqa: B018
+
+
+def test_the_engine_port_sees_a_replaced_engine_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Names are looked up on their module at each access: a test double put there is seen.
+    import local_engine.checkpoint.convert as convert_module
+    from ds4router.backends import engine_port
+
+    def replaced(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(convert_module, "convert", replaced)
+    assert engine_port.convert is replaced

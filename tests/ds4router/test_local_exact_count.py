@@ -25,12 +25,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scripted import ScriptedBackend
 
 import local_engine.runtime.tokenizer as engine_tokenizer
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.local import LocalBackend
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, load_config
 from ds4router.sessions import local_tokens
 from ds4router.sessions.context_window import (

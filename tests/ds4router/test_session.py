@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import yaml
 from openai_server import OpenAIServer, Reply, error, ok
+from scripted import ScriptedBackend, ScriptedReply, reply
 from session_support import collect, factory, ledger_rows
 
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
 from ds4router.backends.events import Done, Failed, TextDelta, Usage
 from ds4router.backends.health import Health
-from ds4router.backends.scripted import ScriptedBackend, ScriptedReply, reply
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.router import LOCAL_MODEL, Decision

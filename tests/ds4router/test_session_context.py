@@ -19,11 +19,11 @@ import pytest
 import yaml
 from cli_support import run
 from openai_server import OpenAIServer, Reply, ok
+from scripted import ScriptedBackend
 from session_support import collect, factory, ledger_rows
 
 from ds4router import cli, paths
 from ds4router.backends.events import Failed, Notice, TextDelta
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.sessions.context_window import conservative_tokens, prompt_budget

@@ -1,12 +1,10 @@
-"""A scripted in-process backend: a TEST DOUBLE, never used by the application itself.
+"""A scripted in-process backend: a test double, kept with the tests so the app cannot import it.
 
 ``ScriptedBackend`` implements the ``Backend`` protocol by playing back replies
 a test wrote in advance (text pieces, reasoning, usage, a failure before or
 after some tokens, a delay between pieces). It stands in for the engine's
-``LocalBackend`` in session tests until that lands, and lets a test make the
-local side fail on purpose. Nothing on the production path imports this module:
-``ds4router.sessions.session.backend_for`` never returns it; tests hand it to
-``Session(backend_factory=...)`` themselves.
+``LocalBackend`` in session tests and lets a test make the local side fail on
+purpose; tests hand it to ``Session(backend_factory=...)`` themselves.
 
 Every request it receives is kept in ``requests``, so a test can check exactly
 what a model would have been sent.
