@@ -1,6 +1,8 @@
 """The events every backend yields, local or cloud, so sessions and UIs treat them alike.
 
-A stream is zero or more ``TextDelta``/``ReasoningDelta``, then ``Usage`` (when
+A stream is zero or more ``TextDelta``/``ReasoningDelta`` and tool-call events
+(``ToolCallStart``, its ``ToolCallDelta`` pieces, then ``ToolCallDone`` -- or
+``ToolCallInvalid`` when the model's call could not be read), then ``Usage`` (when
 anything was produced or the provider reported it), then exactly one of
 ``Done`` or ``Failed``. ``Failed.after_tokens`` tells a session whether text
 already reached the user: only a failure before any token may fall back to
@@ -47,6 +49,47 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallStart:
+    """The model began a call of tool ``name``; ``index`` orders the calls of one answer
+    (OpenAI's ``tool_calls[].index``) and ``id`` names it for the tool result."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of call ``index``'s arguments as JSON text (OpenAI ``function.arguments``
+    chunks, Anthropic ``input_json_delta.partial_json``); pieces concatenate to the whole."""
+
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """Call ``index`` is complete: ``arguments`` is its whole JSON object text."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallInvalid:
+    """The model wrote a tool call that could not be read; ``index`` is the call that was
+    open (None: between calls). ``message`` is one line saying what was wrong."""
+
+    message: str
+    index: int | None = None
+
+
+ToolCallEvent = ToolCallStart | ToolCallDelta | ToolCallDone | ToolCallInvalid
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts of one request.
 
@@ -77,7 +120,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class Done:
-    """The stream ended normally; ``finish_reason`` as the model gave it (stop, length, ...)."""
+    """The stream ended normally; ``finish_reason`` as the model gave it (stop, length,
+    ``tool_calls`` when the answer ends with calls for the client to run, ...)."""
 
     finish_reason: str
 
@@ -122,7 +166,7 @@ class Notice:
     window: int | None = None
 
 
-Event = TextDelta | ReasoningDelta | Usage | Done | Failed
+Event = TextDelta | ReasoningDelta | ToolCallEvent | Usage | Done | Failed
 
 
 def failed(kind: ErrorKind, message: str, *, after_tokens: bool = False) -> Failed:

@@ -160,6 +160,7 @@ class MlxLmEngine:
         *,
         cancel: threading.Event | None = None,
         on_prefill_progress: Any = None,
+        session: str | None = None,  # no decode states are kept for these models
     ) -> Iterator[Event]:
         from mlx_lm.models.cache import make_prompt_cache
 

@@ -160,3 +160,19 @@ def test_request_tools_reach_the_prompt(engine: Engine) -> None:
     assert len(dsml) == 1 and dsml[0] in with_tools and dsml[0] not in plain
     done = done_of(engine.generate(TURN_1, GenerationParams(tools=(tool,), max_tokens=3)))
     assert done.stats.prompt_tokens == len(with_tools)
+
+
+def test_a_thinking_turn_re_rendered_without_its_reasoning_reuses_the_prompt(
+    engine: Engine,
+) -> None:
+    thinking = GenerationParams(temperature=0.0, max_tokens=6, thinking=True)
+    first = done_of(engine.generate(TURN_1, thinking, session="t"))
+    # The client sends the answer back; the encoding drops its reasoning and re-renders the
+    # closing <think> of the first prompt as </think>: everything before it is reused.
+    turn_2 = [
+        *TURN_1,
+        {"role": "assistant", "content": "hi", "reasoning_content": "they greet me"},
+        {"role": "user", "content": "again"},
+    ]
+    second = done_of(engine.generate(turn_2, thinking, session="t"))
+    assert second.stats.cached_prompt_tokens == first.stats.prompt_tokens - 1
