@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ds4router.backends.events import Event
 from ds4router.backends.health import Health
+from ds4router.events import BackendEvent
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class BackendRequest:
     # state between turns under this id. Never sent to a provider.
     session_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversation holds a detected credential or personal data: nothing of it may be
+    # written to disk (the local engine keeps its KV state in RAM only for this request).
+    keep_off_disk: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -57,7 +60,7 @@ class Backend(Protocol):
     task or thread; streams in flight end with ``Failed(kind="cancelled")``.
     """
 
-    def stream(self, request: BackendRequest) -> AsyncIterator[Event]: ...
+    def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]: ...
 
     def cancel(self) -> None: ...
 

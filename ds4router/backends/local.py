@@ -37,19 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
-    Done,
-    ErrorKind,
-    Event,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallDone,
-    ToolCallInvalid,
-    ToolCallStart,
-    Usage,
-    failed,
-)
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
 from ds4router.backends.local_load import (
@@ -64,6 +51,20 @@ from ds4router.backends.local_load import (
     forget_load,
     percent,
 )
+from ds4router.events import (
+    BackendEvent,
+    Done,
+    ErrorKind,
+    Notice,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
+    failed,
+)
 
 if TYPE_CHECKING:
     from ds4router.backends.engine_port import (
@@ -73,9 +74,9 @@ if TYPE_CHECKING:
     )
     from ds4router.config.loader import LoadedConfig
 
-# A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
-# answer with code, short of the model's own limits).
-DEFAULT_MAX_TOKENS = 4096
+# A request without max_tokens gets `local.engine.max_tokens`, else this many (a long answer
+# with code; not minutes of a small or random model rambling on; raise it for long outputs).
+DEFAULT_MAX_TOKENS = 1024
 
 # What health() reports when loading failed (see the module docstring).
 FAILED_STATUS: HealthStatus = "offline"
@@ -293,7 +294,7 @@ class LocalBackend:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
         self._flights.cancel_all()  # the engine checks ``stop`` between prefill chunks and tokens
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() after stream() started reaches it.
         # ``stop`` is set when it ends, also when the consumer stops listening: the engine
         # thread must not decode on for nobody (and hold the engine meanwhile).
@@ -302,7 +303,7 @@ class LocalBackend:
                 yield event
 
     # -- one request -----------------------------------------------------------------------
-    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[Event]:
+    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[BackendEvent]:
         started = time.perf_counter()
         name = request.model
         if self.model_path is None:
@@ -327,10 +328,13 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
+        off_disk = request.keep_off_disk
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
 
         def generate() -> None:
-            self._generate(engine, messages, params, flight, events, request.session_id)
+            # A conversation kept off disk gets no session: its states could spill there.
+            session = None if off_disk else request.session_id
+            self._generate(engine, messages, params, flight, events, session)
 
         if hasattr(engine, "scheduler"):
             # The engine interleaves generations itself (a step each in turn): this one
@@ -350,6 +354,10 @@ class LocalBackend:
                     yield self._estimated_usage(engine, request, params, text)
                 yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
                 return
+            if not produced and isinstance(item, kinds.TextDelta | kinds.ReasoningDelta):
+                if _load_of(self.model_path, self.kind).is_random:  # said with its first words
+                    noise = f"{name} has random weights (a test checkpoint): its output is noise"
+                    yield Notice("random_weights", noise, name)
             if isinstance(item, kinds.Done):
                 self._record(request, item.finish_reason, item.stats, started, load_wait)
                 if item.finish_reason == "cancelled":
@@ -362,7 +370,7 @@ class LocalBackend:
                 continue
             if isinstance(event, TextDelta | ReasoningDelta):
                 text.append(event.text)
-            produced = produced or not isinstance(event, Usage)
+            produced = produced or not isinstance(event, TokenUsage)
             yield event
         # The thread ended without Done: only if the engine broke its own protocol.
         yield failed(
@@ -413,11 +421,17 @@ class LocalBackend:
             **options,
         )
 
-    def _configure_kv(self, engine: Engine) -> None:
+    def _configure_kv(self, engine: Engine, off_disk: bool = False) -> None:
         """On the engine thread: point the engine at this backend's KV cache settings.
 
-        A cache directory that cannot be used costs the reuse, never the request.
+        A cache directory that cannot be used costs the reuse, never the request. A
+        request that must stay off the disk (``BackendRequest.keep_off_disk``: its prompt
+        holds a detected secret) runs with neither the prefix cache on disk nor the
+        tiered state's spill files: its KV state lives in RAM and goes with it.
         """
+        if off_disk:
+            engine.use_kv_cache(None, ram_bytes=None)
+            return
         try:
             engine.use_kv_cache(
                 self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes
@@ -509,17 +523,17 @@ class LocalBackend:
     @staticmethod
     def _estimated_usage(
         engine: Engine, request: BackendRequest, params: GenerationParams, text: list[str]
-    ) -> Usage:
+    ) -> TokenUsage:
         """Usage after a mid-stream failure (the engine reports none then), re-counted."""
         try:
             prompt = len(engine.encode_messages(request.messages, params))
             output = len(engine.tokenizer.encode("".join(text)))
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
-        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+        return TokenUsage(input_tokens=prompt, output_tokens=output, estimated=True)
 
 
-def app_event(item: Any, kinds: Any) -> Event | None:
+def app_event(item: Any, kinds: Any) -> BackendEvent | None:
     """The backend event for an engine event (``kinds``: the engine port); None for the
     ones the stream handles itself (``Done``) or does not forward."""
     match item:
@@ -536,7 +550,7 @@ def app_event(item: Any, kinds: Any) -> Event | None:
         case kinds.ToolCallError(message=message, index=index):
             return ToolCallInvalid(message, index)
         case kinds.Usage():
-            return Usage(
+            return TokenUsage(
                 input_tokens=item.prompt_tokens,
                 output_tokens=item.generated_tokens,
                 reasoning_tokens=item.reasoning_tokens,
@@ -545,7 +559,7 @@ def app_event(item: Any, kinds: Any) -> Event | None:
 
 
 def _label(path: Path) -> str:
-    """"demo-size model: " before the demo model's path, so nobody mistakes its answers."""
+    """ "demo-size model: " before the demo model's path, so nobody mistakes its answers."""
     from ds4router.demo_model import LABEL, is_demo
 
     return f"{LABEL}: " if is_demo(path) else ""

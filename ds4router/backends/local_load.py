@@ -57,6 +57,7 @@ class LoadStatus:
     error: str = ""
     weight_bytes: int | None = None
     version: int = 0
+    is_random: bool = False  # the loaded weights are random (a test checkpoint): noise
 
 
 def percent(fraction: float) -> int:
@@ -170,6 +171,7 @@ class _EngineLoad:
             error=self.error,
             weight_bytes=self.weight_bytes,
             version=self.version,
+            is_random=self.is_random,
         )
 
     def wait(self, after: int, timeout: float | None) -> LoadStatus:

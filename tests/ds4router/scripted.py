@@ -19,18 +19,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
+from ds4router.backends.flights import Flight, Flights
+from ds4router.backends.health import Health
+from ds4router.events import (
+    BackendEvent,
     Done,
     ErrorKind,
-    Event,
     Failed,
     ReasoningDelta,
     TextDelta,
-    Usage,
+    TokenUsage,
     failed,
 )
-from ds4router.backends.flights import Flight, Flights
-from ds4router.backends.health import Health
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ScriptedReply:
     text: tuple[str, ...] = ("Hello", " from", " the", " local", " engine.")
     reasoning: tuple[str, ...] = ()
     finish_reason: str = "stop"
-    usage: Usage | None = None
+    usage: TokenUsage | None = None
     fail_kind: ErrorKind | None = None
     fail_message: str = "scripted failure"
     fail_after: int = 0
@@ -95,7 +95,7 @@ class ScriptedBackend:
             self.cancel_calls += 1
         self._flights.cancel_all()
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() issued on this loop
         # after stream() started always reaches it.
         with self._flights.track() as flight:
@@ -107,7 +107,7 @@ class ScriptedBackend:
 
     async def _play(
         self, script: ScriptedReply, request: BackendRequest, flight: Flight
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[BackendEvent]:
         sent: list[str] = []
         reasoning: list[str] = []
         if script.hang_s and await _cancelled_during(flight, script.hang_s):
@@ -152,9 +152,9 @@ async def _cancelled_during(flight: Flight, seconds: float) -> bool:
     return True
 
 
-def _count(request: BackendRequest, sent: list[str], reasoning: list[str]) -> Usage:
+def _count(request: BackendRequest, sent: list[str], reasoning: list[str]) -> TokenUsage:
     chars = sum(len(str(m.get("content", ""))) for m in request.messages)
-    return Usage(
+    return TokenUsage(
         input_tokens=max(1, chars // 4),
         output_tokens=len(sent) + len(reasoning),
         reasoning_tokens=len(reasoning),

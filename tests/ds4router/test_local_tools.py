@@ -11,16 +11,16 @@ import pytest
 
 from ds4router.backends import engine_port
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
+from ds4router.backends.local import LocalBackend, app_event
+from ds4router.events import (
     Done,
     TextDelta,
+    TokenUsage,
     ToolCallDelta,
     ToolCallDone,
     ToolCallInvalid,
     ToolCallStart,
-    Usage,
 )
-from ds4router.backends.local import LocalBackend, app_event
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.dsml import ToolCall, render_tool_calls
@@ -91,7 +91,7 @@ async def test_a_session_id_reuses_the_previous_turn(tiny: Path) -> None:
         request_id="turn-1",
     )
     events = await collect(backend, first)
-    assert isinstance(events[-1], Done) and any(isinstance(e, Usage) for e in events)
+    assert isinstance(events[-1], Done) and any(isinstance(e, TokenUsage) for e in events)
     reply = "".join(e.text for e in events if isinstance(e, TextDelta))
     call = {
         "id": "c1",
