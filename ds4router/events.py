@@ -134,7 +134,7 @@ class FallbackTaken:
     reason: str
 
 
-NoticeKind = Literal["context_trimmed", "context_unknown"]
+NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
 
 
 @dataclass(frozen=True)
