@@ -269,6 +269,8 @@ class CloudBackend:
             kwargs["top_p"] = request.top_p
         if request.stop:
             kwargs["stop"] = list(request.stop)
+        if request.tools:
+            kwargs["tools"] = [dict(tool) for tool in request.tools]
         return kwargs
 
     async def _run(

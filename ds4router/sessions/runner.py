@@ -172,7 +172,8 @@ class Runner:
                 count, target, sent, local_model_path=self.config.local.engine.model_path
             )
             attempt.prompt_tokens = counted.tokens
-            events = self._stream(backend, _backend_request(plan, sent, model), attempt)
+            request = _backend_request(plan, sent, model, turn.conversation_id)
+            events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
                     if isinstance(event, Failed) and self._falls_back(event, attempt, last):
@@ -304,15 +305,18 @@ def _pile(
     return replace(first, message=f"{first.message}; {target}: {exc}"), where
 
 
-def _backend_request(plan: Plan, sent: list[dict[str, Any]], model: str) -> BackendRequest:
-    extra: dict[str, Any] = {"tools": [dict(t) for t in plan.tools]} if plan.tools else {}
+def _backend_request(
+    plan: Plan, sent: list[dict[str, Any]], model: str, conversation_id: str
+) -> BackendRequest:
     return BackendRequest(
         messages=sent,
         model=model,
         request_id=uuid.uuid4().hex,
         # A conversation holding a finding keeps the local engine's KV state in RAM only.
         keep_off_disk=bool(plan.classified.privacy.findings),
-        extra=extra,
+        tools=tuple(dict(t) for t in plan.tools),
+        # The local engine keeps this conversation's decode state for its next turn.
+        session_id=conversation_id or None,
     )
 
 
