@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from ds4router.events import Failed, Notice, failed
 from ds4router.routing.levels import PrivacyLevel
-from ds4router.routing.request import estimate_tokens, strip_tags
+from ds4router.routing.request import strip_tags
 from ds4router.routing.scan.pieces import Piece, PieceKind
 from ds4router.sessions.context_window import (
     ContextLimits,
     ContextTooLong,
-    content_text,
     fit_messages,
 )
 
@@ -52,7 +51,9 @@ def fit_conversation(
     if limits is None:
         if not earlier:
             return messages, None, None
-        tokens = sum(estimate_tokens(content_text(m.get("content"))) for m in messages)
+        from ds4router.token_count import estimate
+
+        tokens = estimate(messages).tokens
         turns = "turn" if earlier == 1 else "turns"
         return (
             messages,
