@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import count, money
 from ds4router.tui.threads import ui_call
 
@@ -148,6 +149,7 @@ class EstimatorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        steady_cursors(self)  # the app's blink setting (off under test) holds here too
         table = self.query_one("#est-table", DataTable)
         table.add_column("model", width=34)
         table.add_column("kind")
