@@ -7,6 +7,7 @@ Sub-commands live in their own modules and are imported only when invoked, so
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ import click
 
 from ds4router import __version__
 from ds4router.errors import Ds4RouterError
+from pricing.errors import PricingError
 
 # name -> (module, one-line help). The module exposes ``command``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,8 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ds4router.commands.engine_cmd",
         "The local DeepSeek V4 Flash engine: info, generate, init-random, ...",
     ),
+    "models": ("ds4router.commands.models_cmd", "Local models: pull the demo model, list."),
     "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "db": ("ds4router.commands.db_cmd", "The database: check it, or repair it (with a backup)."),
     "estimate": (
         "ds4router.commands.estimate",
         "Monthly cost on 40+ models and on local hardware.",
@@ -100,6 +104,15 @@ def main(argv: list[str] | None = None) -> Any:
     except Ds4RouterError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except PricingError as exc:  # a command that did not wrap it: still one line
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except sqlite3.Error as exc:  # the database failed where no one expected it
+        from ds4router import paths
+        from pricing.db import database_error
+
+        click.echo(f"error: {database_error(exc, paths.database_path())}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

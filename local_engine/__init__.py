@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from local_engine.model.transformer import Model
     from local_engine.runtime.chat import (
         ChatEncodingError,
-        ToolsNotSupportedError,
         render_prompt,
         split_reasoning,
     )
+    from local_engine.runtime.dsml import ToolCall
     from local_engine.runtime.engine import Engine, EngineInfo, InsufficientMemoryError
     from local_engine.runtime.generate import (
         Done,
@@ -69,7 +69,7 @@ _LAZY: dict[str, str] = {
     "render_prompt": "local_engine.runtime.chat",
     "split_reasoning": "local_engine.runtime.chat",
     "ChatEncodingError": "local_engine.runtime.chat",
-    "ToolsNotSupportedError": "local_engine.runtime.chat",
+    "ToolCall": "local_engine.runtime.dsml",
     "Tokenizer": "local_engine.runtime.tokenizer",
     "SamplingParams": "local_engine.runtime.sampling",
 }
@@ -94,7 +94,7 @@ __all__ = [
     "SamplingParams",
     "TextDelta",
     "Tokenizer",
-    "ToolsNotSupportedError",
+    "ToolCall",
     "Usage",
     "load_model",
     "render_prompt",

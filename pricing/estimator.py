@@ -4,9 +4,11 @@ A usage profile is a month of tokens ``U`` (input ``I`` of which ``C`` cached,
 output ``O``; or a real month summed from the ledger). Then:
 
 * **Cloud**, model m: ``cloud_m = price_request(U, rates_m)`` — exactly how the
-  ledger prices requests (pricing is linear, so a month's sum prices like its
-  requests). ``c_m = cloud_m / O x 1e6`` is its USD per 1M output tokens *of
-  this mix* (input priced in).
+  ledger prices requests, at the base rates (a sum of requests has no prompt size or
+  start time, so no tier or time window can be told). When the month's requests are
+  known (an agent's logs), ``cloud_m`` is the sum of each request priced on its own:
+  its prompt-size tier and the time window it started in. ``c_m = cloud_m / O x 1e6``
+  is its USD per 1M output tokens *of this mix* (input priced in).
 * **Local**, profile p: the hardware is a fixed monthly cost
   ``H = price_usd x inference_share / (lifetime_years x 12)``; energy is per
   token: ``seconds = O / tok_s + (I - C) / prefill_tok_s`` (the prompt term
@@ -30,6 +32,7 @@ ran); :func:`estimate` carries that count into its assumptions (``ledger``).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from pricing.errors import PricingError
 from pricing.ledger import Ledger
 from pricing.local_cost import JOULES_PER_KWH
 from pricing.profiles import LocalProfile
+from pricing.rates import Rates
 from pricing.report import build_report
 from pricing.usage import TokenUsage
 
@@ -204,9 +208,11 @@ def estimate(
     profile: LocalProfile | None,
     *,
     ledger: LedgerUsage | None = None,
+    requests: Sequence[tuple[dt.datetime, TokenUsage]] = (),
 ) -> Estimate:
     """Price ``usage`` on each model and on ``profile``; rows sorted by monthly cost.
-    ``ledger``: where ``usage`` came from, when it is a month of the ledger."""
+    ``ledger``: where ``usage`` came from, when it is a month of the ledger;
+    ``requests``: the requests ``usage`` sums (start time, tokens), priced one by one."""
     if usage.output_tokens <= 0:
         raise PricingError("the usage has no output tokens; nothing to compare")
     local = local_estimate(usage, profile) if profile is not None else None
@@ -222,9 +228,8 @@ def estimate(
         if rates.model in seen:
             continue
         seen.add(rates.model)
-        cost = price_request(usage, rates)
-        assert cost.total_usd is not None
-        per_m = cost.total_usd / usage.output_tokens * _PER_M
+        monthly = _monthly_cloud(usage, rates, requests)
+        per_m = monthly / usage.output_tokens * _PER_M
         crossover: int | None = None
         label = "-"
         if local is not None:
@@ -237,7 +242,7 @@ def estimate(
             EstimateRow(
                 model=rates.model,
                 kind="cloud",
-                monthly_usd=cost.total_usd,
+                monthly_usd=monthly,
                 usd_per_mtok=per_m,
                 crossover_tokens_per_month=crossover,
                 crossover=label,
@@ -271,6 +276,17 @@ def estimate(
     if ledger is not None:
         assumptions["ledger"] = ledger.as_dict()
     return Estimate(tuple(rows), usage, profile, local, assumptions, tuple(unknown))
+
+
+def _monthly_cloud(
+    usage: TokenUsage, rates: Rates, requests: Sequence[tuple[dt.datetime, TokenUsage]]
+) -> float:
+    if not requests:
+        total = price_request(usage, rates, one_request=False).total_usd
+    else:
+        total = sum(price_request(u, rates, at=t).total_usd or 0.0 for t, u in requests)
+    assert total is not None
+    return total
 
 
 def _assumptions(

@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from pricing.cost import CloudCost
-from pricing.db import apply_migrations, connect, transaction
+from pricing.db import Step, apply_migrations, connect, transaction
 from pricing.errors import PricingError
+from pricing.ledger_v6 import MEASURES_V6
+from pricing.ledger_v6 import migrate as migrate_v6
 from pricing.local_cost import LocalCost
+from pricing.recovery import recover_interrupted
 from pricing.usage import TokenUsage
 
 ROUTES = ("local", "cloud", "refused")
-STATUSES = ("ok", "error", "cancelled")
+STATUSES = ("ok", "error", "cancelled", "started", "interrupted")
+# A request ends in one of these; ``started`` is the write-ahead row of one still
+# running (or of a process that died: ``pricing.recovery`` marks it ``interrupted``).
+FINAL_STATUSES = ("ok", "error", "cancelled", "interrupted")
 _ERROR_KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -81,8 +87,12 @@ CUBE_MEASURES_V4: tuple[tuple[str, str, str], ...] = (
     # row's cost comes from energy and time, not tokens).
     ("estimated_cloud_requests", "INTEGER", "({r}.usage_estimated AND {r}.route = 'cloud')"),
 )
+# Migration v6 (write-ahead rows, pricing.ledger_v6) counts the two new statuses apart.
+CUBE_MEASURES_V6 = MEASURES_V6
 # The cube's measures today, in column order (reports read them in this order).
-CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = CUBE_MEASURES + CUBE_MEASURES_V4
+CUBE_MEASURES_ALL: tuple[tuple[str, str, str], ...] = (
+    CUBE_MEASURES + CUBE_MEASURES_V4 + CUBE_MEASURES_V6
+)
 
 
 def _cube_upsert(
@@ -137,7 +147,7 @@ def _estimated_migration() -> str:
     Every row written before v4 had its usage reported (nothing marked it otherwise),
     so the new columns' default 0 is their true value and nothing needs re-summing.
     """
-    all_ = CUBE_MEASURES_ALL
+    all_ = CUBE_MEASURES + CUBE_MEASURES_V4  # as released: not the later measures
     columns = "\n".join(
         f"    ALTER TABLE ledger_cube ADD COLUMN {name} {kind} NOT NULL DEFAULT 0;"
         for name, kind, _ in CUBE_MEASURES_V4
@@ -163,7 +173,7 @@ def _estimated_migration() -> str:
 
 
 # Forward migrations of the ledger table; released steps never change.
-LEDGER_MIGRATIONS: tuple[str, ...] = (
+LEDGER_MIGRATIONS: tuple[Step, ...] = (
     # v1: the first layout.
     """
     CREATE TABLE ledger (
@@ -235,6 +245,9 @@ LEDGER_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX ledger_origin_id ON ledger(origin, origin_id)
         WHERE origin_id IS NOT NULL;
     """,
+    # v6: write-ahead rows (statuses started/interrupted, the writing process), see
+    # pricing.ledger_v6.
+    lambda conn: migrate_v6(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
 )
 
 
@@ -289,6 +302,11 @@ class LedgerRow:
     # None for requests ds4router ran.
     origin: str | None = None
     origin_id: str | None = None
+    # The process that wrote a ``started`` row (pid, its start mark, the host), so a
+    # later start can tell a running request from one whose process died.
+    pid: int | None = None
+    process_mark: str | None = None
+    host: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -483,6 +501,8 @@ class Ledger:
             self.version = apply_migrations(
                 self.conn, "ledger", LEDGER_MIGRATIONS, mirror_user_version=True
             )
+            # The next start after a crash: rows of processes that died are interrupted.
+            self.recovered = recover_interrupted(self.conn)
         except BaseException:
             self.conn.close()
             raise

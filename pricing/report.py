@@ -12,6 +12,10 @@ Money: ``cost_usd`` sums priced rows only; unpriced rows are counted apart
 (``unpriced_requests``), never as $0. ``savings_usd`` is, over rows priced both
 ways, the reference model's cost minus the actual cost (what routing saved).
 
+Interrupted work: ``interrupted`` counts requests whose process died mid-way
+(their usage is what was known then, estimated) and ``started`` those still
+running; both are apart from ``ok``/``errors``/``cancelled``.
+
 Estimates: ``estimated_requests`` counts rows whose token counts were estimated
 (no usage reported), so a group's tokens and reference cost include estimates
 when it is above 0; ``estimated_cloud_requests`` counts the cloud ones among
@@ -57,6 +61,9 @@ class Bucket:
     duration_s: float = 0.0
     estimated_requests: int = 0
     estimated_cloud_requests: int = 0
+    # Write-ahead rows: still running, or left by a process that died (see pricing.recovery).
+    started: int = 0
+    interrupted: int = 0
 
     @property
     def tokens_estimated(self) -> bool:
@@ -234,6 +241,8 @@ def _measures_of(row: LedgerRow) -> tuple[int | float, ...]:
         row.duration_s or 0.0,
         int(row.usage_estimated),
         int(row.usage_estimated and row.route == "cloud"),
+        int(row.status == "started"),
+        int(row.status == "interrupted"),
     )
 
 

@@ -97,7 +97,10 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     lines = [
         (
             "requests",
-            f"{t.requests:,} ({t.ok:,} ok, {t.errors:,} error, {t.cancelled:,} cancelled)",
+            f"{t.requests:,} ({t.ok:,} ok, {t.errors:,} error, {t.cancelled:,} cancelled"
+            + (f", {t.interrupted:,} interrupted" if t.interrupted else "")
+            + (f", {t.started:,} running" if t.started else "")
+            + ")",
         ),
         (
             "tokens",

@@ -67,7 +67,13 @@ FAILED_STATUS: HealthStatus = "offline"
 # LiteLLM) do not apply to the local engine and are ignored.
 EXTRA_PARAMS = ("thinking", "reasoning_effort", "seed", "top_k", "min_p")
 
+# Sampling for requests that set none, by engine kind. DeepSeek V4's own defaults live in
+# GenerationParams; small models ramble at temperature 1.0, so mlx-lm models get the
+# values SmolLM2's model card recommends (the demo model's).
+KIND_SAMPLING: dict[str, dict[str, float]] = {"mlx-lm": {"temperature": 0.2, "top_p": 0.9}}
+
 LoadState = Literal["idle", "loading", "ready", "failed"]
+EngineKind = Literal["deepseek-v4", "mlx-lm"]
 _KEEP_STATS = 64
 GIB = 1024**3
 
@@ -158,8 +164,9 @@ def percent(fraction: float) -> int:
 class _EngineLoad:
     """The load of one model directory, shared by every backend of the process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kind: EngineKind = "deepseek-v4") -> None:
         self.path = path
+        self.kind = kind
         self._lock = threading.Lock()
         # Notified on every change (progress, the end), under the same lock.
         self._changed = threading.Condition(self._lock)
@@ -216,9 +223,8 @@ class _EngineLoad:
 
     def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
         try:
-            from local_engine.runtime.engine import Engine
-
-            engine = Engine.load(
+            engine_class = _engine_class(self.kind)
+            engine = engine_class.load(
                 self.path,
                 check_memory=check_memory,
                 available_memory_bytes=available_memory_bytes,
@@ -272,9 +278,7 @@ class _EngineLoad:
     def adopt(self) -> None:
         """An engine loaded in this process by someone else (the TUI, a CLI command)
         counts as loaded here too; asking the engine's cache for it is instant."""
-        from local_engine.runtime.engine import Engine
-
-        if self.state == "idle" and self.path in Engine.loaded():
+        if self.state == "idle" and self.path in _engine_class(self.kind).loaded():
             self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
 
     def listen(self, notify: Callable[[], None]) -> bool:
@@ -294,12 +298,25 @@ _LOADS: dict[Path, _EngineLoad] = {}
 _LOADS_LOCK = threading.Lock()
 
 
-def _load_of(path: Path) -> _EngineLoad:
+def _engine_class(kind: EngineKind) -> Any:
+    """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
+    match kind:
+        case "mlx-lm":
+            from local_engine.runtime.mlx_lm_engine import MlxLmEngine
+
+            return MlxLmEngine
+        case _:
+            from local_engine.runtime.engine import Engine
+
+            return Engine
+
+
+def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
     key = path.expanduser().resolve()
     with _LOADS_LOCK:
         load = _LOADS.get(key)
         if load is None:
-            load = _LOADS[key] = _EngineLoad(key)
+            load = _LOADS[key] = _EngineLoad(key, kind)
         return load
 
 
@@ -312,11 +329,15 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _check_model_dir(path: Path) -> str | None:
+def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
     """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
     from local_engine.errors import EngineError
     from local_engine.model.config import load_config
 
+    if kind == "mlx-lm":
+        from local_engine.runtime.mlx_lm_files import check_model_path
+
+        return check_model_path(path)
     if not path.is_dir():
         return f"no model directory at {path}"
     try:
@@ -360,10 +381,12 @@ class LocalBackend:
         kv_cache_dir: str | Path | None = None,
         kv_disk_bytes: int | None = None,
         kv_ram_bytes: int | None = None,
+        kind: EngineKind = "deepseek-v4",
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         self.model_path = None if model_path in (None, "") else Path(model_path).expanduser()
+        self.kind: EngineKind = kind
         self.max_tokens = max_tokens
         self.check_memory = check_memory
         self.available_memory_bytes = available_memory_bytes
@@ -393,6 +416,7 @@ class LocalBackend:
             kv_cache_dir=(engine.kv_cache_dir or kv_cache_dir()) if disk_on else None,
             kv_disk_bytes=int(engine.kv_disk_gb * GIB) if disk_on else None,
             kv_ram_bytes=int(engine.kv_ram_gb * GIB),
+            kind=engine.kind,
         )
 
     # -- loading -------------------------------------------------------------------------
@@ -403,7 +427,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return
-        _load_of(self.model_path).start(
+        _load_of(self.model_path, self.kind).start(
             check_memory=self.check_memory,
             available_memory_bytes=self.available_memory_bytes,
             retry=retry,
@@ -413,13 +437,13 @@ class LocalBackend:
     def load_state(self) -> LoadState:
         if self.model_path is None:
             return "idle"
-        return _load_of(self.model_path).state
+        return _load_of(self.model_path, self.kind).state
 
     def load_status(self) -> LoadStatus:
         """Where the load of this backend's model is (``idle`` without a model path)."""
         if self.model_path is None:
             return LoadStatus("idle")
-        return _load_of(self.model_path).status()
+        return _load_of(self.model_path, self.kind).status()
 
     def wait_for_load(self, after: int = -1, timeout: float | None = None) -> LoadStatus:
         """Block until the load status changes from version ``after`` (or ``timeout`` ends).
@@ -429,7 +453,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return LoadStatus("idle")
-        return _load_of(self.model_path).wait(after, timeout)
+        return _load_of(self.model_path, self.kind).wait(after, timeout)
 
     def stats_for(self, request_id: str) -> LocalStats | None:
         """The figures of a recent request, by ``BackendRequest.request_id``."""
@@ -442,9 +466,10 @@ class LocalBackend:
         if self.model_path is None:
             return Health(
                 "not_configured",
-                "set local.engine.model_path in .ds4router.yaml to a model directory",
+                "set local.engine.model_path in .ds4router.yaml to a model directory, "
+                "or run `ds4router models pull demo`",
             )
-        load = _load_of(self.model_path)
+        load = _load_of(self.model_path, self.kind)
         load.adopt()
         path = load.path
         if load.state == "loading":
@@ -456,23 +481,24 @@ class LocalBackend:
         if load.state == "ready":
             size = f"{(load.weight_bytes or 0) / GIB:.2f} GiB of weights in memory"
             params = f"{(load.parameters or 0) / 1e9:.2f} B parameters"
-            random = ", random weights" if load.is_random else ""
-            return Health("ready", f"{path}: {size}, {params}{random}")
+            random = ", random weights (its output is noise)" if load.is_random else ""
+            return Health("ready", f"{_label(path)}{path}: {size}, {params}{random}")
         if load.state == "failed":
             return Health(FAILED_STATUS, f"failed to load {path}: {load.error}")
         problem = self._problem(path)
         if problem is not None:
             return Health(FAILED_STATUS, f"failed: {problem}")
-        return Health("ready", f"{path}: not loaded yet, loads on the first request")
+        return Health("ready", f"{_label(path)}{path}: not loaded yet, loads on the first request")
 
     def _problem(self, path: Path) -> str | None:
+        marker = path if self.kind == "mlx-lm" else path / "config.json"
         try:
-            stamp = (path / "config.json").stat().st_mtime_ns
+            stamp = marker.stat().st_mtime_ns
         except OSError:
             stamp = -1
         checked = self._checked
         if checked is None or checked[0] != stamp:
-            checked = self._checked = (stamp, _check_model_dir(path))
+            checked = self._checked = (stamp, _check_model_dir(path, self.kind))
         return checked[1]
 
     def cancel(self) -> None:
@@ -507,7 +533,7 @@ class LocalBackend:
             yield failed("cancelled", f"{name}: cancelled (while the model was loading)")
             return
         if engine is None:
-            load = _load_of(self.model_path)
+            load = _load_of(self.model_path, self.kind)
             yield failed("unavailable", f"{name}: the local model failed to load: {load.error}")
             return
 
@@ -559,7 +585,7 @@ class LocalBackend:
         Returns early (with whatever state) when the request is cancelled meanwhile.
         """
         assert self.model_path is not None
-        load = _load_of(self.model_path)
+        load = _load_of(self.model_path, self.kind)
         self.start_loading()
         loop = flight.loop
         loaded = loop.create_future()
@@ -584,7 +610,8 @@ class LocalBackend:
     def _params(self, request: BackendRequest) -> GenerationParams:
         from local_engine.runtime.generate import GenerationParams
 
-        options: dict[str, Any] = {k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra}
+        options: dict[str, Any] = dict(KIND_SAMPLING.get(self.kind, {}))
+        options.update({k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra})
         if request.temperature is not None:
             options["temperature"] = request.temperature
         if request.top_p is not None:
@@ -698,6 +725,13 @@ class LocalBackend:
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
         return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+
+
+def _label(path: Path) -> str:
+    """"demo-size model: " before the demo model's path, so nobody mistakes its answers."""
+    from ds4router.demo_model import LABEL, is_demo
+
+    return f"{LABEL}: " if is_demo(path) else ""
 
 
 def _engine_types() -> Any:

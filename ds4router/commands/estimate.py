@@ -16,6 +16,7 @@ import click
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
+    from pricing.agent_logs import LoggedMonth
     from pricing.catalog import PriceCatalog
     from pricing.estimator import LedgerUsage
 
@@ -81,10 +82,29 @@ DEFAULT_PROFILE = "m3-max-q2"
     help="Use a real month of traffic from the ledger instead of --*-tokens.",
 )
 @click.option(
+    "--from-claude-code",
+    "claude_dir",
+    is_flag=False,
+    flag_value="~/.claude/projects",
+    default=None,
+    metavar="[DIR]",
+    help="Re-price a month of Claude Code's logs (default DIR: ~/.claude/projects).",
+)
+@click.option(
+    "--from-codex",
+    "codex_dir",
+    is_flag=False,
+    flag_value="~/.codex/sessions",
+    default=None,
+    metavar="[DIR]",
+    help="Re-price a month of Codex's session logs (default DIR: ~/.codex/sessions).",
+)
+@click.option(
     "--month",
     default=None,
     metavar="YYYY-MM",
-    help="With --from-ledger: the month (UTC); default: this month.",
+    help="With --from-ledger: the month (UTC), default this month; with --from-claude-code "
+    "or --from-codex: default the logs' latest month.",
 )
 @click.option(
     "--project",
@@ -107,6 +127,8 @@ def command(
     from_ledger: bool,
     month: str | None,
     project_name: str | None,
+    claude_dir: str | None,
+    codex_dir: str | None,
 ) -> None:
     """Monthly cost per model for a usage profile, the local cost, and where local wins."""
     from ds4router import paths
@@ -125,7 +147,10 @@ def command(
     try:
         catalog = _catalog(configs / "prices", prices, loaded.config.pricing.overrides)
         from_month: LedgerUsage | None = None
-        if from_ledger:
+        logged = _logged(claude_dir, codex_dir, month, from_ledger)
+        if logged is not None:
+            usage = logged.usage
+        elif from_ledger:
             from_month = _ledger_usage(paths.database_path(), month, project_name)
             usage = from_month.usage
         else:
@@ -137,16 +162,28 @@ def command(
         names = [m.strip() for group in models for m in group.split(",") if m.strip()]
         if not names:
             names = catalog.featured(top)
+            if logged is not None:  # the models the agent used, first
+                names = [*logged.models(), *names]
         profile = load_profile(local_profile, configs / "local_profiles")
-        result = estimate(catalog, names, usage, profile, ledger=from_month)
+        result = estimate(
+            catalog,
+            names,
+            usage,
+            profile,
+            ledger=from_month,
+            requests=logged.timed if logged is not None else (),
+        )
+        if logged is not None:
+            result.assumptions["agent_log"] = logged.as_dict()
         text = render_estimate(result, fmt)
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
     for name, suggestions in result.unknown:
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
         click.echo(f"warning: no price for {name!r} (shown as unpriced){hint}", err=True)
-    if from_month is not None:
-        line = from_month.describe()
+    described = from_month or logged
+    if described is not None:
+        line = described.describe()
         if fmt == "table":
             text = f"{line}\n{text}"
         elif fmt == "md":
@@ -172,6 +209,25 @@ def _catalog(sheets_dir: Path, prices: str | None, overrides: dict[str, Any]) ->
         return PriceCatalog.load(sheets_dir, plain, as_of=as_of)
     known = ", ".join(p.stem for p in sheet_files(sheets_dir)) or "none"
     raise Ds4RouterError(f"--prices {prices}: no such file or sheet; sheets: {known}")
+
+
+def _logged(
+    claude_dir: str | None, codex_dir: str | None, month: str | None, from_ledger: bool
+) -> LoggedMonth | None:
+    from pricing.agent_logs import CLAUDE_CODE, CODEX, logged_month, read_agent_log
+    from pricing.ledger import check_month
+
+    sources = [(o, d) for o, d in ((CLAUDE_CODE, claude_dir), (CODEX, codex_dir)) if d]
+    if len(sources) + from_ledger > 1:
+        raise Ds4RouterError(
+            "give one of --from-ledger, --from-claude-code and --from-codex, not several"
+        )
+    if not sources:
+        return None
+    if month is not None:
+        check_month(month)
+    origin, directory = sources[0]
+    return logged_month(read_agent_log(origin, directory), month)
 
 
 def _ledger_usage(db_path: Path, month: str | None, project: str | None) -> LedgerUsage:

@@ -39,13 +39,17 @@ class LoadedConfig:
     project_dir: Path | None
     layers: tuple[ConfigLayer, ...]
     sources: dict[str, str] = field(default_factory=dict)
+    # The directory ds4router was started in (or --project): names a project that has no
+    # .ds4router.yaml yet, so its rows are not all filed under "default".
+    work_dir: Path | None = None
 
     @property
     def project_name(self) -> str:
         if self.config.project:
             return self.config.project
-        if self.project_dir is not None:
-            return self.project_dir.name
+        for directory in (self.project_dir, self.work_dir):
+            if directory is not None and directory.name:
+                return directory.name
         return "default"
 
     @property
@@ -104,7 +108,29 @@ def load_config(
         config = Config.model_validate(merged)
     except ValidationError as exc:  # a cross-field rule broken by the merge
         raise ConfigError(_format_errors(exc, "the merged configuration", None)) from None
-    return LoadedConfig(config=config, project_dir=project_dir, layers=layers, sources=sources)
+    config = _with_demo_model(config, sources)
+    work_dir = project_dir or (cwd or Path.cwd()).resolve()
+    return LoadedConfig(
+        config=config, project_dir=project_dir, layers=layers, sources=sources, work_dir=work_dir
+    )
+
+
+DEMO_SOURCE = "<demo model: ds4router models pull demo>"
+
+
+def _with_demo_model(config: Config, sources: dict[str, str]) -> Config:
+    """With no local model configured, the pulled demo model (if any) is the local engine."""
+    if config.local.engine.model_path:
+        return config
+    from ds4router.demo_model import installed_demo
+
+    found = installed_demo()
+    if found is None:
+        return config
+    engine = config.local.engine.model_copy(update={"kind": "mlx-lm", "model_path": str(found)})
+    sources["local.engine.model_path"] = sources["local.engine.kind"] = DEMO_SOURCE
+    local = config.local.model_copy(update={"engine": engine})
+    return config.model_copy(update={"local": local})
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -183,6 +183,9 @@ class CloudConfig(Strict):
 
 
 class EngineConfig(Strict):
+    # deepseek-v4: our DeepSeek V4 Flash engine; mlx-lm: any model mlx-lm loads (an MLX
+    # model directory, or a llama .gguf file such as the demo model).
+    kind: Literal["deepseek-v4", "mlx-lm"] = "deepseek-v4"
     model_path: str | None = None
     max_tokens: int = Field(default=4096, ge=1, description="output cap for requests setting none")
     kv_cache_dir: str | None = None

@@ -11,6 +11,7 @@ it. The Decision says which rule matched and why each earlier rule did not.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ds4router.config.schema import Config, RouteRule
@@ -71,9 +72,21 @@ class Decision:
         return self.target
 
 
-def parse_target(spec: str) -> tuple[TargetKind, str | None]:
+def local_model_id(config: Config) -> str:
+    """The model id the local target is recorded under: the engine's kind and model."""
+    from ds4router.demo_model import MODEL_ID, is_demo
+
+    engine = config.local.engine
+    if engine.kind == "deepseek-v4" or not engine.model_path:
+        return LOCAL_MODEL
+    if is_demo(engine.model_path):
+        return MODEL_ID
+    return f"local/{Path(engine.model_path).stem}"
+
+
+def parse_target(spec: str, local_model: str = LOCAL_MODEL) -> tuple[TargetKind, str | None]:
     if spec == "local":
-        return "local", LOCAL_MODEL
+        return "local", local_model
     if spec == "refuse":
         return "refuse", None
     if spec.startswith("cloud:"):
@@ -208,7 +221,7 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     elif spec == "refuse" and fix is None:
         fix = "change or remove the rule that refuses, in .ds4router.yaml"
 
-    target, model = parse_target(spec)
+    target, model = parse_target(spec, local_model_id(config))
     fallbacks = _fallbacks(spec, config, cloud_allowed) if target != "refuse" else ()
     return Decision(
         target=target,

@@ -12,13 +12,23 @@ from ds4router.routing.router import RouterState
 
 def local_engine_status(loaded: LoadedConfig) -> tuple[bool, str]:
     """Whether a local model is configured and present on disk (not whether it is loaded)."""
-    model_path = loaded.config.local.engine.model_path
-    if not model_path:
-        return False, "not configured: set local.engine.model_path"
-    path = Path(model_path).expanduser()
-    if not (path / "config.json").is_file():
+    engine = loaded.config.local.engine
+    if not engine.model_path:
+        return False, (
+            "not configured: set local.engine.model_path, or run `ds4router models pull demo`"
+        )
+    path = Path(engine.model_path).expanduser()
+    if engine.kind == "mlx-lm":
+        from local_engine.runtime.mlx_lm_files import check_model_path
+
+        problem = check_model_path(path)
+        if problem is not None:
+            return False, problem
+    elif not (path / "config.json").is_file():
         return False, f"no model at {path}"
-    return True, f"model at {path}"
+    from ds4router.demo_model import LABEL, is_demo
+
+    return True, f"{LABEL} at {path}" if is_demo(path) else f"model at {path}"
 
 
 def month_spent(loaded: LoadedConfig, month: str | None = None, db: Path | None = None) -> float:

@@ -33,6 +33,12 @@ from ds4router.errors import Ds4RouterError
 from pricing.db import apply_migrations, connect, transaction
 from pricing.errors import PricingError
 
+_V1_COLUMNS = (
+    "id, conversation_id, role, text, reasoning, content, attachments, privacy, task, route, "
+    "model, rule, input_tokens, output_tokens, cost_usd, status, error_kind, error, ledger_id, "
+    "created_at"
+)
+
 # Forward migrations of the history tables; released steps never change.
 HISTORY_MIGRATIONS: tuple[str, ...] = (
     """
@@ -67,6 +73,41 @@ HISTORY_MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     CREATE INDEX messages_conversation ON messages(conversation_id, id);
+    """,
+    # v2: write-ahead answers. An assistant message is written ``started`` before the
+    # request is sent and finished when it ends; a dead process's is ``interrupted``.
+    # (SQLite cannot change a CHECK in place: the table is rebuilt, columns in order.)
+    """
+    CREATE TABLE messages_v2 (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        text TEXT,
+        reasoning TEXT,
+        content TEXT,
+        attachments TEXT,
+        privacy TEXT,
+        task TEXT,
+        route TEXT CHECK (route IS NULL OR route IN ('local', 'cloud', 'refused')),
+        model TEXT,
+        rule TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cost_usd REAL,
+        status TEXT CHECK (status IS NULL OR status IN
+            ('ok', 'error', 'cancelled', 'started', 'interrupted')),
+        error_kind TEXT,
+        error TEXT,
+        ledger_id INTEGER,
+        created_at TEXT NOT NULL
+    );
+    """
+    + f"INSERT INTO messages_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM messages;"
+    + """
+    DROP TABLE messages;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE INDEX messages_conversation ON messages(conversation_id, id);
+    CREATE INDEX messages_started ON messages(id) WHERE status = 'started';
     """,
 )
 
@@ -206,6 +247,7 @@ class History:
             raise HistoryError(str(exc)) from None
         try:
             apply_migrations(self.conn, "history", HISTORY_MIGRATIONS)
+            self._recover()
         except PricingError as exc:
             self.conn.close()
             raise HistoryError(str(exc)) from None
@@ -217,6 +259,22 @@ class History:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+    def _recover(self) -> None:
+        """Answers left ``started`` by a process that died become ``interrupted`` once
+        their ledger row is (``pricing.recovery``, run when the ledger opens)."""
+        has_ledger = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"
+        ).fetchone()
+        if has_ledger is None:
+            return
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE messages SET status = 'interrupted', error_kind = 'interrupted', "
+                "error = 'the process ended before the answer did' "
+                "WHERE status = 'started' AND ledger_id IN "
+                "(SELECT id FROM ledger WHERE status = 'interrupted')"
+            )
 
     def __enter__(self) -> History:
         return self
@@ -362,6 +420,40 @@ class History:
             )
         return ids[0], ids[1]
 
+    def progress(self, message_id: int, text: str, reasoning: str | None = None) -> None:
+        """Keep a running answer's text so far, so a killed process leaves it."""
+        with self._lock, transaction(self.conn):
+            self.conn.execute(
+                "UPDATE messages SET text = ?, reasoning = ? WHERE id = ? AND status = 'started'",
+                (text, reasoning or None, message_id),
+            )
+
+    def finish(self, message_id: int, answer: Message) -> None:
+        """Replace the write-ahead answer ``message_id`` with the finished one."""
+        with self._lock, transaction(self.conn):
+            cursor = self.conn.execute(
+                "UPDATE messages SET text = ?, reasoning = ?, route = ?, model = ?, rule = ?, "
+                "input_tokens = ?, output_tokens = ?, cost_usd = ?, status = ?, "
+                "error_kind = ?, error = ?, ledger_id = ? WHERE id = ?",
+                (
+                    answer.text,
+                    answer.reasoning or None,
+                    answer.route,
+                    answer.model,
+                    answer.rule,
+                    answer.input_tokens,
+                    answer.output_tokens,
+                    answer.cost_usd,
+                    answer.status,
+                    answer.error_kind,
+                    answer.error,
+                    answer.ledger_id,
+                    message_id,
+                ),
+            )
+        if cursor.rowcount != 1:
+            raise HistoryError(f"{self.path}: no message {message_id} to finish")
+
     def _insert(self, conversation_id: str, message: Message, now: dt.datetime) -> int:
         created = message.created_at or now
         cursor = self.conn.execute(
@@ -461,6 +553,8 @@ def export_markdown(conversation: ConversationSummary, messages: Sequence[Messag
             lines += [f"**Failed** ({message.error_kind or 'error'}): {message.error or ''}", ""]
         elif message.status == "cancelled":
             lines += ["**Cancelled.**", ""]
+        elif message.status == "interrupted":
+            lines += ["**Interrupted:** the process ended before the answer did.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -84,6 +84,7 @@ from ds4router.routing.router import (
     Decision,
     RouterState,
     decide,
+    local_model_id,
     parse_target,
 )
 from ds4router.routing.state import local_engine_status
@@ -376,7 +377,7 @@ class Session:
         pending: Failed | None = None  # a failure before any token, not shown yet
         failed_spec = ""
         for position, spec in enumerate(specs):
-            target, model = parse_target(spec)
+            target, model = parse_target(spec, local_model_id(self.config))
             assert model is not None
             if self._cancel_requested:
                 if not turn.attempts:
@@ -455,7 +456,7 @@ class Session:
         """The context window of each target in ``specs`` (None: unknown)."""
         found: dict[str, ContextLimits | None] = {}
         for spec in specs:
-            target, model = parse_target(spec)
+            target, model = parse_target(spec, local_model_id(self.config))
             if model is None:
                 continue
             if target == "local":

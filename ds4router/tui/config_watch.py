@@ -100,6 +100,7 @@ class ConfigWatcher:
             project_dir=self.project_dir,
             layers=(ConfigLayer(default, data),),
             sources={},
+            work_dir=self.project_dir,
         )
 
     def reload(self) -> LoadedConfig | ConfigProblem:

@@ -110,7 +110,9 @@ _BYTE_DECODER = _byte_decoder()
 class Tokenizer:
     """Text <-> ids for DeepSeek V4, with raw token bytes for streaming."""
 
-    def __init__(self, backend: Any, source: Path) -> None:
+    def __init__(self, backend: Any, source: Path, special: SpecialTokens | None = None) -> None:
+        """``special``: the ids for another model's tokenizer (the mlx-lm engine's); by
+        default they are looked up as DeepSeek V4's and must all exist."""
         self._backend = backend
         self.source = source
         self._added: dict[int, str] = {
@@ -118,7 +120,7 @@ class Tokenizer:
             for token_id, added in backend.get_added_tokens_decoder().items()
         }
         self._bytes_cache: dict[int, bytes] = {}
-        self.special = SpecialTokens(
+        self.special = special or SpecialTokens(
             bos=self._require_id(BOS),
             eos=self._require_id(EOS),
             pad=self._require_id(PAD),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ds4router.sessions.history import (
+    HISTORY_MIGRATIONS,
     History,
     HistoryError,
     Message,
@@ -50,7 +51,7 @@ def test_history_and_ledger_share_one_private_database(db: Path) -> None:
         pass
     conn = connect(db)
     try:
-        assert schema_version(conn, "history") == 1
+        assert schema_version(conn, "history") == len(HISTORY_MIGRATIONS)
         assert schema_version(conn, "ledger") >= 1
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:

