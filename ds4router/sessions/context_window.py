@@ -321,7 +321,11 @@ def cloud_limits(
                 output = mapped[1]
     if window is None:
         return None
-    return ContextLimits(model, window, answer_reserve(window, output), source)
+    from ds4router.backends.cloud_tokens import cloud_counter
+
+    # LiteLLM's tokenizer of the model where it has one: counted exactly, fitted closer.
+    counter = cloud_counter(name)
+    return ContextLimits(model, window, answer_reserve(window, output), source, counter=counter)
 
 
 def _map_limits(name: str, catalog: PriceCatalog | None) -> tuple[int, int | None] | None:
@@ -344,7 +348,7 @@ def local_limits(
     conservative and ``estimated`` says why."""
     if not model_path:
         return None
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import load_config
 
     directory = Path(model_path).expanduser()
     try:
