@@ -98,8 +98,27 @@ class Failed:
             )
 
 
-# ToolCallDelta joins here when tool calls are wired.
-BackendEvent = TextDelta | ReasoningDelta | TokenUsage | Done | Failed
+@dataclass(frozen=True)
+class ToolCallStart:
+    """The model begins a tool call: ``index`` orders the calls of one answer (0, 1, ...);
+    ``id`` is the provider's call id (or one we made), ``name`` the tool's."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the arguments (JSON text) of call ``index``; pieces concatenate."""
+
+    index: int
+    arguments: str
+
+
+BackendEvent = (
+    TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | TokenUsage | Done | Failed
+)
 
 
 def failed(kind: ErrorKind, message: str, *, after_tokens: bool = False) -> Failed:

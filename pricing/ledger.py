@@ -248,6 +248,11 @@ LEDGER_MIGRATIONS: tuple[Step, ...] = (
     # v6: write-ahead rows (statuses started/interrupted, the writing process), see
     # pricing.ledger_v6.
     lambda conn: migrate_v6(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
+    # v7: the client that sent a request through the gateway (a key's name, an agent).
+    """
+    ALTER TABLE ledger ADD COLUMN client TEXT;
+    CREATE INDEX ledger_month_client ON ledger(month, client);
+    """,
 )
 
 
@@ -307,6 +312,8 @@ class LedgerRow:
     pid: int | None = None
     process_mark: str | None = None
     host: str | None = None
+    # Who sent it through ``ds4router serve`` (None: the TUI or ``ask``).
+    client: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):

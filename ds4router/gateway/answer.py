@@ -60,7 +60,7 @@ ANTHROPIC_TYPE_OF_STATUS: dict[int, str] = {
 
 
 def error_response(dialect: Dialect, status: int, message: str, kind: str) -> JSONResponse:
-    """An HTTP error in the client's shape; ``kind`` is the stable ``type`` (``privacy_refused``)."""
+    """An HTTP error in the client's shape; ``kind`` is the stable ``type`` (privacy_refused)."""
     if dialect is Dialect.ANTHROPIC:
         body = anthropic_api.error_json(message, kind)
     else:

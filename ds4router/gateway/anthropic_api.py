@@ -25,7 +25,6 @@ from typing import Any
 
 from ds4router.gateway.wire import (
     Dialect,
-    Reasoning,
     WireError,
     WireRequest,
     optional_float,
@@ -33,6 +32,7 @@ from ds4router.gateway.wire import (
     require_model,
     stop_list,
 )
+from ds4router.sessions.plan import Reasoning
 from pricing.usage import TokenUsage
 
 

@@ -36,7 +36,7 @@ from ds4router.events import (
 )
 from ds4router.gateway import anthropic_api, openai_api
 from ds4router.gateway.answer import STATUS_OF_KIND, AnswerWriter, anthropic_kind, error_response
-from ds4router.gateway.auth import AuthError, Caller
+from ds4router.gateway.auth import AuthError
 from ds4router.gateway.wire import Dialect, WireError, WireRequest
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds4router.errors import Ds4RouterError
+from ds4router.sessions.plan import Reasoning
 
 AUTO_MODEL = "ds4router/auto"
 
@@ -35,15 +36,6 @@ class Dialect(enum.Enum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
-
-
-class Reasoning(enum.Enum):
-    """How much the client asked the model to think (``reasoning_effort`` / ``thinking``)."""
-
-    OFF = "off"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
 
 
 @dataclass(frozen=True)

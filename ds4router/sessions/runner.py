@@ -43,6 +43,8 @@ from ds4router.events import (
     SessionEvent,
     TextDelta,
     TokenUsage,
+    ToolCallDelta,
+    ToolCallStart,
     failed,
 )
 from ds4router.routing.router import local_model_id
@@ -53,7 +55,7 @@ from ds4router.sessions.context_window import (
     local_limits,
 )
 from ds4router.sessions.conversation import fit_conversation
-from ds4router.sessions.plan import Plan, cloud_allowed
+from ds4router.sessions.plan import Plan, Reasoning, cloud_allowed
 from ds4router.sessions.turn import Attempt, Turn
 from ds4router.targets import (
     CloudModel,
@@ -172,7 +174,7 @@ class Runner:
                 count, target, sent, local_model_path=self.config.local.engine.model_path
             )
             attempt.prompt_tokens = counted.tokens
-            events = self._stream(backend, _backend_request(plan, sent, model), attempt)
+            events = self._stream(backend, _backend_request(plan, sent, target, model), attempt)
             try:
                 async for event in events:
                     if isinstance(event, Failed) and self._falls_back(event, attempt, last):
@@ -286,6 +288,8 @@ def _track(attempt: Attempt, event: SessionEvent) -> None:
     match event:
         case TextDelta() | ReasoningDelta():
             attempt.token(event)
+        case ToolCallStart() | ToolCallDelta():
+            attempt.tool(event)
         case TokenUsage():
             attempt.usage = event
         case Done() | Failed():
@@ -304,9 +308,47 @@ def _pile(
     return replace(first, message=f"{first.message}; {target}: {exc}"), where
 
 
-def _backend_request(plan: Plan, sent: list[dict[str, Any]], model: str) -> BackendRequest:
+def _backend_request(
+    plan: Plan, sent: list[dict[str, Any]], target: Sendable, model: str
+) -> BackendRequest:
+    exchange = plan.exchange
     extra: dict[str, Any] = {"tools": [dict(t) for t in plan.tools]} if plan.tools else {}
-    return BackendRequest(messages=sent, model=model, request_id=uuid.uuid4().hex, extra=extra)
+    if plan.tools and exchange.tool_choice is not None:
+        extra["tool_choice"] = exchange.tool_choice
+    if exchange.reasoning is not None:
+        extra.update(reasoning_options(exchange.reasoning, target))
+    return BackendRequest(
+        messages=sent,
+        model=model,
+        max_tokens=exchange.max_tokens,
+        temperature=exchange.temperature,
+        top_p=exchange.top_p,
+        stop=exchange.stop,
+        request_id=uuid.uuid4().hex,
+        extra=extra,
+    )
+
+
+def reasoning_options(reasoning: Reasoning, target: Sendable) -> dict[str, Any]:
+    """The request options that ask ``target`` for ``reasoning``.
+
+    The DeepSeek V4 engine has two modes (chat, thinking) and one effort preamble
+    (``max``): off -> chat; low and medium -> thinking; high -> thinking at ``max``. Cloud
+    models and local servers take OpenAI's ``reasoning_effort`` (LiteLLM maps it to each
+    provider's own knob, Anthropic's thinking budget included, and drops it for models
+    without one)."""
+    match target:
+        case LocalEngine():
+            if reasoning is Reasoning.OFF:
+                return {"thinking": False}
+            if reasoning is Reasoning.HIGH:
+                return {"thinking": True, "reasoning_effort": "max"}
+            return {"thinking": True}
+        case CloudModel() | LocalServer():
+            # Off sends nothing: not every provider knows an effort of "none".
+            return {} if reasoning is Reasoning.OFF else {"reasoning_effort": reasoning.value}
+        case _:
+            assert_never(target)
 
 
 __all__ = ["Runner"]

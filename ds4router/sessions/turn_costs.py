@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ds4router import paths
@@ -151,6 +152,8 @@ def record_turn(
             detail = _local_detail(local, config.local.electricity_usd_per_kwh, duration)
     cf_usd = None if counterfactual is None else counterfactual.total_usd
     saving = None if cf_usd is None or cost is None else cf_usd - cost
+    if turn.client is not None:
+        row = replace(row, client=turn.client)
     return Priced(
         ledger_id=ledger.record(row),
         route=route,

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds4router.gateway import anthropic_api, openai_api
-from ds4router.gateway.wire import Dialect, Reasoning, WireError
+from ds4router.gateway.wire import Dialect, WireError
 from ds4router.routing.scan.pieces import pieces_from_chat
+from ds4router.sessions.plan import Reasoning
 from pricing.usage import TokenUsage
 
 
@@ -19,7 +20,9 @@ def test_anthropic_tool_turns_become_openai_tool_calls_and_tool_messages() -> No
         "model": "ds4router/auto",
         "max_tokens": 100,
         "system": [{"type": "text", "text": "You are terse."}],
-        "tools": [{"name": "read", "description": "read a file", "input_schema": {"type": "object"}}],
+        "tools": [
+            {"name": "read", "description": "read a file", "input_schema": {"type": "object"}}
+        ],
         "messages": [
             {"role": "user", "content": "open .env"},
             {
@@ -44,7 +47,10 @@ def test_anthropic_tool_turns_become_openai_tool_calls_and_tool_messages() -> No
     assert wire.dialect is Dialect.ANTHROPIC and wire.auto and wire.reasoning is Reasoning.MEDIUM
     assert wire.messages[0] == {"role": "system", "content": "You are terse."}
     assistant = wire.messages[2]
-    assert assistant["tool_calls"][0]["function"] == {"name": "read", "arguments": '{"path": ".env"}'}
+    assert assistant["tool_calls"][0]["function"] == {
+        "name": "read",
+        "arguments": '{"path": ".env"}',
+    }
     assert assistant["reasoning_content"] == "need the file"
     assert wire.messages[3] == {"role": "tool", "tool_call_id": "tu_1", "content": "A=1"}
     assert wire.messages[4] == {"role": "user", "content": "and?"}
@@ -52,7 +58,10 @@ def test_anthropic_tool_turns_become_openai_tool_calls_and_tool_messages() -> No
 
 
 def test_an_anthropic_image_stays_an_unreadable_part_for_the_privacy_scan() -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+    }
     wire = anthropic_api.parse_request(
         {"max_tokens": 5, "messages": [{"role": "user", "content": [image]}]}
     )
@@ -72,7 +81,10 @@ def test_an_anthropic_image_stays_an_unreadable_part_for_the_privacy_scan() -> N
         ({"max_tokens": 5, "messages": []}, "messages"),
         ({"max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages.0"),
         ({"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-        ({"max_tokens": 5, "temperature": 3, "messages": [{"role": "user", "content": "x"}]}, "temperature"),
+        (
+            {"max_tokens": 5, "temperature": 3, "messages": [{"role": "user", "content": "x"}]},
+            "temperature",
+        ),
     ],
 )
 def test_bad_anthropic_bodies_name_the_field(body: dict, param: str) -> None:
@@ -93,8 +105,14 @@ def test_count_tokens_does_not_need_max_tokens() -> None:
     [
         ({"messages": "hi"}, "messages"),
         ({"messages": [{"content": "x"}]}, "messages[0]"),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
-        ({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "max"}, "reasoning_effort"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "max"},
+            "reasoning_effort",
+        ),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, "max_tokens"),
     ],
 )
@@ -108,7 +126,10 @@ def test_openai_request_knobs_are_read() -> None:
     wire = openai_api.parse_request(
         {
             "model": "openai/gpt-4.1",
-            "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "x"}],
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": "x"},
+            ],
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_completion_tokens": 64,
@@ -165,14 +186,23 @@ def test_anthropic_stream_events_follow_the_published_sequence() -> None:
     assert [e[1]["index"] for e in events if e[0] == "content_block_start"] == [0, 1, 2]
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
     body = msg.body("stop", TokenUsage(input_tokens=10, output_tokens=7))
-    assert body["content"][2] == {"type": "tool_use", "id": "tu_1", "name": "read", "input": {"path": "a"}}
+    assert body["content"][2] == {
+        "type": "tool_use",
+        "id": "tu_1",
+        "name": "read",
+        "input": {"path": "a"},
+    }
     assert body["content"][1] == {"type": "text", "text": "Hello"}
 
 
 def test_openai_chunks_carry_the_role_once_and_tool_calls_by_index() -> None:
     c = openai_api.Completion(id="chatcmpl-1", model="m")
     chunks = [c.chunk_text("Hi"), c.chunk_tool_start("call_1", "read")]
-    chunks += [c.chunk_tool_arguments('{"a":'), c.chunk_tool_arguments("1}"), c.chunk_finish("stop")]
+    chunks += [
+        c.chunk_tool_arguments('{"a":'),
+        c.chunk_tool_arguments("1}"),
+        c.chunk_finish("stop"),
+    ]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hi"}
     assert all("role" not in ch["choices"][0]["delta"] for ch in chunks[1:])
     args = "".join(
