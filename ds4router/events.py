@@ -153,7 +153,7 @@ class FallbackTaken:
     reason: str
 
 
-NoticeKind = Literal["context_trimmed", "context_unknown"]
+NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
 
 
 @dataclass(frozen=True)

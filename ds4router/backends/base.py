@@ -32,6 +32,9 @@ class BackendRequest:
     # Correlates backend logs with the ledger row; never sent to a provider.
     request_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversation holds a detected credential or personal data: nothing of it may be
+    # written to disk (the local engine keeps its KV state in RAM only for this request).
+    keep_off_disk: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:

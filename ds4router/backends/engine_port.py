@@ -117,7 +117,7 @@ def kv_activity() -> Any:
 
     Never imports the engine: before it ran, there is nothing to show.
     """
-    module = sys.modules.get("local_engine.cache.kv_store")
+    module = sys.modules.get("local_engine.cache.kv_activity")
     return None if module is None else module.activity()
 
 

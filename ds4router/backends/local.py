@@ -44,6 +44,7 @@ from ds4router.events import (
     BackendEvent,
     Done,
     ErrorKind,
+    Notice,
     ReasoningDelta,
     TextDelta,
     TokenUsage,
@@ -59,9 +60,9 @@ if TYPE_CHECKING:
     )
     from ds4router.config.loader import LoadedConfig
 
-# A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
-# answer with code, short of the model's own limits).
-DEFAULT_MAX_TOKENS = 4096
+# A request without max_tokens gets `local.engine.max_tokens`, else this many (a long answer
+# with code; not minutes of a small or random model rambling on; raise it for long outputs).
+DEFAULT_MAX_TOKENS = 1024
 
 # What health() reports when loading failed (see the module docstring).
 FAILED_STATUS: HealthStatus = "offline"
@@ -157,6 +158,7 @@ class LoadStatus:
     error: str = ""
     weight_bytes: int | None = None
     version: int = 0
+    is_random: bool = False  # the loaded weights are random (a test checkpoint): noise
 
 
 def percent(fraction: float) -> int:
@@ -270,6 +272,7 @@ class _EngineLoad:
             error=self.error,
             weight_bytes=self.weight_bytes,
             version=self.version,
+            is_random=self.is_random,
         )
 
     def wait(self, after: int, timeout: float | None) -> LoadStatus:
@@ -541,7 +544,8 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
+        off_disk = request.keep_off_disk
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
         _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
         kinds = _engine_types()
         text: list[str] = []
@@ -555,6 +559,10 @@ class LocalBackend:
                     yield self._estimated_usage(engine, request, params, text)
                 yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
                 return
+            if not produced and isinstance(item, kinds.TextDelta | kinds.ReasoningDelta):
+                if _load_of(self.model_path, self.kind).is_random:  # said with its first words
+                    noise = f"{name} has random weights (a test checkpoint): its output is noise"
+                    yield Notice("random_weights", noise, name)
             if isinstance(item, kinds.TextDelta):
                 produced = True
                 text.append(item.text)
@@ -624,11 +632,17 @@ class LocalBackend:
             **options,
         )
 
-    def _configure_kv(self, engine: Engine) -> None:
+    def _configure_kv(self, engine: Engine, off_disk: bool = False) -> None:
         """On the engine thread: point the engine at this backend's KV cache settings.
 
-        A cache directory that cannot be used costs the reuse, never the request.
+        A cache directory that cannot be used costs the reuse, never the request. A
+        request that must stay off the disk (``BackendRequest.keep_off_disk``: its prompt
+        holds a detected secret) runs with neither the prefix cache on disk nor the
+        tiered state's spill files: its KV state lives in RAM and goes with it.
         """
+        if off_disk:
+            engine.use_kv_cache(None, ram_bytes=None)
+            return
         try:
             engine.use_kv_cache(
                 self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes

@@ -189,7 +189,7 @@ class EngineConfig(Strict):
     # model directory, or a llama .gguf file such as the demo model).
     kind: Literal["deepseek-v4", "mlx-lm"] = "deepseek-v4"
     model_path: str | None = None
-    max_tokens: int = Field(default=4096, ge=1, description="output cap for requests setting none")
+    max_tokens: int = Field(default=1024, ge=1, description="output cap for requests setting none")
     kv_cache_dir: str | None = None
     kv_ram_gb: float = Field(default=8.0, ge=0)
     kv_disk_gb: float = Field(default=64.0, ge=0)

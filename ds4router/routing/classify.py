@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ds4router.config.schema import Config
 from ds4router.errors import Ds4RouterError
+from ds4router.routing.attachments import decode_attachment
 from ds4router.routing.privacy import classify_privacy
 from ds4router.routing.request import Attachment, Request, path_mentions
 from ds4router.routing.router import Classified
@@ -91,6 +92,8 @@ def _read(given: Path, path: Path, project_dir: Path | None, label: str) -> Atta
         data = path.read_bytes()
     except OSError as exc:
         raise Ds4RouterError(f"{label}: cannot read ({exc.strerror})") from None
-    text = data.decode("utf-8", errors="replace")
+    decoded = decode_attachment(data, label)
     rel, real = _relative(given, project_dir), _relative(path, project_dir)
-    return Attachment(rel, text, resolved=real if real != rel else None)
+    return Attachment(
+        rel, decoded.text, resolved=real if real != rel else None, unreadable=decoded.unreadable
+    )

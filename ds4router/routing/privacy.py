@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ds4router.config.schema import PrivacyConfig
-from ds4router.routing.detectors import Finding, scan
+from ds4router.routing.detectors import Finding, redact_text, scan
 from ds4router.routing.levels import PrivacyLevel, max_level
 from ds4router.routing.request import Attachment, privacy_tags
 from ds4router.routing.scan.pieces import Piece, PieceKind
@@ -206,3 +206,24 @@ def _scan_cached(text: str, allow: tuple[str, ...], off: tuple[str, ...]) -> tup
     # A conversation is scanned again with every new message (and the TUI's preview on
     # every keystroke): earlier pieces are scanned once. The cache lives in RAM only.
     return tuple(scan(text, allowlist=allow, disabled=off))
+
+
+def findings_in(text: str | None, config: PrivacyConfig) -> tuple[Finding, ...]:
+    """The findings in ``text`` under the project's allowlist and disabled detectors."""
+    if not text:
+        return ()
+    return _scan_cached(text, tuple(config.allowlist), tuple(config.detectors.disabled))
+
+
+def redact_at_rest(text: str | None, config: PrivacyConfig) -> str | None:
+    """``text`` as it may be written to disk or shown again: every finding replaced by its
+    redacted preview (``[kind: N chars redacted]``)."""
+    found = findings_in(text, config)
+    return redact_text(text, found) if text and found else text
+
+
+def findings_level(findings: Sequence[Finding], config: PrivacyConfig) -> PrivacyLevel | None:
+    """The level findings raise to (None when there are none): for an answer that holds a
+    secret, so the conversation after it stays as private as the answer."""
+    levels = {"secret": config.detectors.secrets, "pii": config.detectors.pii}
+    return max((levels[f.category] for f in findings), default=None)

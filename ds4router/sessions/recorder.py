@@ -11,9 +11,9 @@ first byte leaves) belongs there, and ``finish`` completes that row.
 The conversation is kept in the history database, or in memory only with
 ``history: off``; ``context(conversation_id)`` reads back the earlier exchanges a
 model answered, with their privacy levels, and ``current`` is the conversation last
-read or extended (what the TUI's preview classifies with). Titles shown in lists
-never carry a detected secret. Also kept here: the month's cloud spend (for the
-budget) and the price catalog.
+read or extended (what the TUI's preview classifies with). Nothing detected is
+written to disk: history keeps the redacted text, titles included. Also kept here:
+the month's cloud spend (for the budget) and the price catalog.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
 from ds4router.events import Priced, failed
-from ds4router.routing.detectors import redact_text
+from ds4router.routing.privacy import findings_in, findings_level, redact_at_rest
 from ds4router.sessions.conversation import ContextTurn, context_turns
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.plan import Plan
@@ -132,18 +132,24 @@ class Recorder:
             self.current = tuple(self._memory)
             return
         _, error_kind, error = outcome_status(attempt)
+        # Nothing detected is written to disk: history keeps the redacted text of the
+        # prompt and of the answer (scanned too), and the answer's findings raise the
+        # level stored with it, so the conversation after it stays as private.
+        privacy = self.config.privacy
+        reply_level = max(level, findings_level(findings_in(answer, privacy), privacy) or level)
+        reasoning = "".join(attempt.reasoning) if attempt is not None else None
         user = Message(
             role="user",
-            text=turn.text,
-            content=turn.prompt,
+            text=redact_at_rest(turn.text, privacy),
+            content=redact_at_rest(turn.prompt, privacy),
             attachments=tuple(a.path for a in turn.attachments),
             privacy=str(level),
             task=turn.decision.task,
         )
         reply = Message(
             role="assistant",
-            text=answer,
-            reasoning="".join(attempt.reasoning) if attempt is not None else None,
+            text=redact_at_rest(answer, privacy),
+            reasoning=redact_at_rest(reasoning, privacy),
             route=priced.route,
             model=priced.model,
             rule=priced.rule,
@@ -151,20 +157,19 @@ class Recorder:
             output_tokens=priced.output_tokens,
             cost_usd=priced.cost_usd,
             status=priced.status,
-            privacy=str(level),
+            privacy=str(reply_level),
             task=turn.decision.task,
             error_kind=error_kind,
-            error=error,
+            error=redact_at_rest(error, privacy),
             ledger_id=priced.ledger_id,
         )
-        # A title is shown in lists and sidebars: never with a detected secret in it.
-        found = [f.finding for f in turn.classified.privacy.findings if f.where is None]
-        title = title_from(redact_text(turn.text, found) if found else turn.text)
+        # A title is shown in lists and sidebars: made from the redacted text.
+        title = title_from(user.text or "")
         self._history_db().add_turn(
             turn.conversation_id, user, reply, project=self.project, title=title
         )
         if answer:
-            self.current = (*self.current, ContextTurn(turn.prompt, answer, level))
+            self.current = (*self.current, ContextTurn(turn.prompt, answer, reply_level))
 
     # --- the month's spend and the prices -----------------------------------------------------
 

@@ -325,6 +325,8 @@ def _backend_request(
         top_p=exchange.top_p,
         stop=exchange.stop,
         request_id=uuid.uuid4().hex,
+        # A conversation holding a finding keeps the local engine's KV state in RAM only.
+        keep_off_disk=bool(plan.classified.privacy.findings),
         extra=extra,
     )
 

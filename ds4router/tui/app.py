@@ -296,8 +296,13 @@ class Ds4RouterApp(App[None]):
     # --- command palette ---------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        builtin = list(super().get_system_commands(screen))
+        yield from builtin
+        # Textual's own entries (Quit, Keys, ...) already cover some actions: listed once.
+        taken = {command.title.casefold() for command in builtin}
         for spec in ACTIONS:
+            if spec.title.casefold() in taken:
+                continue
             yield SystemCommand(spec.title, spec.help, partial(self.run_action, spec.action))
         for conversation in self.conversations:
             yield SystemCommand(
@@ -332,6 +337,9 @@ class Ds4RouterApp(App[None]):
         self.generating = True
         self._topbar("generating…  Esc cancels")
         self.send(text)
+
+    def action_newline(self) -> None:
+        self.composer.prompt.insert("\n")
 
     @work(exclusive=True, group="send")
     async def send(self, text: str) -> None:
@@ -650,6 +658,23 @@ class Ds4RouterApp(App[None]):
     def action_reload_config(self) -> None:
         self._reload_config()
 
+    def action_pull_demo(self) -> None:
+        self.notify("fetching the demo-size model (about 93 MB)…", timeout=5)
+        self._pull_demo()
+
+    @work(thread=True, exclusive=True, group="pull-demo")
+    def _pull_demo(self) -> None:
+        from ds4router.demo_model import LABEL, pull_demo
+        from ds4router.errors import Ds4RouterError
+
+        try:
+            pull_demo()
+        except Ds4RouterError as exc:
+            ui_call(self, self.notify, str(exc), severity="error", timeout=15)
+            return
+        ui_call(self, self.notify, f"the {LABEL} is ready: ask away", timeout=5)
+        ui_call(self, self._reload_config)  # the loader now finds it: a new session answers
+
     @work(thread=True, exclusive=True, group="config")
     def _reload_config(self) -> None:
         from ds4router.tui.setup import setup_status
@@ -846,7 +871,10 @@ class Ds4RouterApp(App[None]):
         self.sidebar.display = not self.sidebar.display
 
 
-_CHAT_ACTIONS = frozenset(a.action.split("(")[0] for a in ACTIONS if a.id != "quit")
+# Settings has an "edit" button and Ctrl+E: editing the config is not chat-only.
+_CHAT_ACTIONS = frozenset(
+    a.action.split("(")[0] for a in ACTIONS if a.id not in ("quit", "edit_config")
+)
 
 PROJECT_TEMPLATE = """\
 # ds4router project settings (see the README). Saved changes apply at once.

@@ -89,10 +89,14 @@ class TierPolicy:
     def open_file(self, name: str) -> Any:
         if self._owned[0] is None:
             if self.base_dir is not None:
-                self.base_dir.mkdir(parents=True, exist_ok=True)
+                from local_engine.cache.kv_store import private_dir
+
+                private_dir(self.base_dir)
             base = None if self.base_dir is None else str(self.base_dir)
             self._owned[0] = Path(tempfile.mkdtemp(prefix=f"tier-{os.getpid()}-", dir=base))
-        fh = (self._owned[0] / name).open("w+b")
+        # mkdtemp's directory is 0700; the spill file, rows of a prompt's state, 0600.
+        fd = os.open(self._owned[0] / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fh = os.fdopen(fd, "w+b")
         self._owned[1].append(fh)
         return fh
 

@@ -24,9 +24,7 @@ before it is saved instead and the turn's end is not.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import sys
 import threading
 import time
@@ -120,35 +118,16 @@ class EngineInfo:
         }
 
 
-def _safetensors_files(model_dir: Path) -> list[Path]:
-    return sorted(p for p in model_dir.glob("*.safetensors") if p.is_file())
-
-
-def _header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (8-byte little-endian length, then JSON)."""
-    try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > 100 * 1024**2:
-                raise ValueError(f"header length {length} is implausible")
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    return header
-
-
 def checkpoint_bytes_by_dtype(model_dir: str | Path) -> dict[str, int]:
     """Bytes of tensor data per safetensors dtype, read from headers only (no weights)."""
+    # Imported here: the reader needs numpy, and importing this module must not.
+    from local_engine.checkpoint.safetensors import read_header, shard_files
+
     totals: dict[str, int] = {}
-    for file in _safetensors_files(Path(model_dir)):
-        for name, meta in _header(file).items():
-            if name == "__metadata__" or not isinstance(meta, dict):
-                continue
-            start, end = meta.get("data_offsets", (0, 0))
-            dtype = str(meta.get("dtype", "?"))
-            totals[dtype] = totals.get(dtype, 0) + int(end) - int(start)
+    for file in shard_files(Path(model_dir)):
+        infos, _ = read_header(file)
+        for info in infos.values():
+            totals[info.dtype] = totals.get(info.dtype, 0) + info.end - info.start
     return totals
 
 
@@ -223,8 +202,10 @@ def _preflight(model_dir: Path) -> Any:
         raise CheckpointError(f"model directory {model_dir} does not exist")
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is a file; pass the model directory instead")
+    from local_engine.checkpoint.safetensors import shard_files
+
     config = load_config(model_dir)  # missing config.json, unknown model_type
-    if not _safetensors_files(model_dir):
+    if not shard_files(model_dir):
         raise CheckpointError(
             f"{model_dir} has no *.safetensors weight files; convert or download the model "
             "there, or create a test model with `ds4router engine init-random`"

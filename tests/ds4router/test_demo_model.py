@@ -3,42 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cli_support import run
 
 from ds4router.demo_model import DEMO, LABEL, MODEL_ID, demo_file, installed_demo
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def pulled_demo(request: pytest.FixtureRequest) -> Path:
-    """The demo GGUF, pulled by the real command into pytest's cache dir (kept across runs,
-    so a CI run fetches it once)."""
-    home = request.config.cache.mkdir("ds4router-demo-home")
-    env = {**os.environ, "DS4ROUTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "ds4router", "models", "pull", "demo"],
-        env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    path = Path(done.stdout.strip().splitlines()[-1])
-    assert path.name == DEMO.file_name and path.stat().st_size == DEMO.file_size
-    return path
-
-
-@pytest.fixture
-def demo_here(pulled_demo: Path, ds4router_home: Path) -> Path:
-    """This test's (fresh) ds4router home with the demo model in it, as after a pull."""
-    target = demo_file()
-    target.parent.mkdir(parents=True)
-    target.symlink_to(pulled_demo)
-    return target
 
 
 def test_a_fresh_project_answers_locally_with_the_demo_model(

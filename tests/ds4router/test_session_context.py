@@ -216,6 +216,9 @@ async def test_an_unknown_window_sends_everything_and_says_so(
 # --- privacy: classified on the whole conversation ----------------------------------------------
 
 
+SAID = "[github_token: 40 chars redacted]"
+
+
 async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     tmp_path: Path, openai_server: OpenAIServer
 ) -> None:
@@ -237,14 +240,16 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
         events = await collect(session, words(500, f"q{i}:"), conversation_id=cid)
         routed.append(events[0])
         notices = [e for e in events if isinstance(e, Notice)]
-        if any(GH in m["content"] for m in local.requests[-1].messages):
+        # History keeps the redacted text: the earlier turn reaches the model as its preview.
+        assert all(GH not in m["content"] for m in local.requests[-1].messages)
+        if any(SAID in m["content"] for m in local.requests[-1].messages):
             assert not notices
         else:
             assert notices and notices[0].kind == "context_trimmed"
 
     # The secret turn was left out of the last requests the model saw...
-    assert all(GH not in m["content"] for m in local.requests[-1].messages)
-    assert any(GH in m["content"] for m in local.requests[1].messages)
+    assert all(SAID not in m["content"] for m in local.requests[-1].messages)
+    assert any(SAID in m["content"] for m in local.requests[1].messages)
     # ...yet every follow-up was classified on the whole conversation: secret, local.
     for event in routed:
         assert event.decision.target == LocalEngine()

@@ -32,6 +32,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import column_chart, count, money, short_model
 from ds4router.tui.threads import ui_call
 from pricing.report_render import ESTIMATE_MARK, marked, share
@@ -236,6 +237,7 @@ class ReportScreen(Screen[None]):
         return f"ds4router-report-{self.month}.{fmt}"
 
     def on_mount(self) -> None:
+        steady_cursors(self)
         for name in TABLES:
             table = self.query_one(f"#table-{name}", DataTable)
             table.add_columns(name, *FIGURE_COLUMNS)
