@@ -35,7 +35,7 @@ from typing import Any
 
 from ds4router.config.schema import Config
 from ds4router.routing.classify import classify
-from ds4router.routing.privacy import Contribution
+from ds4router.routing.privacy import Contribution, redaction_applies
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide
 from ds4router.routing.scan.pieces import pieces_from_chat
@@ -142,6 +142,8 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
         privacy = replace(
             privacy,
             level=max(level, privacy.level),
+            # An earlier turn's stored level may not come from findings: never redacted away.
+            without_findings=max(level, privacy.floor),
             contributions=(
                 *privacy.contributions,
                 Contribution("earlier messages of this conversation", level),
@@ -158,8 +160,11 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
 
 
 def cloud_allowed(classified: Classified, decision: Decision, config: Config) -> bool:
-    """Whether the request may leave the machine: its level is within the cloud ceiling."""
+    """Whether the request may leave the machine: its level is within the cloud ceiling, or,
+    with ``privacy.on_detected: redact``, the level without the findings it will not see."""
     level = max(classified.privacy.level, decision.privacy)
+    if decision.redact and redaction_applies(classified.privacy, config.privacy):
+        level = classified.privacy.floor
     return level <= config.privacy.cloud_max_privacy
 
 

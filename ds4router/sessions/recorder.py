@@ -26,7 +26,12 @@ from pathlib import Path
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
 from ds4router.events import Priced, failed
-from ds4router.routing.privacy import findings_in, findings_level, redact_at_rest
+from ds4router.routing.privacy import (
+    findings_in,
+    findings_level,
+    redact_at_rest,
+    redaction_applies,
+)
 from ds4router.sessions.conversation import ContextTurn, context_turns
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.plan import Plan
@@ -122,7 +127,14 @@ class Recorder:
 
     def _remember(self, turn: Turn, attempt: Attempt | None, priced: Priced) -> None:
         """Keep the exchange in the conversation (history, or memory when history is off)."""
+        privacy = self.config.privacy
         level = turn.classified.privacy.level
+        redacting = redaction_applies(turn.classified.privacy, privacy)
+        if redacting:
+            # privacy.on_detected: redact, and only findings made the turn private: what is
+            # kept (redacted in history; scanned again and redacted for the cloud from
+            # memory) is at the floor, so the turns after it are not held back by it.
+            level = turn.classified.privacy.floor
         answer = "".join(attempt.text) if attempt is not None else None
         if not self.history_enabled:
             if self._memory_id != turn.conversation_id:
@@ -135,8 +147,8 @@ class Recorder:
         # Nothing detected is written to disk: history keeps the redacted text of the
         # prompt and of the answer (scanned too), and the answer's findings raise the
         # level stored with it, so the conversation after it stays as private.
-        privacy = self.config.privacy
-        reply_level = max(level, findings_level(findings_in(answer, privacy), privacy) or level)
+        found = () if redacting else findings_in(answer, privacy)
+        reply_level = max(level, findings_level(found, privacy) or level)
         reasoning = "".join(attempt.reasoning) if attempt is not None else None
         user = Message(
             role="user",

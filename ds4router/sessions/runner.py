@@ -54,7 +54,7 @@ from ds4router.sessions.context_window import (
     cloud_limits,
     local_limits,
 )
-from ds4router.sessions.conversation import fit_conversation
+from ds4router.sessions.conversation import decision_redacts, fit_conversation, redact_messages
 from ds4router.sessions.plan import Plan, Reasoning, cloud_allowed
 from ds4router.sessions.turn import Attempt, Turn
 from ds4router.targets import (
@@ -170,11 +170,19 @@ class Runner:
             notice = self._once(notice, turn.conversation_id, model)
             if notice is not None:
                 yield notice
+            tools: Any = [dict(t) for t in plan.tools]
+            if decision_redacts(plan.decision, target):
+                # A cloud model under privacy.on_detected: redact sees placeholders only.
+                salt = turn.conversation_id
+                sent, found = redact_messages(sent, self.config.privacy, salt)
+                tools, in_tools = redact_messages(tools, self.config.privacy, salt)
+                attempt.redactions = found + in_tools
             counted = await asyncio.to_thread(
                 count, target, sent, local_model_path=self.config.local.engine.model_path
             )
             attempt.prompt_tokens = counted.tokens
-            events = self._stream(backend, _backend_request(plan, sent, target, model), attempt)
+            request = _backend_request(plan, sent, target, model, turn.conversation_id, tools)
+            events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
                     if isinstance(event, Failed) and self._falls_back(event, attempt, last):
@@ -309,11 +317,16 @@ def _pile(
 
 
 def _backend_request(
-    plan: Plan, sent: list[dict[str, Any]], target: Sendable, model: str
+    plan: Plan,
+    sent: list[dict[str, Any]],
+    target: Sendable,
+    model: str,
+    conversation_id: str,
+    tools: list[dict[str, Any]],
 ) -> BackendRequest:
     exchange = plan.exchange
-    extra: dict[str, Any] = {"tools": [dict(t) for t in plan.tools]} if plan.tools else {}
-    if plan.tools and exchange.tool_choice is not None:
+    extra: dict[str, Any] = {}
+    if tools and exchange.tool_choice is not None:
         extra["tool_choice"] = exchange.tool_choice
     if exchange.reasoning is not None:
         extra.update(reasoning_options(exchange.reasoning, target))
@@ -324,10 +337,13 @@ def _backend_request(
         temperature=exchange.temperature,
         top_p=exchange.top_p,
         stop=exchange.stop,
+        extra=extra,
         request_id=uuid.uuid4().hex,
         # A conversation holding a finding keeps the local engine's KV state in RAM only.
         keep_off_disk=bool(plan.classified.privacy.findings),
-        extra=extra,
+        tools=tuple(tools),
+        # The local engine keeps this conversation's decode state for its next turn.
+        session_id=conversation_id or None,
     )
 
 

@@ -44,6 +44,7 @@ class Attempt:
     outcome: Done | Failed | None = None
     energy: Any = None  # pricing.energy.EnergyReading of a local attempt
     prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
+    redactions: int = 0  # findings replaced by placeholders in what a cloud model was sent
 
     @property
     def has_tokens(self) -> bool:
