@@ -26,6 +26,7 @@ from ds4router.events import (
     SessionEvent,
     TextDelta,
     ToolCallDelta,
+    ToolCallInvalid,
     ToolCallStart,
 )
 from ds4router.gateway import anthropic_api, openai_api
@@ -122,6 +123,11 @@ class AnswerWriter:
                 return [_data(self._openai.chunk_tool_arguments(delta))]
             case Failed(after_tokens=True, message=message, kind=kind):
                 return self._stream_error(message, kind)
+            case ToolCallInvalid(message=message):
+                # The local model wrote a call that cannot be read: the agent must not run
+                # half of it, so the answer ends in an error it can show.
+                self.failure = Failed("internal", f"unreadable tool call: {message}", False, True)
+                return self._stream_error(self.failure.message, "internal")
             case _:
                 return []
 
