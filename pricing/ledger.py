@@ -256,6 +256,11 @@ LEDGER_MIGRATIONS: tuple[Step, ...] = (
     ALTER TABLE ledger ADD COLUMN redacted_findings INTEGER NOT NULL DEFAULT 0
         CHECK (redacted_findings >= 0);
     """,
+    # v8: the client that sent a request through the gateway (a key's name, an agent).
+    """
+    ALTER TABLE ledger ADD COLUMN client TEXT;
+    CREATE INDEX ledger_month_client ON ledger(month, client);
+    """,
 )
 
 
@@ -318,6 +323,8 @@ class LedgerRow:
     # Sent to a cloud model with this many detector findings replaced by placeholders.
     redacted: bool = False
     redacted_findings: int = 0
+    # Who sent it through ``ds4router serve`` (None: the TUI or ``ask``).
+    client: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):

@@ -45,8 +45,9 @@ from pricing.ledger import Ledger
 class Recorder:
     """The ledger and history of one project's requests; safe from any thread."""
 
-    def __init__(self, loaded: LoadedConfig, db_path: Path) -> None:
+    def __init__(self, loaded: LoadedConfig, db_path: Path, *, keep_history: bool = True) -> None:
         self.loaded = loaded
+        self.keep_history = keep_history
         self.config = loaded.config
         self.project = loaded.project_name
         self.db_path = db_path
@@ -61,7 +62,7 @@ class Recorder:
 
     @property
     def history_enabled(self) -> bool:
-        return self.config.history == "on"
+        return self.keep_history and self.config.history == "on"
 
     # --- the conversation -------------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class Recorder:
             classified=plan.classified,
             decision=plan.decision,
             time=dt.datetime.now(dt.UTC),
+            client=exchange.client,
         )
 
     def finish(self, turn: Turn, abandoned: bool = False) -> Priced:
