@@ -40,14 +40,15 @@ from ds4router.backends.base import BackendRequest
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
 from ds4router.backends.local_load import (
-    ENGINE_THREAD,
+    _ENGINE_THREAD,
     EngineKind,
     LoadState,
     LoadStatus,
-    check_model_dir,
+    _check_model_dir,
+    _EngineLoad,  # noqa: F401  (re-exported: tests reach the load through this module)
+    _load_of,
+    _message,
     forget_load,
-    load_message,
-    load_of,
     percent,
 )
 from ds4router.events import (
@@ -58,6 +59,10 @@ from ds4router.events import (
     ReasoningDelta,
     TextDelta,
     TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
     failed,
 )
 
@@ -211,7 +216,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return
-        load_of(self.model_path, self.kind).start(
+        _load_of(self.model_path, self.kind).start(
             check_memory=self.check_memory,
             available_memory_bytes=self.available_memory_bytes,
             retry=retry,
@@ -221,13 +226,13 @@ class LocalBackend:
     def load_state(self) -> LoadState:
         if self.model_path is None:
             return "idle"
-        return load_of(self.model_path, self.kind).state
+        return _load_of(self.model_path, self.kind).state
 
     def load_status(self) -> LoadStatus:
         """Where the load of this backend's model is (``idle`` without a model path)."""
         if self.model_path is None:
             return LoadStatus("idle")
-        return load_of(self.model_path, self.kind).status()
+        return _load_of(self.model_path, self.kind).status()
 
     def wait_for_load(self, after: int = -1, timeout: float | None = None) -> LoadStatus:
         """Block until the load status changes from version ``after`` (or ``timeout`` ends).
@@ -237,7 +242,7 @@ class LocalBackend:
         """
         if self.model_path is None:
             return LoadStatus("idle")
-        return load_of(self.model_path, self.kind).wait(after, timeout)
+        return _load_of(self.model_path, self.kind).wait(after, timeout)
 
     def stats_for(self, request_id: str) -> LocalStats | None:
         """The figures of a recent request, by ``BackendRequest.request_id``."""
@@ -253,7 +258,7 @@ class LocalBackend:
                 "set local.engine.model_path in .ds4router.yaml to a model directory, "
                 "or run `ds4router models pull demo`",
             )
-        load = load_of(self.model_path, self.kind)
+        load = _load_of(self.model_path, self.kind)
         load.adopt()
         path = load.path
         if load.state == "loading":
@@ -282,7 +287,7 @@ class LocalBackend:
             stamp = -1
         checked = self._checked
         if checked is None or checked[0] != stamp:
-            checked = self._checked = (stamp, check_model_dir(path, self.kind))
+            checked = self._checked = (stamp, _check_model_dir(path, self.kind))
         return checked[1]
 
     def cancel(self) -> None:
@@ -309,7 +314,7 @@ class LocalBackend:
         try:
             params = self._params(request)
         except Exception as exc:  # bad sampling values: the request, not the engine
-            yield failed("bad_request", f"{name}: {load_message(exc)}")
+            yield failed("bad_request", f"{name}: {_message(exc)}")
             return
         engine = await self._engine(flight)
         load_wait = time.perf_counter() - started
@@ -317,15 +322,26 @@ class LocalBackend:
             yield failed("cancelled", f"{name}: cancelled (while the model was loading)")
             return
         if engine is None:
-            load = load_of(self.model_path, self.kind)
+            load = _load_of(self.model_path, self.kind)
             yield failed("unavailable", f"{name}: the local model failed to load: {load.error}")
             return
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
         off_disk = request.keep_off_disk
-        ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
-        ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
+
+        def generate() -> None:
+            # A conversation kept off disk gets no session: its states could spill there.
+            session = None if off_disk else request.session_id
+            self._generate(engine, messages, params, flight, events, session)
+
+        if hasattr(engine, "scheduler"):
+            # The engine interleaves generations itself (a step each in turn): this one
+            # only waits on its queue, on its own thread, after the KV settings applied.
+            _ENGINE_THREAD.submit(lambda: threading.Thread(target=generate, daemon=True).start())
+        else:
+            _ENGINE_THREAD.submit(generate)
         kinds = _engine_types()
         text: list[str] = []
         produced = False
@@ -339,30 +355,23 @@ class LocalBackend:
                 yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
                 return
             if not produced and isinstance(item, kinds.TextDelta | kinds.ReasoningDelta):
-                if load_of(self.model_path, self.kind).is_random:  # said with its first words
+                if _load_of(self.model_path, self.kind).is_random:  # said with its first words
                     noise = f"{name} has random weights (a test checkpoint): its output is noise"
                     yield Notice("random_weights", noise, name)
-            if isinstance(item, kinds.TextDelta):
-                produced = True
-                text.append(item.text)
-                yield TextDelta(item.text)
-            elif isinstance(item, kinds.ReasoningDelta):
-                produced = True
-                text.append(item.text)
-                yield ReasoningDelta(item.text)
-            elif isinstance(item, kinds.Usage):
-                yield TokenUsage(
-                    input_tokens=item.prompt_tokens,
-                    output_tokens=item.generated_tokens,
-                    reasoning_tokens=item.reasoning_tokens,
-                )
-            elif isinstance(item, kinds.Done):
+            if isinstance(item, kinds.Done):
                 self._record(request, item.finish_reason, item.stats, started, load_wait)
                 if item.finish_reason == "cancelled":
                     yield failed("cancelled", f"{name}: cancelled", after_tokens=produced)
                 else:
                     yield Done(item.finish_reason)
                 return
+            event = app_event(item, kinds)
+            if event is None:
+                continue
+            if isinstance(event, TextDelta | ReasoningDelta):
+                text.append(event.text)
+            produced = produced or not isinstance(event, TokenUsage)
+            yield event
         # The thread ended without Done: only if the engine broke its own protocol.
         yield failed(
             "internal", f"{name}: the engine stopped without finishing", after_tokens=produced
@@ -374,7 +383,7 @@ class LocalBackend:
         Returns early (with whatever state) when the request is cancelled meanwhile.
         """
         assert self.model_path is not None
-        load = load_of(self.model_path, self.kind)
+        load = _load_of(self.model_path, self.kind)
         self.start_loading()
         loop = flight.loop
         loaded = loop.create_future()
@@ -408,6 +417,7 @@ class LocalBackend:
         return GenerationParams(
             max_tokens=request.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
             stop=tuple(request.stop),
+            tools=tuple(request.tools),
             **options,
         )
 
@@ -430,7 +440,7 @@ class LocalBackend:
             logging.getLogger(__name__).warning(
                 "local engine: KV cache at %s is unusable (%s); continuing without it",
                 self.kv_cache_dir,
-                load_message(exc),
+                _message(exc),
             )
             with contextlib.suppress(Exception):
                 engine.use_kv_cache(None, ram_bytes=self.kv_ram_bytes)
@@ -442,8 +452,9 @@ class LocalBackend:
         params: GenerationParams,
         flight: Flight,
         events: asyncio.Queue[Any],
+        session: str | None = None,
     ) -> None:
-        """On the engine thread: engine events onto the stream's queue, then ``_END``."""
+        """Engine events onto the stream's queue, then ``_END``."""
         from ds4router.backends.engine_port import ChatEncodingError, EngineError
 
         def put(item: object) -> None:
@@ -465,14 +476,15 @@ class LocalBackend:
                     )
                 )
                 return
-            for event in engine.generate_ids(prompt_ids, params, cancel=flight.stop):
+            options = {"session": session} if session is not None else {}
+            for event in engine.generate_ids(prompt_ids, params, cancel=flight.stop, **options):
                 put(event)
         except ChatEncodingError as exc:  # tools, roles the encoding does not know
             put(_Raised("bad_request", str(exc)))
         except EngineError as exc:
             put(_Raised("internal", str(exc)))
         except Exception as exc:  # a bug in the engine must end the stream, not hang it
-            put(_Raised("internal", load_message(exc)))
+            put(_Raised("internal", _message(exc)))
         finally:
             put(_END)
 
@@ -519,6 +531,31 @@ class LocalBackend:
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
         return TokenUsage(input_tokens=prompt, output_tokens=output, estimated=True)
+
+
+def app_event(item: Any, kinds: Any) -> BackendEvent | None:
+    """The backend event for an engine event (``kinds``: the engine port); None for the
+    ones the stream handles itself (``Done``) or does not forward."""
+    match item:
+        case kinds.TextDelta(text=text):
+            return TextDelta(text)
+        case kinds.ReasoningDelta(text=text):
+            return ReasoningDelta(text)
+        case kinds.ToolCallStart(index=index, name=name, id=call_id):
+            return ToolCallStart(index, call_id, name)
+        case kinds.ToolCallDelta(index=index, arguments=arguments):
+            return ToolCallDelta(index, arguments)
+        case kinds.ToolCallEnd(index=index, call=call):
+            return ToolCallDone(index, call.id, call.name, call.arguments)
+        case kinds.ToolCallError(message=message, index=index):
+            return ToolCallInvalid(message, index)
+        case kinds.Usage():
+            return TokenUsage(
+                input_tokens=item.prompt_tokens,
+                output_tokens=item.generated_tokens,
+                reasoning_tokens=item.reasoning_tokens,
+            )
+    return None
 
 
 def _label(path: Path) -> str:

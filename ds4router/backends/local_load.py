@@ -1,10 +1,9 @@
-"""Loading the local model, once per process: the load of each model directory, shared by
-every ``LocalBackend`` (:mod:`ds4router.backends.local`), with its progress and status.
+"""Loading the local model once per process, and the one thread that loads and runs it.
 
-Loads are kept per resolved directory in a module-level registry (on top of the engine's
-own per-process cache) and run on the one engine thread (``ENGINE_THREAD``), where the
-generations run too. ``check_model_dir`` says why a directory cannot load without reading
-any weights; ``forget_load`` drops a record so a fixed directory is tried again.
+Split from ``ds4router.backends.local`` (which re-exports these names): a registry of loads
+per model directory, each started in the background, reporting the engine's progress
+(``LoadStatus``) to every backend and UI that waits on it, and the checks of a model
+directory that need no weights.
 """
 
 from __future__ import annotations
@@ -25,15 +24,19 @@ if TYPE_CHECKING:
 LoadState = Literal["idle", "loading", "ready", "failed"]
 EngineKind = Literal["deepseek-v4", "mlx-lm"]
 
+
+# --- loading, once per process ------------------------------------------------------------
+
+
 # The one thread that loads models and runs generations, jobs in order. MLX keeps streams
 # per thread: an array one thread left unevaluated cannot be evaluated on another ("There is
 # no Stream(cpu, 0) in current thread"; seen with lazy weight transposes before the model
 # began materializing its weights at load). Loading and running on one thread keeps that
 # whole class of failure away, and generations are one at a time per engine anyway. A
 # daemon thread, so a load nobody waits for any more does not hold up the process's exit.
-# Jobs report their own errors (a load into its EngineLoad, a generation onto its stream):
+# Jobs report their own errors (a load into its _EngineLoad, a generation onto its stream):
 # no on_error hook, a stray exception is dropped and the next job runs.
-ENGINE_THREAD = SerialWorker("ds4router-engine")
+_ENGINE_THREAD = SerialWorker("ds4router-engine")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def percent(fraction: float) -> int:
     return int(max(0.0, min(1.0, fraction)) * 100)
 
 
-class EngineLoad:
+class _EngineLoad:
     """The load of one model directory, shared by every backend of the process."""
 
     def __init__(self, path: Path, kind: EngineKind = "deepseek-v4") -> None:
@@ -107,7 +110,7 @@ class EngineLoad:
         if inline:
             self._run(check_memory, available_memory_bytes)
         else:
-            ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
+            _ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
 
     def _bump(self) -> None:
         """Under the lock: the status changed."""
@@ -124,7 +127,8 @@ class EngineLoad:
 
     def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
         try:
-            engine = engine_class(self.kind).load(
+            engine_class = _engine_class(self.kind)
+            engine = engine_class.load(
                 self.path,
                 check_memory=check_memory,
                 available_memory_bytes=available_memory_bytes,
@@ -133,7 +137,7 @@ class EngineLoad:
             info = engine.info()
         except Exception as exc:  # every load failure becomes the health detail
             with self._changed:
-                self.state, self.error = "failed", load_message(exc)
+                self.state, self.error = "failed", _message(exc)
                 self.ended_at = time.monotonic()
                 self._bump()
         else:
@@ -179,7 +183,7 @@ class EngineLoad:
     def adopt(self) -> None:
         """An engine loaded in this process by someone else (the TUI, a CLI command)
         counts as loaded here too; asking the engine's cache for it is instant."""
-        if self.state == "idle" and self.path in engine_class(self.kind).loaded():
+        if self.state == "idle" and self.path in _engine_class(self.kind).loaded():
             self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
 
     def listen(self, notify: Callable[[], None]) -> bool:
@@ -195,11 +199,11 @@ class EngineLoad:
             self._listeners.remove(notify)
 
 
-LOADS: dict[Path, EngineLoad] = {}
-LOADS_LOCK = threading.Lock()
+_LOADS: dict[Path, _EngineLoad] = {}
+_LOADS_LOCK = threading.Lock()
 
 
-def engine_class(kind: EngineKind) -> Any:
+def _engine_class(kind: EngineKind) -> Any:
     """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
     match kind:
         case "mlx-lm":
@@ -212,16 +216,16 @@ def engine_class(kind: EngineKind) -> Any:
             return Engine
 
 
-def load_of(path: Path, kind: EngineKind = "deepseek-v4") -> EngineLoad:
+def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
     key = path.expanduser().resolve()
-    with LOADS_LOCK:
-        load = LOADS.get(key)
+    with _LOADS_LOCK:
+        load = _LOADS.get(key)
         if load is None:
-            load = LOADS[key] = EngineLoad(key, kind)
+            load = _LOADS[key] = _EngineLoad(key, kind)
         return load
 
 
-def load_message(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str:
     from ds4router.backends.engine_port import EngineError
 
     text = str(exc).strip()
@@ -230,7 +234,7 @@ def load_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
+def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
     """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
     from ds4router.backends.engine_port import EngineError, load_config
 
@@ -253,20 +257,5 @@ def forget_load(path: str | Path) -> bool:
     """Forget this process's record of loading ``path`` (e.g. after a failure was fixed);
     the engine's own cache is untouched. True when there was one."""
     key = Path(path).expanduser().resolve()
-    with LOADS_LOCK:
-        return LOADS.pop(key, None) is not None
-
-
-__all__ = [
-    "ENGINE_THREAD",
-    "EngineKind",
-    "EngineLoad",
-    "LoadState",
-    "LoadStatus",
-    "check_model_dir",
-    "engine_class",
-    "forget_load",
-    "load_message",
-    "load_of",
-    "percent",
-]
+    with _LOADS_LOCK:
+        return _LOADS.pop(key, None) is not None

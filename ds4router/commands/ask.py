@@ -161,6 +161,10 @@ class Output:
             Routed,
             TextDelta,
             TokenUsage,
+            ToolCallDelta,
+            ToolCallDone,
+            ToolCallInvalid,
+            ToolCallStart,
         )
         from ds4router.routing.explain import badge
 
@@ -189,6 +193,8 @@ class Output:
                 self.priced = event
             case TokenUsage():
                 pass  # the ``Priced`` event carries what it cost
+            case ToolCallStart() | ToolCallDelta() | ToolCallDone() | ToolCallInvalid():
+                pass  # ask offers the model no tools; an agent's calls go through ``serve``
             case _:
                 assert_never(event)
 

@@ -16,7 +16,7 @@ from typing import assert_never
 
 from ds4router.config.schema import Config, RouteRule
 from ds4router.routing.levels import PrivacyLevel
-from ds4router.routing.privacy import PrivacyResult
+from ds4router.routing.privacy import PrivacyResult, redaction_applies
 from ds4router.routing.tasks import TaskResult
 from ds4router.targets import (
     LOCAL_MODEL,
@@ -72,6 +72,10 @@ class Decision:
     fallbacks: tuple[Sendable, ...] = ()  # targets to try if this one fails before any token
     trace: tuple[RuleTrace, ...] = field(default=())
     fix: str | None = None  # for `refuse`: the change that would allow the request
+    # privacy.on_detected: redact applies: a cloud target gets the request with each
+    # finding replaced by a placeholder (``redactions`` of them); local gets it whole.
+    redact: bool = False
+    redactions: int = 0
 
     @property
     def chain(self) -> tuple[Sendable, ...]:
@@ -146,7 +150,11 @@ def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tupl
 def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     level = request.privacy.level
     limit = config.privacy.cloud_max_privacy
-    cloud_allowed = level <= limit
+    redact = redaction_applies(request.privacy, config.privacy)
+    # With redaction the cloud sees no finding: the level it is judged by is the floor
+    # (paths, default, tags), which redaction never lowers.
+    judged = request.privacy.floor if redact else level
+    cloud_allowed = judged <= limit
     reasons: list[str] = []
     trace: list[RuleTrace] = []
 
@@ -186,7 +194,14 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         rule_name = "fallback"
 
     # 4. The privacy invariant, whatever happened above.
-    target, rule_name, fix = _enforce(target, rule_name, level, limit, state, reasons)
+    target, rule_name, fix = _enforce(target, rule_name, judged, limit, state, reasons)
+    count = len(request.privacy.findings)
+    fallbacks = _fallbacks(target, config, cloud_allowed)
+    if redact and any(map(leaves_machine, (target, *fallbacks))):
+        reasons.append(
+            f"privacy {level} comes only from {count} detector finding(s): a cloud model gets "
+            f"them replaced by placeholders (privacy.on_detected: redact), leaving {judged}"
+        )
     return Decision(
         target=target,
         model=model_of(target, local_model_id(config)),
@@ -194,9 +209,11 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         privacy=level,
         task=request.task.task,
         reasons=tuple(reasons),
-        fallbacks=_fallbacks(target, config, cloud_allowed),
+        fallbacks=fallbacks,
         trace=tuple(trace),
         fix=fix,
+        redact=redact,
+        redactions=count if redact else 0,
     )
 
 

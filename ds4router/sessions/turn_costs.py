@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ds4router import paths
@@ -107,7 +107,7 @@ def record_turn(
     cf_usd = None if costed.counterfactual is None else costed.counterfactual.total_usd
     cost = costed.cost
     return Priced(
-        ledger_id=ledger.record(costed.row),
+        ledger_id=ledger.record(replace(costed.row, client=turn.client)),
         route=route,
         model=model,
         rule=rule,
@@ -176,6 +176,8 @@ def _price_attempt(
             cost=priced,
             provider=provider_of(attempt.model),
             counterfactual=counterfactual,
+            redacted=attempt.redactions > 0,
+            redacted_findings=attempt.redactions,
             **extra,
         )
         detail = _cloud_detail(priced, catalog_error)

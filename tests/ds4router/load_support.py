@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ds4router.backends import local, local_load
+from ds4router.backends import local
 
 HOLD_AT_SHARD = 3
 WAIT_S = 60.0
@@ -49,16 +49,16 @@ class Hold:
 def hold_at_shard(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hold]:
     """Holds the first load that reaches shard ``HOLD_AT_SHARD``, once."""
     held = Hold()
-    report = local_load.EngineLoad._progress
+    report = local._EngineLoad._progress
 
-    def holding(self: local_load.EngineLoad, progress: object) -> None:
+    def holding(self: local._EngineLoad, progress: object) -> None:
         report(self, progress)  # type: ignore[arg-type]
         shard = getattr(progress, "shard_index", 0)
         if shard == HOLD_AT_SHARD and not held.reached.is_set():
             held.reached.set()
             held.release.wait(WAIT_S)
 
-    monkeypatch.setattr(local_load.EngineLoad, "_progress", holding)
+    monkeypatch.setattr(local._EngineLoad, "_progress", holding)
     yield held
     held.release.set()
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from load_support import fresh_copy
 
-from ds4router.backends import local, local_load
+from ds4router.backends import local
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.local import LocalBackend
 from ds4router.events import Done, Failed, Notice, ReasoningDelta, TextDelta, TokenUsage
@@ -47,7 +47,7 @@ def fresh(tiny: Path, tmp_path: Path) -> Iterator[Path]:
 def hold_engine_thread() -> Iterator[threading.Event]:
     """Blocks the engine thread until the event is set (always set at teardown)."""
     gate = threading.Event()
-    local_load.ENGINE_THREAD.submit(lambda: gate.wait(60))
+    local._ENGINE_THREAD.submit(lambda: gate.wait(60))
     yield gate
     gate.set()
 
@@ -298,7 +298,7 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
 
 
 def test_the_engine_port_resolves_every_name_it_lists_from_its_module() -> None:
