@@ -171,7 +171,14 @@ def _normal_char(char: str) -> str:
         return ""
     if char in _SPACES:
         return " "
-    return unicodedata.normalize("NFKC", char).translate(_CONFUSABLE)
+    mapped = unicodedata.normalize("NFKC", char).translate(_CONFUSABLE)
+    if not mapped.isascii():
+        # Accents off Latin letters, so "pássword" reads as a keyword.
+        bare = "".join(
+            c for c in unicodedata.normalize("NFKD", mapped) if not unicodedata.combining(c)
+        )
+        mapped = bare if bare.isascii() and bare else mapped
+    return mapped
 
 
 def _normalize_into(out: _Builder, text: str, start: int, end: int) -> bool:
