@@ -186,7 +186,7 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         rule_name = "fallback"
 
     # 4. The privacy invariant, whatever happened above.
-    target, rule_name, fix = _enforce(target, rule_name, level, limit, state, reasons)
+    target, rule_name, fix = _enforce(target, rule_name, level, state, reasons, config)
     return Decision(
         target=target,
         model=model_of(target, local_model_id(config)),
@@ -219,11 +219,12 @@ def _enforce(
     target: Target,
     rule_name: str | None,
     level: PrivacyLevel,
-    limit: PrivacyLevel,
     state: RouterState,
     reasons: list[str],
+    config: Config,
 ) -> tuple[Target, str | None, str | None]:
     """The privacy invariant and the local engine's availability: (target, rule, fix)."""
+    limit = config.privacy.cloud_max_privacy
     match target:
         case CloudModel() if level > limit:
             why = (
@@ -241,13 +242,7 @@ def _enforce(
                 f"the local engine is unavailable{_detail(state.local_detail)} and no fallback "
                 "applies"
             )
-            if level <= limit:
-                fix = (
-                    "start or configure the local engine (local.engine.model_path), or set "
-                    "fallback.local_unavailable: 'cloud:<model>' in .ds4router.yaml"
-                )
-            else:
-                fix = _privacy_fix(level)
+            fix = _local_fix(config, state) if level <= limit else _privacy_fix(level)
             return Refuse(), rule_name, fix
         case Refuse():
             return target, rule_name, "change or remove the rule that refuses, in .ds4router.yaml"
@@ -286,6 +281,26 @@ def _budget_words(state: RouterState) -> str:
     if state.budget_spent_usd is None or state.budget_cap_usd is None:
         return ""
     return f" (${state.budget_spent_usd:.2f} of ${state.budget_cap_usd:.2f})"
+
+
+def _local_fix(config: Config, state: RouterState) -> str:
+    """What would let a request the local engine cannot serve run: only changes that can
+    work with this config (no cloud fallback to suggest when no cloud model can answer)."""
+    local = (
+        "run `ds4router models pull demo` (a demo-size model) or set local.engine.model_path"
+        if not config.local.engine.model_path
+        else f"make the model at {config.local.engine.model_path} loadable"
+    )
+    cloud = [m.name for m in config.cloud.models]
+    if cloud and state.cloud_available:
+        return (
+            f"{local}, or send it to the cloud when local is down: "
+            f"fallback.local_unavailable: 'cloud:{cloud[0]}' in .ds4router.yaml"
+        )
+    return (
+        f"{local}; or add a cloud model (cloud.models with its api_key_env, and the key "
+        "exported) and a route to it"
+    )
 
 
 def _privacy_fix(level: PrivacyLevel) -> str:
