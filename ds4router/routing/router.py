@@ -18,6 +18,7 @@ from ds4router.config.schema import Config, RouteRule
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import PrivacyResult
 from ds4router.routing.tasks import TaskResult
+from ds4router.servers import may_send, server_limit
 from ds4router.targets import (
     LOCAL_MODEL,
     CloudModel,
@@ -26,7 +27,6 @@ from ds4router.targets import (
     Refuse,
     Sendable,
     Target,
-    leaves_machine,
     model_of,
 )
 
@@ -145,8 +145,6 @@ def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tupl
 
 def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     level = request.privacy.level
-    limit = config.privacy.cloud_max_privacy
-    cloud_allowed = level <= limit
     reasons: list[str] = []
     trace: list[RuleTrace] = []
 
@@ -194,7 +192,7 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         privacy=level,
         task=request.task.task,
         reasons=tuple(reasons),
-        fallbacks=_fallbacks(target, config, cloud_allowed),
+        fallbacks=_fallbacks(target, config, level),
         trace=tuple(trace),
         fix=fix,
     )
@@ -226,6 +224,18 @@ def _enforce(
     """The privacy invariant and the local engine's availability: (target, rule, fix)."""
     limit = config.privacy.cloud_max_privacy
     match target:
+        case LocalServer(name=name) if not may_send(target, level, config):
+            why = (
+                f"privacy {level} is above what {target} may receive "
+                f"({server_limit(config, name)}: it is not on this machine)"
+            )
+            if state.local_available:
+                reasons.append(f"{why} -> local")
+                return LocalEngine(), "privacy", None
+            reasons.append(
+                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
+            )
+            return Refuse(), "privacy", _privacy_fix(level)
         case CloudModel() if level > limit:
             why = (
                 f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
@@ -252,7 +262,7 @@ def _enforce(
             assert_never(target)
 
 
-def _fallbacks(target: Target, config: Config, cloud_allowed: bool) -> tuple[Sendable, ...]:
+def _fallbacks(target: Target, config: Config, level: PrivacyLevel) -> tuple[Sendable, ...]:
     """What to try if the chosen backend fails before any token: never cloud above the limit."""
     candidate: Target | None
     match target:
@@ -268,7 +278,7 @@ def _fallbacks(target: Target, config: Config, cloud_allowed: bool) -> tuple[Sen
         case None | Refuse():
             return ()
         case LocalEngine() | LocalServer() | CloudModel() if candidate != target:
-            return (candidate,) if cloud_allowed or not leaves_machine(candidate) else ()
+            return (candidate,) if may_send(candidate, level, config) else ()
         case _:
             return ()
 

@@ -88,6 +88,7 @@ from ds4router.routing.privacy import (
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
 from ds4router.routing.state import local_engine_status
+from ds4router.servers import may_send
 from ds4router.sessions.context_window import (
     ContextLimits,
     cloud_limits,
@@ -145,8 +146,13 @@ def backend_for(target: Sendable, loaded: LoadedConfig) -> Backend:
 
             return CloudBackend(loaded.config.cloud)
         case LocalServer(name=name):
-            # The first-run helper adds the servers' configuration and backend.
-            raise BackendUnavailable(f"no local server named {name!r} is configured")
+            from ds4router.backends.server import ServerBackend
+            from ds4router.servers import server_named
+
+            server = server_named(loaded.config, name)
+            if server is None:
+                raise BackendUnavailable(f"no local server named {name!r} in local.servers")
+            return ServerBackend(server, loaded.config.cloud)
         case LocalEngine():
             return _local_engine_backend(loaded)
         case _:
@@ -456,18 +462,27 @@ class Session:
         return found
 
     def _spec_allowed(self, spec: Sendable, turn: Turn) -> bool:
-        return not leaves_machine(spec) or self._cloud_allowed(turn.classified, turn.decision)
+        level = max(turn.classified.privacy.level, turn.decision.privacy)
+        return may_send(spec, level, self.config)
 
     async def _stream(
         self, backend: Backend, request: BackendRequest, attempt: Attempt
     ) -> AsyncGenerator[SessionEvent, None]:
         """One backend's events, tracked on ``attempt`` (energy metered for local)."""
         meter = None
-        if isinstance(attempt.target, LocalEngine):
+        if isinstance(attempt.target, LocalEngine | LocalServer):
+            from ds4router.servers import server_watts
             from pricing.energy import EnergyMeter
 
+            # A server is priced like the engine: its own `power` (configured watts) when
+            # it says, else this machine's; the same hardware amortisation either way.
             power = self.config.local.power
-            meter = EnergyMeter(power.watts, power.source, meters=self._meters)
+            watts = server_watts(self.config, attempt.target)
+            meter = (
+                EnergyMeter(power.watts, power.source, meters=self._meters)
+                if watts is None
+                else EnergyMeter(watts, "configured", meters=self._meters)
+            )
             meter.__enter__()
         self._current = backend
         # No await between here and the stream's first step: a cancel() queued on
@@ -624,12 +639,14 @@ class Session:
         return backend.failures.health(model)
 
     def _cloud_allowed(self, classified: Classified, decision: Decision) -> bool:
+        """May the decision's target receive this request (every target kind: a server
+        off this machine is capped like a cloud model, or by on_prem_max_privacy)."""
         level = max(classified.privacy.level, decision.privacy)
-        return level <= self.config.privacy.cloud_max_privacy
+        return may_send(decision.target, level, self.config)
 
     def _enforce_privacy(self, decision: Decision, classified: Classified) -> Decision:
         """The privacy invariant, again: a cloud target above the limit becomes a refusal."""
-        if leaves_machine(decision.target) and not self._cloud_allowed(classified, decision):
+        if not self._cloud_allowed(classified, decision):
             limit = self.config.privacy.cloud_max_privacy
             level = max(classified.privacy.level, decision.privacy)
             return replace(
@@ -645,11 +662,8 @@ class Session:
                 ),
                 fix=decision.fix or "report this: the router chose a cloud target above the limit",
             )
-        safe = tuple(
-            target
-            for target in decision.fallbacks
-            if not leaves_machine(target) or self._cloud_allowed(classified, decision)
-        )
+        level = max(classified.privacy.level, decision.privacy)
+        safe = tuple(t for t in decision.fallbacks if may_send(t, level, self.config))
         return decision if safe == decision.fallbacks else replace(decision, fallbacks=safe)
 
     # --- conversation context -------------------------------------------------------------
