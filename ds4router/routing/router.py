@@ -229,24 +229,12 @@ def _enforce(
                 f"privacy {level} is above what {target} may receive "
                 f"({server_limit(config, name)}: it is not on this machine)"
             )
-            if state.local_available:
-                reasons.append(f"{why} -> local")
-                return LocalEngine(), "privacy", None
-            reasons.append(
-                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
-            )
-            return Refuse(), "privacy", _privacy_fix(level)
+            return _keep_on_machine(why, level, state, reasons)
         case CloudModel() if level > limit:
             why = (
                 f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
             )
-            if state.local_available:
-                reasons.append(f"{why} -> local")
-                return LocalEngine(), "privacy", None
-            reasons.append(
-                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
-            )
-            return Refuse(), "privacy", _privacy_fix(level)
+            return _keep_on_machine(why, level, state, reasons)
         case LocalEngine() if not state.local_available:
             reasons.append(
                 f"the local engine is unavailable{_detail(state.local_detail)} and no fallback "
@@ -260,6 +248,17 @@ def _enforce(
             return target, rule_name, None
         case _:
             assert_never(target)
+
+
+def _keep_on_machine(
+    why: str, level: PrivacyLevel, state: RouterState, reasons: list[str]
+) -> tuple[Target, str | None, str | None]:
+    """A target too public for the request: the local engine instead, else a refusal."""
+    if state.local_available:
+        reasons.append(f"{why} -> local")
+        return LocalEngine(), "privacy", None
+    reasons.append(f"{why}, and the local engine is unavailable{_detail(state.local_detail)}")
+    return Refuse(), "privacy", _privacy_fix(level)
 
 
 def _fallbacks(target: Target, config: Config, level: PrivacyLevel) -> tuple[Sendable, ...]:
