@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ds4router.commands.models_cmd", "Local models: pull the demo model, list."),
     "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "serve": (
+        "ds4router.commands.serve",
+        "Serve OpenAI and Anthropic APIs for coding agents, routed and priced.",
+    ),
     "db": ("ds4router.commands.db_cmd", "The database: check it, or repair it (with a backup)."),
     "estimate": (
         "ds4router.commands.estimate",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import click
 
@@ -24,7 +24,7 @@ from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
     from ds4router.config.loader import LoadedConfig
-    from ds4router.events import Failed, Priced
+    from ds4router.events import Failed, Priced, SessionEvent
     from ds4router.routing.router import Decision
     from ds4router.sessions.session import Session
 
@@ -109,19 +109,6 @@ async def _ask(
     import asyncio
     import signal
 
-    from ds4router.events import (
-        Done,
-        Failed,
-        FallbackTaken,
-        Notice,
-        Priced,
-        ReasoningDelta,
-        Refused,
-        Routed,
-        TextDelta,
-    )
-    from ds4router.routing.explain import badge
-
     loop = asyncio.get_running_loop()
     presses = 0
     main = asyncio.current_task()
@@ -145,37 +132,7 @@ async def _ask(
         async for event in session.send(
             text, files=files, conversation_id=conversation_id, model=model
         ):
-            if isinstance(event, Routed):
-                out.decision = event.decision
-                out.note(f"→ {badge(event.decision)}")
-            elif isinstance(event, Refused):
-                out.decision = event.decision
-                out.refused(event.decision)
-            elif isinstance(event, FallbackTaken):
-                out.fallbacks.append(
-                    {
-                        "from": str(event.from_target),
-                        "to": str(event.to_target),
-                        "reason": event.reason,
-                    }
-                )
-                out.note(
-                    f"{event.from_target} failed before any token: {event.reason} "
-                    f"→ trying {event.to_target}"
-                )
-            elif isinstance(event, Notice):
-                out.notices.append({"kind": event.kind, "message": event.message})
-                out.note(event.message)
-            elif isinstance(event, TextDelta):
-                out.text(event.text)
-            elif isinstance(event, ReasoningDelta):
-                out.reasoning(event.text)
-            elif isinstance(event, Failed):
-                out.failure = event
-            elif isinstance(event, Done):
-                out.finish_reason = event.finish_reason
-            elif isinstance(event, Priced):
-                out.priced = event
+            out.apply(event)
     except asyncio.CancelledError:
         out.end_text()
         click.echo("Cancelled.", err=True)
@@ -202,6 +159,56 @@ class Output:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._in_reasoning = False
+
+    def apply(self, event: SessionEvent) -> None:
+        """One session event: shown now (notes on stderr, the answer on stdout) or kept."""
+        from ds4router.events import (
+            Done,
+            Failed,
+            FallbackTaken,
+            Notice,
+            Priced,
+            ReasoningDelta,
+            Refused,
+            Routed,
+            TextDelta,
+            TokenUsage,
+            ToolCallDelta,
+            ToolCallDone,
+            ToolCallInvalid,
+            ToolCallStart,
+        )
+        from ds4router.routing.explain import badge
+
+        match event:
+            case Routed(decision=decision):
+                self.decision = decision
+                self.note(f"→ {badge(decision)}")
+            case Refused(decision=decision):
+                self.decision = decision
+                self.refused(decision)
+            case FallbackTaken(from_target=source, to_target=to, reason=reason):
+                self.fallbacks.append({"from": str(source), "to": str(to), "reason": reason})
+                self.note(f"{source} failed before any token: {reason} → trying {to}")
+            case Notice(kind=kind, message=message):
+                self.notices.append({"kind": kind, "message": message})
+                self.note(message)
+            case TextDelta(text=text):
+                self.text(text)
+            case ReasoningDelta(text=text):
+                self.reasoning(text)
+            case Failed():
+                self.failure = event
+            case Done(finish_reason=reason):
+                self.finish_reason = reason
+            case Priced():
+                self.priced = event
+            case TokenUsage():
+                pass  # the ``Priced`` event carries what it cost
+            case ToolCallStart() | ToolCallDelta() | ToolCallDone() | ToolCallInvalid():
+                pass  # ask offers the model no tools; an agent's calls go through ``serve``
+            case _:
+                assert_never(event)
 
     def note(self, line: str) -> None:
         if not self.as_json:

@@ -249,6 +249,20 @@ class ClassifierConfig(Strict):
     tasks: dict[str, TaskSpec] = Field(default_factory=dict)
 
 
+class ServeKey(Strict):
+    """A key agents present to ``ds4router serve``, held in an environment variable."""
+
+    name: str = Field(min_length=1, description="the client's name in the ledger")
+    key_env: str = Field(min_length=1, description="environment variable holding the key")
+    project: str | None = Field(default=None, description="project directory for this key")
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=1, le=65535)
+    keys: list[ServeKey] = Field(default_factory=list)
+
+
 class Config(Strict):
     project: str | None = None
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
@@ -262,6 +276,7 @@ class Config(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     history: Literal["on", "off"] = "on"
     keymap: dict[str, str] = Field(default_factory=dict)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @field_validator("history", mode="before")
     @classmethod

@@ -298,7 +298,7 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
 
 
 def test_the_engine_port_resolves_every_name_it_lists_from_its_module() -> None:

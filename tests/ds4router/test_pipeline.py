@@ -89,7 +89,9 @@ async def test_answer_sends_the_whole_conversation_and_records_it(tmp_path: Path
     (request,) = local.requests
     assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user"]
     assert request.messages[-1]["content"] == "and the tests?"
-    assert request.extra["tools"] == [dict(t) for t in TOOLS]
+    assert request.tools == tuple(dict(t) for t in TOOLS)
+    # The conversation id travels as the session id (the local engine's state key).
+    assert request.session_id == events[-1].conversation_id
     (row,) = ledger_rows()
     assert (row.route, row.status) == ("local", "ok")
     assert row.conversation_id == events[-1].conversation_id and row.conversation_id
