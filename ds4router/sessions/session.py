@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,7 @@ class Session:
         files: Sequence[str | Path] = (),
         conversation_id: str | None = None,
         model: Target | None = None,
-    ) -> AsyncIterator[SessionEvent]:
+    ) -> AsyncGenerator[SessionEvent, None]:
         """Answer ``text`` (with ``files`` attached) in a conversation (None: a new one);
         ``model``: the target the user chose (None: the rules decide)."""
         if not text.strip() and not files:
@@ -141,7 +141,7 @@ class Session:
         finally:
             await events.aclose()  # a consumer that stops early: the request is still recorded
 
-    async def answer(self, exchange: Exchange) -> AsyncIterator[SessionEvent]:
+    async def answer(self, exchange: Exchange) -> AsyncGenerator[SessionEvent, None]:
         """Answer a whole conversation given at once (``exchange.messages``, ``system``,
         ``tools``); it is recorded under ``exchange.conversation_id`` (empty: a new id)."""
         self.runner.arm()

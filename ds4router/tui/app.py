@@ -48,6 +48,8 @@ from ds4router.events import (
     TextDelta,
     TokenUsage,
     ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
     ToolCallStart,
 )
 from ds4router.targets import LocalEngine, Refuse
@@ -405,8 +407,12 @@ class Ds4RouterApp(App[None]):
                     message.add_note("Stopped at the length limit.", "info")
             case ToolCallStart(name=name):
                 message.add_note(f"The model called the tool {name!r}.", "info")
-            case ToolCallDelta():
+            case ToolCallDelta() | ToolCallDone():
                 pass  # the arguments: an agent's business (``ds4router serve``), not the chat's
+            case ToolCallInvalid(message=problem):
+                message.add_note(
+                    f"The model wrote a tool call that cannot be read: {problem}", "info"
+                )
             case TokenUsage():
                 pass  # priced and shown with ``Priced``
             case _:
