@@ -259,6 +259,8 @@ def _stream_events(reply: Reply, model: str, include_usage: bool) -> Iterator[tu
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Small SSE chunks go out at once (no Nagle wait for the client's delayed ACK).
+        disable_nagle_algorithm = True
         # A stuck client must not pin a thread forever.
         timeout = 60
 
