@@ -26,7 +26,12 @@ from pathlib import Path
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
 from ds4router.events import Priced, failed
-from ds4router.routing.privacy import findings_in, findings_level, redact_at_rest
+from ds4router.routing.privacy import (
+    findings_in,
+    findings_level,
+    redact_at_rest,
+    redaction_applies,
+)
 from ds4router.sessions.conversation import ContextTurn, context_turns
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.plan import Plan
@@ -40,8 +45,9 @@ from pricing.ledger import Ledger
 class Recorder:
     """The ledger and history of one project's requests; safe from any thread."""
 
-    def __init__(self, loaded: LoadedConfig, db_path: Path) -> None:
+    def __init__(self, loaded: LoadedConfig, db_path: Path, *, keep_history: bool = True) -> None:
         self.loaded = loaded
+        self.keep_history = keep_history
         self.config = loaded.config
         self.project = loaded.project_name
         self.db_path = db_path
@@ -56,7 +62,7 @@ class Recorder:
 
     @property
     def history_enabled(self) -> bool:
-        return self.config.history == "on"
+        return self.keep_history and self.config.history == "on"
 
     # --- the conversation -------------------------------------------------------------------
 
@@ -84,6 +90,7 @@ class Recorder:
             classified=plan.classified,
             decision=plan.decision,
             time=dt.datetime.now(dt.UTC),
+            client=exchange.client,
         )
 
     def finish(self, turn: Turn, abandoned: bool = False) -> Priced:
@@ -120,7 +127,14 @@ class Recorder:
 
     def _remember(self, turn: Turn, attempt: Attempt | None, priced: Priced) -> None:
         """Keep the exchange in the conversation (history, or memory when history is off)."""
+        privacy = self.config.privacy
         level = turn.classified.privacy.level
+        redacting = redaction_applies(turn.classified.privacy, privacy)
+        if redacting:
+            # privacy.on_detected: redact, and only findings made the turn private: what is
+            # kept (redacted in history; scanned again and redacted for the cloud from
+            # memory) is at the floor, so the turns after it are not held back by it.
+            level = turn.classified.privacy.floor
         answer = "".join(attempt.text) if attempt is not None else None
         if not self.history_enabled:
             if self._memory_id != turn.conversation_id:
@@ -133,8 +147,8 @@ class Recorder:
         # Nothing detected is written to disk: history keeps the redacted text of the
         # prompt and of the answer (scanned too), and the answer's findings raise the
         # level stored with it, so the conversation after it stays as private.
-        privacy = self.config.privacy
-        reply_level = max(level, findings_level(findings_in(answer, privacy), privacy) or level)
+        found = () if redacting else findings_in(answer, privacy)
+        reply_level = max(level, findings_level(found, privacy) or level)
         reasoning = "".join(attempt.reasoning) if attempt is not None else None
         user = Message(
             role="user",

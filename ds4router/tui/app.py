@@ -47,6 +47,10 @@ from ds4router.events import (
     SessionEvent,
     TextDelta,
     TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
 )
 from ds4router.targets import LocalEngine, Refuse
 from ds4router.tui.actions import ACTIONS, app_bindings, key_label
@@ -401,6 +405,14 @@ class Ds4RouterApp(App[None]):
             case Done(finish_reason=reason):
                 if reason == "length":
                     message.add_note("Stopped at the length limit.", "info")
+            case ToolCallStart(name=name):
+                message.add_note(f"The model called the tool {name!r}.", "info")
+            case ToolCallDelta() | ToolCallDone():
+                pass  # the arguments: an agent's business (``ds4router serve``), not the chat's
+            case ToolCallInvalid(message=problem):
+                message.add_note(
+                    f"The model wrote a tool call that cannot be read: {problem}", "info"
+                )
             case TokenUsage():
                 pass  # priced and shown with ``Priced``
             case _:
