@@ -23,6 +23,7 @@ from ds4router.errors import Ds4RouterError
 from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
+    from ds4router.config.loader import LoadedConfig
     from ds4router.events import Failed, Priced, SessionEvent
     from ds4router.routing.router import Decision
     from ds4router.sessions.session import Session
@@ -65,12 +66,23 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        target = None if model is None else explicit_target(model)
+        target = None if model is None else _known_target(loaded, model)
         outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
         sys.exit(outcome)
+
+
+def _known_target(loaded: LoadedConfig, model: str) -> Target:
+    """The target ``--model`` names; a name nothing can serve is a usage error (exit 2)."""
+    from ds4router.model_names import catalog_names, configured_names, unknown_model
+
+    target = explicit_target(model)
+    problem = unknown_model(target, configured_names(loaded), catalog_names())
+    if problem is not None:
+        raise Ds4RouterError(problem)
+    return target
 
 
 def _resolve_conversation(session: Session, prefix: str) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ds4router import paths
 from ds4router.config.loader import LoadedConfig, load_config
 from ds4router.errors import Ds4RouterError
 from ds4router.events import (
@@ -40,6 +41,7 @@ from ds4router.gateway.auth import Caller, KeyRing, identify
 from ds4router.gateway.wire import WireError, WireRequest, text_of
 from ds4router.sessions.backend_pool import BackendFactory, BackendPool
 from ds4router.sessions.plan import Exchange
+from ds4router.sessions.recorder import Recorder
 from ds4router.sessions.session import Session
 from ds4router.targets import CloudModel, LocalEngine, LocalServer, Target, parse_target
 from ds4router.token_count import count
@@ -91,6 +93,7 @@ class TrafficEntry:
 class _Project:
     loaded: LoadedConfig
     pool: BackendPool
+    recorder: Recorder
     stamp: tuple[float, ...]
 
 
@@ -130,6 +133,9 @@ class Gateway:
             # session still open is cancelled, so its row says so.
             for session in list(self._sessions):
                 session.cancel()
+            with self._lock:
+                for project in self._projects.values():
+                    project.recorder.close()
 
     def identify(self, headers: Mapping[str, str]) -> Caller:
         default = str(self.project_dir) if self.project_dir is not None else None
@@ -154,7 +160,11 @@ class Gateway:
                 return known
         loaded = load_config(key if directory is not None else None, user_file=self.user_file)
         with self._lock:
-            fresh = _Project(loaded, BackendPool(loaded, self.backend_factory), stamp)
+            if known is not None:
+                known.recorder.close()
+            db = self.db_path if self.db_path is not None else paths.database_path()
+            recorder = Recorder(loaded, db, keep_history=False)
+            fresh = _Project(loaded, BackendPool(loaded, self.backend_factory), recorder, stamp)
             self._projects[key] = fresh
             return fresh
 
@@ -190,10 +200,7 @@ class Gateway:
             raise WireError(f"project {caller.project or '(default)'}: {exc}") from None
         exchange = exchange_of(wire, caller, self._target(wire, project.loaded))
         session = Session(
-            project.loaded,
-            db_path=self.db_path,
-            backends=project.pool,
-            keep_history=False,
+            project.loaded, db_path=self.db_path, backends=project.pool, recorder=project.recorder
         )
         self._sessions.add(session)
         self._in_flight += 1
@@ -219,7 +226,6 @@ class Gateway:
             await gate.aclose()
             self._in_flight -= 1
             self._sessions.discard(session)
-            await asyncio.to_thread(session.close)
 
     def _target(self, wire: WireRequest, loaded: LoadedConfig) -> Target | None:
         if wire.auto:

@@ -35,12 +35,14 @@ from typing import Any
 
 from ds4router.config.schema import Config
 from ds4router.routing.classify import classify
+from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import Contribution, redaction_applies
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide
 from ds4router.routing.scan.pieces import pieces_from_chat
+from ds4router.servers import may_send
 from ds4router.sessions.conversation import ContextTurn, chat_messages, context_pieces
-from ds4router.targets import LocalEngine, Refuse, Target, leaves_machine
+from ds4router.targets import CloudModel, LocalEngine, Refuse, Target
 from ds4router.token_count import context_count, count
 
 ChatMessage = Mapping[str, Any]
@@ -168,11 +170,25 @@ def cloud_allowed(classified: Classified, decision: Decision, config: Config) ->
     return level <= config.privacy.cloud_max_privacy
 
 
+def request_level(classified: Classified, decision: Decision) -> PrivacyLevel:
+    return max(classified.privacy.level, decision.privacy)
+
+
+def target_allowed(
+    target: Target, classified: Classified, decision: Decision, config: Config
+) -> bool:
+    """May ``target`` receive this request? A cloud model by :func:`cloud_allowed` (it gets
+    the redacted text); any other target by ``servers.may_send`` on the full level (a
+    server gets the text as it is: on loopback anything, elsewhere within its ceiling)."""
+    if isinstance(target, CloudModel):
+        return cloud_allowed(classified, decision, config)
+    return may_send(target, request_level(classified, decision), config)
+
+
 def enforce_privacy(decision: Decision, classified: Classified, config: Config) -> Decision:
     """The privacy invariant, again: a cloud target above the limit becomes a refusal and
     cloud fallbacks above it are dropped, so no bug in the router can leak."""
-    allowed = cloud_allowed(classified, decision, config)
-    if leaves_machine(decision.target) and not allowed:
+    if not target_allowed(decision.target, classified, decision, config):
         limit = config.privacy.cloud_max_privacy
         level = max(classified.privacy.level, decision.privacy)
         return replace(
@@ -188,7 +204,7 @@ def enforce_privacy(decision: Decision, classified: Classified, config: Config) 
             ),
             fix=decision.fix or "report this: the router chose a cloud target above the limit",
         )
-    safe = tuple(t for t in decision.fallbacks if allowed or not leaves_machine(t))
+    safe = tuple(t for t in decision.fallbacks if target_allowed(t, classified, decision, config))
     return decision if safe == decision.fallbacks else replace(decision, fallbacks=safe)
 
 
@@ -221,6 +237,8 @@ __all__ = [
     "Plan",
     "classify_exchange",
     "cloud_allowed",
+    "request_level",
+    "target_allowed",
     "compose_prompt",
     "conversation_messages",
     "enforce_privacy",

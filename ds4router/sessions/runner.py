@@ -48,6 +48,7 @@ from ds4router.events import (
     failed,
 )
 from ds4router.routing.router import local_model_id
+from ds4router.servers import server_watts
 from ds4router.sessions.backend_pool import BackendPool, BackendUnavailable
 from ds4router.sessions.context_window import (
     ContextLimits,
@@ -55,14 +56,13 @@ from ds4router.sessions.context_window import (
     local_limits,
 )
 from ds4router.sessions.conversation import decision_redacts, fit_conversation, redact_messages
-from ds4router.sessions.plan import Plan, Reasoning, cloud_allowed
+from ds4router.sessions.plan import Plan, Reasoning, target_allowed
 from ds4router.sessions.turn import Attempt, Turn
 from ds4router.targets import (
     CloudModel,
     LocalEngine,
     LocalServer,
     Sendable,
-    leaves_machine,
     model_of,
 )
 from ds4router.token_count import count
@@ -123,8 +123,11 @@ class Runner:
 
     async def run(self, plan: Plan, turn: Turn) -> AsyncGenerator[SessionEvent, None]:
         """The plan's targets in order, as described in the module docstring."""
-        allowed = cloud_allowed(plan.classified, plan.decision, self.config)
-        targets = [t for t in plan.decision.chain if allowed or not leaves_machine(t)]
+        targets = [
+            t
+            for t in plan.decision.chain
+            if target_allowed(t, plan.classified, plan.decision, self.config)
+        ]
         # Each target's window, read off the loop (the model map is parsed on first use).
         limits = await asyncio.to_thread(self._limits_of, targets)
         pending: tuple[Failed, Sendable] | None = None  # a failure before any token, not shown
@@ -204,11 +207,18 @@ class Runner:
     ) -> AsyncGenerator[SessionEvent, None]:
         """One backend's events, tracked on ``attempt`` (energy metered for local)."""
         with ExitStack() as stack:
-            if isinstance(attempt.target, LocalEngine):
+            if isinstance(attempt.target, LocalEngine | LocalServer):
                 from pricing.energy import EnergyMeter
 
+                # A server is priced like the engine: its own `power` (configured watts)
+                # when it says, else this machine's; the same hardware amortisation.
                 power = self.config.local.power
-                meter = EnergyMeter(power.watts, power.source, meters=self._meters)
+                watts = server_watts(self.config, attempt.target)
+                meter = (
+                    EnergyMeter(power.watts, power.source, meters=self._meters)
+                    if watts is None
+                    else EnergyMeter(watts, "configured", meters=self._meters)
+                )
                 # Registered first, so it runs after the meter has stopped.
                 stack.callback(lambda: setattr(attempt, "energy", meter.reading))
                 stack.enter_context(meter)

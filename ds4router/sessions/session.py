@@ -82,17 +82,18 @@ class Session:
         db_path: Path | None = None,
         meters: Sequence[Any] | None = None,
         backends: BackendPool | None = None,
-        keep_history: bool = True,
+        recorder: Recorder | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.project = loaded.project_name
         self.db_path = Path(db_path) if db_path is not None else paths.database_path()
         self.conversation_id: str | None = None
-        # A gateway shares one pool between its requests' sessions (backends are per target,
-        # the local engine once per process); its agents' turns stay out of the history.
+        # A gateway shares one pool and one recorder between its requests' sessions: the
+        # backends are per target (the local engine once per process), the database opened
+        # once; its recorder keeps agents' turns out of the history.
         self.backends = backends if backends is not None else BackendPool(loaded, backend_factory)
-        self.recorder = Recorder(loaded, self.db_path, keep_history=keep_history)
+        self.recorder = recorder if recorder is not None else Recorder(loaded, self.db_path)
         self.runner = Runner(
             loaded, self.backends, lambda: self.recorder.catalog()[0], meters=meters
         )

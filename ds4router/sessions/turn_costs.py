@@ -21,7 +21,7 @@ from typing import Any
 from ds4router import paths
 from ds4router.backends.endpoints import provider_of
 from ds4router.config.loader import LoadedConfig
-from ds4router.config.schema import Config, LocalConfig
+from ds4router.config.schema import Config
 from ds4router.events import Priced
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from ds4router.targets import CloudModel, route_of
@@ -182,7 +182,7 @@ def _price_attempt(
         )
         detail = _cloud_detail(priced, catalog_error)
         return _Costed(row, priced.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
-    local = _local_cost(attempt, config.local)
+    local = _local_cost(attempt, config)
     if attempt.energy is not None:
         extra["duration_s"] = duration = attempt.energy.seconds
     row = LedgerRow.for_local(
@@ -198,9 +198,14 @@ def _price_attempt(
     return _Costed(row, local.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
 
 
-def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
+def _local_cost(attempt: Attempt, config: Config) -> LocalCost:
+    """The engine's cost, or a server's: its own ``power`` when given, else this machine's."""
+    from ds4router.servers import server_watts
+
+    local = config.local
+    watts = server_watts(config, attempt.target)
     model = LocalCostModel(
-        watts=local.power.watts,
+        watts=local.power.watts if watts is None else watts,
         electricity_usd_per_kwh=local.electricity_usd_per_kwh,
         hardware_price_usd=local.hardware.price_usd,
         lifetime_years=local.hardware.lifetime_years,

@@ -131,6 +131,7 @@ class OpenAIServer:
 
     def __init__(self, default: Reply | None = None) -> None:
         self.default = default or ok()
+        self.models: list[str] = []  # what GET /v1/models lists
         self._script: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -258,6 +259,8 @@ def _stream_events(reply: Reply, model: str, include_usage: bool) -> Iterator[tu
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Small SSE chunks go out at once (no Nagle wait for the client's delayed ACK).
+        disable_nagle_algorithm = True
         # A stuck client must not pin a thread forever.
         timeout = 60
 
@@ -293,7 +296,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             server._record(RecordedRequest("GET", self.path, self._headers(), None, time.time()))
             if self.path.rstrip("/").endswith("/models"):
-                self._send_json(200, {"object": "list", "data": []})
+                listed = [{"id": name, "object": "model"} for name in server.models]
+                self._send_json(200, {"object": "list", "data": listed})
             else:
                 self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
 
