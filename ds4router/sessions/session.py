@@ -102,6 +102,7 @@ from ds4router.sessions.conversation import (
     fit_conversation,
 )
 from ds4router.sessions.history import History, Message, title_from
+from ds4router.sessions.journal import Begun, begin, progress
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from ds4router.sessions.turn_costs import (
     Priced,
@@ -338,6 +339,9 @@ class Session:
             decision=decision,
             time=dt.datetime.now(dt.UTC),
         )
+        if decision.target != "refuse":
+            # Written before the first byte leaves: a row that cannot be written stops here.
+            turn.journal = await asyncio.to_thread(self._begin, turn)
         first: SessionEvent = (
             Refused(decision) if decision.target == "refuse" else Routed(decision, classified)
         )
@@ -443,6 +447,8 @@ class Session:
                     ):
                         pending, failed_spec = event, spec
                         break
+                    if isinstance(event, TextDelta | ReasoningDelta) and turn.journal:
+                        self._progress(turn)
                     yield event
             finally:
                 await events.aclose()  # ends the backend's stream and the energy meter
@@ -708,6 +714,25 @@ class Session:
             self._remember(turn, attempt, priced)
         return priced
 
+    def _begin(self, turn: Turn) -> Begun:
+        catalog, _ = self._catalog()
+        with self._db_lock:
+            history = self._history_db() if self.history_enabled else None
+            return begin(
+                turn,
+                self._ledger_db(),
+                history,
+                project=self.project,
+                config=self.config,
+                catalog=catalog,
+            )
+
+    def _progress(self, turn: Turn) -> None:
+        assert turn.journal is not None
+        with self._db_lock:
+            history = self._history if self.history_enabled else None
+            progress(turn.journal, turn, self._ledger_db(), history)
+
     def _remember(self, turn: Turn, attempt: Attempt | None, priced: Priced) -> None:
         """Keep the exchange in the conversation (history, or memory when history is off)."""
         level = turn.classified.privacy.level
@@ -749,9 +774,12 @@ class Session:
         # A title is shown in lists and sidebars: never with a detected secret in it.
         found = [f.finding for f in turn.classified.privacy.findings if f.where is None]
         title = title_from(redact_text(turn.text, found) if found else turn.text)
-        self._history_db().add_turn(
-            turn.conversation_id, user, reply, project=self.project, title=title
-        )
+        if turn.journal is not None and turn.journal.answer_id is not None:
+            self._history_db().finish(turn.journal.answer_id, reply)
+        else:
+            self._history_db().add_turn(
+                turn.conversation_id, user, reply, project=self.project, title=title
+            )
         if answer:
             self._context_level = max(self._context_level or level, level)
             self._context_turns = [*self._context_turns, ContextTurn(turn.prompt, answer, level)]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta, Usage
 from ds4router.routing.request import Attachment
 from ds4router.routing.router import Classified, Decision
+
+if TYPE_CHECKING:
+    from ds4router.sessions.journal import Begun
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Turn:
     attempts: list[Attempt] = field(default_factory=list)
     fell_back: bool = False
     recorded: bool = False
+    # Its write-ahead ledger row and answer, once written (ds4router.sessions.journal).
+    journal: Begun | None = None
 
     @property
     def last(self) -> Attempt | None:

@@ -25,6 +25,7 @@ from ds4router.config.loader import LoadedConfig
 from ds4router.config.schema import Config, LocalConfig
 from ds4router.routing.request import estimate_tokens
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
+from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
@@ -181,7 +182,7 @@ def record_turn(
     cf_usd = None if counterfactual is None else counterfactual.total_usd
     saving = None if cf_usd is None or cost is None else cf_usd - cost
     return Priced(
-        ledger_id=ledger.record(row),
+        ledger_id=_write(ledger, turn, row),
         route=route,
         model=model,
         rule=rule if attempt is not None else decision.rule,
@@ -200,6 +201,14 @@ def record_turn(
         conversation_id=turn.conversation_id,
         usage_estimated=estimated,
     )
+
+
+def _write(ledger: Ledger, turn: Turn, row: LedgerRow) -> int:
+    """The turn's final row: in place of its write-ahead row when it has one."""
+    if turn.journal is None:
+        return ledger.record(row)
+    write_ahead.finish(ledger, turn.journal.ledger_id, row)
+    return turn.journal.ledger_id
 
 
 def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
