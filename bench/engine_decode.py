@@ -8,15 +8,15 @@ tokens greedily with their caches. Reports tok/s of each, their ratio
 (``decode_speedup_vs_reference``), the logits' agreement after prefill, and the
 weight bytes one decoded token reads.
 
-GPU (``--device gpu``, on the device machine with mlx-cuda): Flash's real layer
-sizes (hidden 4096, 64 heads x 512, 256 experts, ff 2048) with random weights
-generated on the GPU -- FP4 (mxfp4) routed experts, FP8 (mxfp8) projections,
-bf16 activations -- for ``--layers`` layers. No reference there; the baseline is
-the GPU's own copy bandwidth measured in the same run, and the result includes
-the per-token time per layer.
+GPU (``--device gpu``, on the device machine with mlx-cuda; ``gpu-dry`` runs the
+same path on this CPU): Flash's real layer sizes with random weights generated
+on the GPU in a recipe's exact layout (``--recipe q2|q4``; without it the older
+mxfp4 experts / mxfp8 projections mix), decode and prefill per ``--context``,
+the bound from the card's copy bandwidth, and ``--ab`` variants: see
+``bench/gpu_decode.py``.
 
 Run: ``python bench/engine_decode.py`` (CPU) or
-``python bench/engine_decode.py --device gpu`` (as many layers as fit).
+``python bench/engine_decode.py --device gpu --recipe q2 --layers 43``.
 
 The reference runs in its own process (``--reference-worker``, driven over a pipe),
 and the two engines' rounds alternate with idle gaps, never overlapping: in one
@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gpu_decode import add_gpu_arguments, run_gpu  # noqa: E402
 
 
 def machine() -> dict[str, Any]:
@@ -390,208 +392,6 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> float:
-    """Bytes/s of a device copy (read + write counted), the same run's bandwidth baseline."""
-    import mlx.core as mx
-
-    a = mx.random.uniform(shape=(nbytes // 4,))
-    mx.eval(a)
-    b = a + 1
-    mx.eval(b)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        b = a + 1
-        mx.eval(b)
-    dt = time.perf_counter() - t0
-    return 2 * nbytes * reps / dt
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def layers_that_fit(one_layer: Any) -> int:
-    """Layers of full-size random weights that fit in ~85% of the device's memory."""
-    import mlx.core as mx
-
-    c = one_layer
-    expert_bytes = c.n_routed_experts * 3 * c.moe_intermediate_size * c.hidden_size * (0.5 + 1 / 32)
-    per_layer = expert_bytes + 0.3e9  # attention, shared expert, compressors (FP8/bf16)
-    fixed = 2 * c.vocab_size * c.hidden_size * 2 + 4e9  # embed + head (bf16), headroom
-    total = mx.device_info().get("memory_size") or mx.device_info().get("total_memory")
-    if not total:
-        return 16
-    return max(2, min(43, int((0.85 * float(total) - fixed) // per_layer)))
-
-
-def smoke_checks() -> dict[str, str]:
-    """Try each kernel the engine needs on this device; 'ok' or the error."""
-    import mlx.core as mx
-
-    from local_engine.model.weights import quantize
-
-    results: dict[str, str] = {}
-
-    def check(name: str, fn: Any) -> None:
-        try:
-            mx.eval(fn())
-            results[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on without it
-            results[name] = f"{type(exc).__name__}: {exc}"[:300]
-
-    x = mx.random.normal((2, 256)).astype(mx.bfloat16)
-    w8 = quantize(mx.random.normal((3, 64, 256)), mode="mxfp8")
-    w4 = quantize(mx.random.normal((8, 64, 256)), mode="mxfp4")
-    idx = mx.array([[1, 5]], dtype=mx.uint32)
-    check(
-        "quantized_matmul_mxfp8_batched",
-        lambda: mx.quantized_matmul(
-            mx.broadcast_to(x, (3, 2, 256)),
-            w8.weight,
-            w8.scales,
-            transpose=True,
-            group_size=32,
-            bits=8,
-            mode="mxfp8",
-        ),
-    )
-    check(
-        "gather_qmm_mxfp4",
-        lambda: mx.gather_qmm(
-            x[:1, None, None, :],
-            w4.weight,
-            w4.scales,
-            rhs_indices=idx,
-            transpose=True,
-            group_size=32,
-            bits=4,
-            mode="mxfp4",
-        ),
-    )
-    q = mx.random.normal((1, 64, 1, 512)).astype(mx.bfloat16)
-    k = mx.random.normal((1, 1, 300, 512)).astype(mx.bfloat16)
-    check(
-        "sdpa_sinks_hd512",
-        lambda: mx.fast.scaled_dot_product_attention(
-            q, k, k, scale=512**-0.5, sinks=mx.zeros((64,), dtype=mx.bfloat16)
-        ),
-    )
-    check("argpartition", lambda: mx.argpartition(mx.random.normal((4, 256)), kth=5, axis=-1))
-    check(
-        "rope_freqs",
-        lambda: mx.fast.rope(
-            q[..., -64:],
-            64,
-            traditional=True,
-            base=None,
-            scale=1.0,
-            offset=mx.array(3),
-            freqs=mx.ones((32,)),
-        ),
-    )
-    return results
-
-
-def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
-    import mlx.core as mx
-
-    from local_engine.checkpoint.random_device import random_weights
-    from local_engine.checkpoint.random_weights import preset_config
-    from local_engine.model.transformer import Model, ModelWeights
-
-    # "gpu-dry" runs this path on the CPU with a small preset, to check it before
-    # spending device time.
-    mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
-    smoke = smoke_checks()
-    dense_format = args.dense_format
-    if smoke["quantized_matmul_mxfp8_batched"] != "ok" and dense_format == "mxfp8":
-        dense_format = "float"  # recorded below: projections fall back to bf16
-    if args.layers == 0:
-        args.layers = layers_that_fit(preset_config(args.preset, num_layers=1))
-    cfg = preset_config(args.preset, num_layers=args.layers)
-    log(f"building {args.layers} random layers, smoke: {smoke}")
-    t0 = time.perf_counter()
-    weights = random_weights(
-        cfg,
-        args.seed,
-        dtype=mx.bfloat16,
-        dense_format=dense_format,
-        expert_format=args.expert_format,
-    )
-    build_s = time.perf_counter() - t0
-    bandwidth = copy_bandwidth()
-    prompt = list(range(1000, 1000 + args.prompt))
-
-    def measure(n_layers: int, compiled: bool) -> dict[str, Any]:
-        sub_cfg = cfg.with_overrides(
-            num_hidden_layers=n_layers,
-            layer_types=cfg.layer_types[:n_layers],
-            mlp_layer_types=cfg.mlp_layer_types[:n_layers],
-        )
-        sub = ModelWeights(
-            weights.embed, weights.head, weights.norm, weights.hc_head, weights.layers[:n_layers]
-        )
-        model = Model(sub_cfg, sub, dtype=mx.bfloat16, compile=compiled)
-        MlxRunner(model, prompt[:8]).decode(4)  # warm-up: the T=1 and T=8 graphs
-        runner = MlxRunner(model, prompt)  # first prefill at this size compiles its graph
-        runner.decode(2)
-        runner = MlxRunner(model, prompt)
-        rounds = [runner.decode(args.steps) for _ in range(args.rounds)]
-        return {
-            "layers": n_layers,
-            "compiled": compiled,
-            "fused_hc": model.fused_hc,
-            "prefill_s": runner.prefill_s,
-            "prefill_tok_s": args.prompt / runner.prefill_s,
-            "decode_ms_per_token_best": min(rounds) * 1e3,
-            "decode_ms_per_token_rounds": [r * 1e3 for r in rounds],
-            "weight_bytes_per_decoded_token": model.weight_bytes_per_token(),
-        }
-
-    log(f"built in {build_s:.1f}s, peak {mx.get_peak_memory() / 1e9:.1f} GB")
-    full = measure(args.layers, True)
-    log(f"full: {full}")
-    few = measure(args.few_layers, True)
-    log(f"few: {few}")
-    uncompiled = measure(args.few_layers, False)
-    log(f"uncompiled: {uncompiled}")
-    per_layer_ms = (full["decode_ms_per_token_best"] - few["decode_ms_per_token_best"]) / (
-        args.layers - args.few_layers
-    )
-    per_token_s = full["decode_ms_per_token_best"] / 1e3
-    bytes_tok = full["weight_bytes_per_decoded_token"]
-    return {
-        "bench": "engine_decode",
-        "device": args.device,
-        "preset": args.preset,
-        "dtype": "bfloat16",
-        "dense_format": dense_format,
-        "expert_format": args.expert_format,
-        "smoke_checks": smoke,
-        "config": cfg.to_dict() | {"random_weights": None},
-        "layers": args.layers,
-        "prompt_tokens": args.prompt,
-        "decode_rounds": args.rounds,
-        "decode_tokens_per_round": args.steps,
-        "parameters": Model(cfg, weights, dtype=mx.bfloat16, compile=False).num_parameters(),
-        "weight_bytes_by_dtype": Model(cfg, weights, compile=False).weight_bytes_by_dtype(),
-        "runs": [full, few, uncompiled],
-        "decode_tok_s": 1 / per_token_s,
-        "decode_ms_per_token": per_token_s * 1e3,
-        "decode_ms_per_token_per_layer_average": per_token_s * 1e3 / args.layers,
-        # Slope between the two layer counts: one layer's cost without embed/head.
-        "decode_ms_per_layer_marginal": per_layer_ms,
-        "compile_speedup_decode": uncompiled["decode_ms_per_token_best"]
-        / few["decode_ms_per_token_best"],
-        "copy_bandwidth_GBps": bandwidth / 1e9,
-        "decode_weight_bandwidth_GBps": bytes_tok / per_token_s / 1e9,
-        "decode_fraction_of_copy_bandwidth": bytes_tok / per_token_s / bandwidth,
-        "peak_memory_GB": mx.get_peak_memory() / 1e9,
-        "build_s": build_s,
-        "machine": machine(),
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "gpu", "gpu-dry"], default="cpu")
@@ -605,12 +405,12 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=None, help="prompt tokens")
     p.add_argument("--steps", type=int, default=None, help="decoded tokens per round")
     p.add_argument("--rounds", type=int, default=4, help="timed decode rounds")
-    p.add_argument("--few-layers", type=int, default=4, help="GPU mode: the smaller layer count")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
     p.add_argument("--expert-format", default="mxfp4", choices=["mxfp4", "mxfp8", "float"])
     p.add_argument("--reference-worker", action="store_true", help=argparse.SUPPRESS)
+    add_gpu_arguments(p)
     args = p.parse_args()
     if args.reference_worker:
         args.layers = args.layers or 8
@@ -623,9 +423,9 @@ def main() -> None:
         args.steps = args.steps or 8
         result = run_cpu(args)
     else:
-        args.layers = 0 if args.layers is None else args.layers  # 0: as many as fit
-        args.prompt = args.prompt or 1024
+        args.layers = args.layers or 43
         args.steps = args.steps or 32
+        args.rounds = min(args.rounds, 3)
         result = run_gpu(args)
     text = json.dumps(result)
     print(text)

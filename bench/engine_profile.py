@@ -9,8 +9,10 @@ boundary. Also the whole step unsynchronised, for comparison. Where the device
 runs the fused mHC kernel (local_engine/model/hyper_connections.py), everything is
 measured twice in the same run, with and without it. Prints one JSON line.
 
-    python bench/engine_profile.py --device gpu    # on the GPU machine
+    python bench/engine_profile.py --device gpu --recipe q2   # on the GPU machine
     python bench/engine_profile.py --device cpu --preset tiny   # a dry run here
+
+Runs from any directory (it puts the repository on ``sys.path`` itself).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -29,12 +35,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--prompt", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument(
-        "--expert-format",
-        default="mxfp4",
-        choices=["mxfp4", "mxfp8", "float", "affine2", "affine4"],
-        help="affineN: random N-bit affine codes (group 64), as the q2/q4 recipes store experts",
-    )
+    p.add_argument("--recipe", default=None, help="q2 | q4: the recipe's exact layout")
+    p.add_argument("--expert-format", default="mxfp4", choices=["mxfp4", "mxfp8", "float"])
     p.add_argument("--dense-format", default="mxfp8", choices=["mxfp8", "float"])
     p.add_argument(
         "--no-hc-kernel",
@@ -46,23 +48,14 @@ def main() -> None:
 
     import mlx.core as mx
 
-    from local_engine.checkpoint.random_device import random_weights
+    from bench.gpu_bench import build_weights
     from local_engine.checkpoint.random_weights import preset_config
     from local_engine.model.hyper_connections import fused_kernel_ready, fused_weights, mix_weights
     from local_engine.model.transformer import Model
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     cfg = preset_config(args.preset, num_layers=args.layers)
-    affine_bits = int(args.expert_format[6:]) if args.expert_format.startswith("affine") else 0
-    weights = random_weights(
-        cfg,
-        0,
-        dtype=mx.bfloat16,
-        dense_format=args.dense_format,
-        expert_format="mxfp4" if affine_bits else args.expert_format,
-    )
-    if affine_bits:
-        weights = with_affine_experts(weights, affine_bits)
+    weights = build_weights(cfg, args.recipe, args.dense_format, args.expert_format)
     variants = [False] + ([True] if args.hc_kernel and fused_kernel_ready(**hc_kw(cfg)) else [])
     runs = {}
     last_logits = {}
@@ -76,7 +69,8 @@ def main() -> None:
         "preset": args.preset,
         "layers": args.layers,
         "layer_types": list(cfg.layer_types),
-        "expert_format": args.expert_format,
+        "recipe": args.recipe,
+        "expert_format": None if args.recipe else args.expert_format,
         "dense_format": args.dense_format,
         "prompt_tokens": args.prompt,
         "runs": runs,
@@ -179,39 +173,6 @@ def profile(model: Any, cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
         "decode_step_ms_per_layer": round(statistics.median(whole) * 1e3 / args.layers, 4),
         "synced_pieces_ms_per_layer": per_layer,
     }, last[0, -1].astype(mx.float32)
-
-
-def with_affine_experts(weights: Any, bits: int, group: int = 64) -> Any:
-    """The same model with its routed experts as random ``bits``-bit affine codes.
-
-    Only the speed is of interest: codes are random, scales keep activations small.
-    """
-    from dataclasses import replace
-
-    import mlx.core as mx
-
-    from local_engine.model.weights import ExpertWeights, QuantizedWeight
-
-    def random_affine(e: int, out: int, inp: int) -> QuantizedWeight:
-        halves = mx.random.randint(0, 1 << 16, (2, e, out, inp * bits // 32)).astype(mx.uint32)
-        codes = halves[0] | (halves[1] << 16)
-        scales = mx.full((e, out, inp // group), 0.02 / (2**bits - 1), dtype=mx.bfloat16)
-        biases = mx.full((e, out, inp // group), -0.01, dtype=mx.bfloat16)
-        mx.eval(codes, scales, biases)
-        return QuantizedWeight(codes, scales, biases, group, bits, "affine")
-
-    layers = []
-    for lw in weights.layers:
-        ex = lw.moe.experts
-        new = ExpertWeights(
-            gate_up=random_affine(ex.num_experts, 2 * ex.intermediate, ex.hidden),
-            down=random_affine(ex.num_experts, ex.hidden, ex.intermediate),
-            num_experts=ex.num_experts,
-            intermediate=ex.intermediate,
-            hidden=ex.hidden,
-        )
-        layers.append(replace(lw, moe=replace(lw.moe, experts=new)))
-    return replace(weights, layers=layers)
 
 
 if __name__ == "__main__":

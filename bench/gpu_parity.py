@@ -11,6 +11,16 @@ line with the largest |delta| of each pair and per-position medians.
 
 Without the override, MLX's CUDA float32 matmuls run as TF32 (~3e-4 relative,
 measured here by ``fp32_matmul_gpu_vs_cpu_rel``), and routing decisions can flip.
+
+``q2``: the same tiny config in the q2 recipe's exact layout (affine 2-bit experts,
+mxfp8 attention and shared expert, affine 8-bit head; random_device.py), bf16, run
+on the GPU and on the CPU from the same arrays: the share of positions whose top-1
+token agrees, and the largest |delta| against the logits' scale. bf16 rounding
+differs between the backends' kernels, so these are not zero; a broken quantized
+kernel shows as agreement far under 1 and deltas of the logits' own size.
+
+The mHC kernels' self-check (``hc_self_check``) is printed too: the kernels' and the
+MLX ops' relative differences from a float64 host reference, at float32 and bf16.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ def main() -> None:
         steps += [model(ids[:, t : t + 1], cache=cache) for t in range(250, 300)]
         return np.array(mx.concatenate(steps, axis=1))[0], model.fused_hc
 
+    q2 = q2_check(cfg, ids)
     cpu, _ = logits(mx.cpu, False)
     plain, _ = logits(mx.gpu, False)
     fused, fused_on = logits(mx.gpu, None)
@@ -76,9 +87,51 @@ def main() -> None:
                 "fp32_matmul_gpu_vs_cpu_rel": float(
                     np.abs(on_gpu - on_cpu).max() / np.abs(on_cpu).max()
                 ),
+                "q2_bf16_gpu_vs_cpu": q2,
+                "hc_self_check": hc_reports(),
             }
         )
     )
+
+
+def q2_check(cfg: Any, ids: Any) -> dict[str, float]:
+    """bf16 logits of a q2-layout model on the GPU against the same model on the CPU."""
+    import mlx.core as mx
+    import numpy as np
+
+    from local_engine.checkpoint.random_device import random_weights
+    from local_engine.checkpoint.recipes import load_recipe
+    from local_engine.model.transformer import Model
+
+    mx.set_default_device(mx.cpu)
+    weights = random_weights(cfg, 5, dtype=mx.bfloat16, recipe=load_recipe("q2"))
+    out = {}
+    for name, device in (("cpu", mx.cpu), ("gpu", mx.gpu)):
+        mx.set_default_device(device)
+        model = Model(cfg, weights, dtype=mx.bfloat16, compile=True)
+        cache = model.make_cache()
+        steps = [model(ids[:, :250], cache=cache)]
+        steps += [model(ids[:, t : t + 1], cache=cache) for t in range(250, 300)]
+        out[name] = np.array(mx.concatenate(steps, axis=1).astype(mx.float32))[0]
+    gpu, cpu = out["gpu"], out["cpu"]
+    return {
+        "positions": int(cpu.shape[0]),
+        "top1_agreement": float((gpu.argmax(-1) == cpu.argmax(-1)).mean()),
+        "max_abs_delta": float(np.abs(gpu - cpu).max()),
+        "median_abs_delta": float(np.median(np.abs(gpu - cpu).max(axis=-1))),
+        "logit_scale": float(np.abs(cpu).max()),
+    }
+
+
+def hc_reports() -> dict[str, Any]:
+    import mlx.core as mx
+
+    from local_engine.model.hyper_connections import gpu_backend, self_check_report
+
+    mx.set_default_device(mx.gpu)
+    if gpu_backend() is None:
+        return {"skipped": "no CUDA or Metal default device"}
+    return {str(dt): self_check_report(4, 20, 1e-6, 4096, dt) for dt in (mx.float32, mx.bfloat16)}
 
 
 if __name__ == "__main__":

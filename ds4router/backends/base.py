@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ds4router.backends.events import Event
 from ds4router.backends.health import Health
+from ds4router.events import BackendEvent
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Backend(Protocol):
     task or thread; streams in flight end with ``Failed(kind="cancelled")``.
     """
 
-    def stream(self, request: BackendRequest) -> AsyncIterator[Event]: ...
+    def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]: ...
 
     def cancel(self) -> None: ...
 

@@ -29,18 +29,18 @@ from typing import Any, TypeVar
 from ds4router.backends import cloud_errors
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.endpoints import ModelTarget, resolve
-from ds4router.backends.events import (
-    Done,
-    Event,
-    Failed,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import FailureWindow, Health, Reachability
 from ds4router.config.schema import CloudConfig
+from ds4router.events import (
+    BackendEvent,
+    Done,
+    Failed,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    failed,
+)
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class CloudBackend:
                 return Health("offline", f"cannot reach {probe.endpoint}: {probe.detail}")
         return self.failures.health(target.model)
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         target = resolve(request.model, self.config)
         problem = self._key_problem(target)
         if problem is not None:
@@ -259,7 +259,7 @@ class CloudBackend:
 
     async def _run(
         self, request: BackendRequest, target: ModelTarget, flight: Flight
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[BackendEvent]:
         litellm = load_litellm()
         timeouts = self.config.timeouts
         key = self._key(target)
@@ -425,7 +425,7 @@ class CloudBackend:
             raise _Cancelled()
         raise _TimedOut(what)
 
-    def _estimate(self, request: BackendRequest, answer: _Answer) -> Usage:
+    def _estimate(self, request: BackendRequest, answer: _Answer) -> TokenUsage:
         """Usage counted locally with LiteLLM's tokenizer, marked estimated."""
         litellm = load_litellm()
         text = "".join(answer.text)
@@ -440,7 +440,7 @@ class CloudBackend:
 
         output_reasoning = count(text=reasoning) if reasoning else 0
         output_text = count(text=text) if text else 0
-        return Usage(
+        return TokenUsage(
             input_tokens=count(messages=request.messages),
             output_tokens=output_text + output_reasoning,
             reasoning_tokens=output_reasoning,
@@ -465,8 +465,8 @@ async def _close(response: Any) -> None:
         pass
 
 
-def _events(chunk: Any, answer: _Answer) -> list[Event]:
-    events: list[Event] = []
+def _events(chunk: Any, answer: _Answer) -> list[BackendEvent]:
+    events: list[BackendEvent] = []
     usage = getattr(chunk, "usage", None)
     if usage is not None:
         answer.usage = usage
@@ -490,7 +490,7 @@ def _events(chunk: Any, answer: _Answer) -> list[Event]:
     return events
 
 
-def _provider_usage(response: Any, usage: Any) -> Usage | None:
+def _provider_usage(response: Any, usage: Any) -> TokenUsage | None:
     """The provider's own usage, or None when it sent none.
 
     LiteLLM fills in a usage chunk from its tokenizer when the provider omitted
@@ -510,10 +510,10 @@ def _provider_usage(response: Any, usage: Any) -> Usage | None:
         getattr(prompt_details, "cache_creation_tokens", 0)
     )
     reasoning = _int(getattr(completion_details, "reasoning_tokens", 0))
-    return Usage(
+    return TokenUsage(
         input_tokens=prompt,
         cached_input_tokens=min(cached, prompt),
-        cache_write_tokens=cache_write,
+        cache_write_tokens=min(cache_write, prompt - min(cached, prompt)),
         output_tokens=completion,
         reasoning_tokens=min(reasoning, completion),
         estimated=False,

@@ -37,24 +37,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
-    Done,
-    ErrorKind,
-    Event,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
+from ds4router.backends.engine_port import SerialWorker
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
-from local_engine.runtime.worker import SerialWorker
+from ds4router.events import (
+    BackendEvent,
+    Done,
+    ErrorKind,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    failed,
+)
 
 if TYPE_CHECKING:
+    from ds4router.backends.engine_port import (
+        Engine,
+        GenerationParams,
+        GenerationStats,
+        LoadProgress,
+    )
     from ds4router.config.loader import LoadedConfig
-    from local_engine.checkpoint.loader import LoadProgress
-    from local_engine.runtime.engine import Engine
-    from local_engine.runtime.generate import GenerationParams, GenerationStats
 
 # A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
 # answer with code, short of the model's own limits).
@@ -302,11 +305,11 @@ def _engine_class(kind: EngineKind) -> Any:
     """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
     match kind:
         case "mlx-lm":
-            from local_engine.runtime.mlx_lm_engine import MlxLmEngine
+            from ds4router.backends.engine_port import MlxLmEngine
 
             return MlxLmEngine
         case _:
-            from local_engine.runtime.engine import Engine
+            from ds4router.backends.engine_port import Engine
 
             return Engine
 
@@ -321,7 +324,7 @@ def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
 
 
 def _message(exc: BaseException) -> str:
-    from local_engine.errors import EngineError
+    from ds4router.backends.engine_port import EngineError
 
     text = str(exc).strip()
     if isinstance(exc, EngineError) and text:
@@ -331,11 +334,10 @@ def _message(exc: BaseException) -> str:
 
 def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
     """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
-    from local_engine.errors import EngineError
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import EngineError, load_config
 
     if kind == "mlx-lm":
-        from local_engine.runtime.mlx_lm_files import check_model_path
+        from ds4router.backends.engine_port import check_model_path
 
         return check_model_path(path)
     if not path.is_dir():
@@ -505,7 +507,7 @@ class LocalBackend:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
         self._flights.cancel_all()  # the engine checks ``stop`` between prefill chunks and tokens
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() after stream() started reaches it.
         # ``stop`` is set when it ends, also when the consumer stops listening: the engine
         # thread must not decode on for nobody (and hold the engine meanwhile).
@@ -514,7 +516,7 @@ class LocalBackend:
                 yield event
 
     # -- one request -----------------------------------------------------------------------
-    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[Event]:
+    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[BackendEvent]:
         started = time.perf_counter()
         name = request.model
         if self.model_path is None:
@@ -562,7 +564,7 @@ class LocalBackend:
                 text.append(item.text)
                 yield ReasoningDelta(item.text)
             elif isinstance(item, kinds.Usage):
-                yield Usage(
+                yield TokenUsage(
                     input_tokens=item.prompt_tokens,
                     output_tokens=item.generated_tokens,
                     reasoning_tokens=item.reasoning_tokens,
@@ -608,7 +610,7 @@ class LocalBackend:
         return load.engine if load.state == "ready" else None
 
     def _params(self, request: BackendRequest) -> GenerationParams:
-        from local_engine.runtime.generate import GenerationParams
+        from ds4router.backends.engine_port import GenerationParams
 
         options: dict[str, Any] = dict(KIND_SAMPLING.get(self.kind, {}))
         options.update({k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra})
@@ -649,8 +651,7 @@ class LocalBackend:
         events: asyncio.Queue[Any],
     ) -> None:
         """On the engine thread: engine events onto the stream's queue, then ``_END``."""
-        from local_engine.errors import EngineError
-        from local_engine.runtime.chat import ChatEncodingError
+        from ds4router.backends.engine_port import ChatEncodingError, EngineError
 
         def put(item: object) -> None:
             try:
@@ -717,28 +718,28 @@ class LocalBackend:
     @staticmethod
     def _estimated_usage(
         engine: Engine, request: BackendRequest, params: GenerationParams, text: list[str]
-    ) -> Usage:
+    ) -> TokenUsage:
         """Usage after a mid-stream failure (the engine reports none then), re-counted."""
         try:
             prompt = len(engine.encode_messages(request.messages, params))
             output = len(engine.tokenizer.encode("".join(text)))
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
-        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+        return TokenUsage(input_tokens=prompt, output_tokens=output, estimated=True)
 
 
 def _label(path: Path) -> str:
-    """"demo-size model: " before the demo model's path, so nobody mistakes its answers."""
+    """ "demo-size model: " before the demo model's path, so nobody mistakes its answers."""
     from ds4router.demo_model import LABEL, is_demo
 
     return f"{LABEL}: " if is_demo(path) else ""
 
 
 def _engine_types() -> Any:
-    """``local_engine.runtime.generate``, imported when a stream runs (never at import time)."""
-    import local_engine.runtime.generate as generate
+    """The engine's event types, resolved when a stream runs (never at import time)."""
+    from ds4router.backends import engine_port
 
-    return generate
+    return engine_port
 
 
 def forget_load(path: str | Path) -> bool:

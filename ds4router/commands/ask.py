@@ -20,11 +20,12 @@ import click
 
 from ds4router.commands.common import load_project_config, project_option, read_text_argument
 from ds4router.errors import Ds4RouterError
+from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
-    from ds4router.backends.events import Failed
+    from ds4router.events import Failed, Priced
     from ds4router.routing.router import Decision
-    from ds4router.sessions.session import Priced, Session
+    from ds4router.sessions.session import Session
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
@@ -65,7 +66,8 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        outcome = asyncio.run(_ask(session, body, files, model, conversation_id, as_json))
+        target = None if model is None else explicit_target(model)
+        outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
@@ -88,7 +90,7 @@ async def _ask(
     session: Session,
     text: str,
     files: tuple[str, ...],
-    model: str | None,
+    model: Target | None,
     conversation_id: str | None,
     as_json: bool,
 ) -> int:
@@ -96,9 +98,18 @@ async def _ask(
     import asyncio
     import signal
 
-    from ds4router.backends.events import Done, Failed, Notice, ReasoningDelta, TextDelta
+    from ds4router.events import (
+        Done,
+        Failed,
+        FallbackTaken,
+        Notice,
+        Priced,
+        ReasoningDelta,
+        Refused,
+        Routed,
+        TextDelta,
+    )
     from ds4router.routing.explain import badge
-    from ds4router.sessions.session import FallbackTaken, Priced, Refused, Routed
 
     loop = asyncio.get_running_loop()
     presses = 0
@@ -141,7 +152,11 @@ async def _ask(
                 out.refused(event.decision)
             elif isinstance(event, FallbackTaken):
                 out.fallbacks.append(
-                    {"from": event.from_target, "to": event.to_target, "reason": event.reason}
+                    {
+                        "from": str(event.from_target),
+                        "to": str(event.to_target),
+                        "reason": event.reason,
+                    }
                 )
                 out.note(
                     f"{event.from_target} failed before any token: {event.reason} "
@@ -255,7 +270,8 @@ class Output:
         return "ok"
 
     def _json(self, status: str) -> dict[str, Any]:
-        from ds4router.sessions.session import priced_fields
+        from ds4router.routing.explain import target_kind
+        from ds4router.sessions.turn_costs import priced_fields
 
         data: dict[str, Any] = {
             "status": status,
@@ -265,7 +281,7 @@ class Output:
         }
         if self.decision is not None:
             data.update(
-                target=self.decision.target,
+                target=target_kind(self.decision),
                 privacy=str(self.decision.privacy),
                 task=self.decision.task,
                 reasons=list(self.decision.reasons),
@@ -296,7 +312,7 @@ def badge_reason(decision: Decision) -> str:
 def footer(priced: Priced) -> str:
     """``── cloud · openai/gpt-4.1 · rule default · 11 in / 4 out tok · 52.1 tok/s · $0.000054 ·
     saved $0.0012 vs anthropic/claude-opus-4-7``"""
-    from ds4router.sessions.session import money
+    from ds4router.sessions.turn_costs import money
 
     parts = [priced.route]
     if priced.model:

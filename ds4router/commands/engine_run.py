@@ -28,7 +28,7 @@ from ds4router.errors import Ds4RouterError
 from ds4router.textio import read_stdin, read_text_any
 
 if TYPE_CHECKING:
-    from local_engine.runtime.engine import Engine
+    from ds4router.backends.engine_port import Engine
 
 # local_engine.checkpoint.random_weights.PRESETS, spelled out so `--help` imports nothing heavy.
 PRESETS = ("tiny", "small", "full-layer")
@@ -40,7 +40,7 @@ GIB = 1024**3
 @contextlib.contextmanager
 def engine_errors() -> Iterator[None]:
     """Engine failures become one actionable line (exit 2), never a traceback."""
-    from local_engine.errors import EngineError
+    from ds4router.backends.engine_port import EngineError
 
     try:
         yield
@@ -59,7 +59,7 @@ def _memory_option(func: Any) -> Any:
 
 
 def load_engine(path: str, memory_limit_gb: float | None) -> Engine:
-    from local_engine.runtime.engine import Engine
+    from ds4router.backends.engine_port import Engine
 
     limit = None if memory_limit_gb is None else int(memory_limit_gb * GIB)
     # A live progress line on a terminal only: piped stderr stays clean for scripts.
@@ -242,7 +242,7 @@ def generate_command(
     instead of prefilled, and the new states are saved there for the next run.
     """
     text = _prompt_text(prompt, prompt_file)
-    from local_engine.runtime.generate import Done, GenerationParams, ReasoningDelta, TextDelta
+    from ds4router.backends.engine_port import Done, GenerationParams, ReasoningDelta, TextDelta
 
     engine = load_engine(path, memory_limit_gb)
     with engine_errors():
@@ -343,7 +343,7 @@ def generate_command(
 
 def _prepare_out_dir(out: Path) -> None:
     """OUT must be new, empty, or an earlier random checkpoint (replaced, nothing else)."""
-    from local_engine.model.config import RANDOM_MARKER_KEY
+    from ds4router.backends.engine_port import RANDOM_MARKER_KEY
 
     if out.exists() and not out.is_dir():
         raise Ds4RouterError(f"{out} is a file; give a directory to write the checkpoint in")
@@ -378,7 +378,7 @@ def init_random_command(out: Path, preset: str, seed: int, layers: int | None) -
     """Write a random-weight checkpoint (official layout) to OUT, for tests and demos."""
     out = out.expanduser()
     _prepare_out_dir(out)
-    from local_engine.checkpoint.random_weights import write_random_checkpoint
+    from ds4router.backends.engine_port import write_random_checkpoint
 
     with engine_errors():
         try:

@@ -9,8 +9,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from ds4router import targets
 from ds4router.routing.levels import PrivacyLevel
 
 TASK_TYPES: tuple[str, ...] = (
@@ -25,17 +35,16 @@ TASK_TYPES: tuple[str, ...] = (
     "chat",
 )
 
-_TARGET_RE = re.compile(r"^(local|refuse|cloud:[A-Za-z0-9_.\-/:@]+)$")
 
-
-def check_target(value: str) -> str:
-    """A route target: ``local``, ``refuse`` or ``cloud:<litellm model id>``."""
-    if not _TARGET_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a target; use 'local', 'refuse' or 'cloud:<model id>' "
-            "(for example 'cloud:openai/gpt-4.1')"
-        )
-    return value
+def check_target(value: object) -> targets.Target:
+    """A route target from its YAML spelling (:func:`ds4router.targets.parse_target`)."""
+    if isinstance(value, targets.LocalEngine | targets.LocalServer | targets.CloudModel):
+        return value  # a default, or a model built in code
+    if isinstance(value, targets.Refuse):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a target; use {targets.SPELLINGS}")
+    return targets.parse_target(value)
 
 
 def check_regexes(patterns: list[str]) -> list[str]:
@@ -48,7 +57,15 @@ def check_regexes(patterns: list[str]) -> list[str]:
     return patterns
 
 
-Target = Annotated[str, Field(description="local | refuse | cloud:<model>")]
+# Parsed once, here; dumped (config show, the settings screen) as its YAML spelling.
+Target = Annotated[
+    targets.Target,
+    PlainValidator(check_target),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "description": "local | local:<server> | refuse | cloud:<model>"}
+    ),
+]
 Fraction = Annotated[float, Field(ge=0.0)]
 
 
@@ -104,31 +121,16 @@ class RouteRule(Strict):
     when: RuleWhen = Field(default_factory=RuleWhen)
     to: Target
 
-    @field_validator("to")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        return check_target(value)
-
 
 class FallbackConfig(Strict):
-    cloud_unavailable: Target | None = "local"
+    cloud_unavailable: Target | None = targets.LocalEngine()
     local_unavailable: Target | None = None
-
-    @field_validator("cloud_unavailable", "local_unavailable")
-    @classmethod
-    def _targets(cls, value: str | None) -> str | None:
-        return None if value is None else check_target(value)
 
 
 class BudgetConfig(Strict):
     monthly_usd: float | None = Field(default=None, ge=0)
     warn_at: list[Fraction] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    when_exceeded: Target = "local"
-
-    @field_validator("when_exceeded")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        return check_target(value)
+    when_exceeded: Target = targets.LocalEngine()
 
 
 class PriceRates(Strict):
@@ -232,7 +234,7 @@ class Config(Strict):
     project: str | None = None
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     routes: list[RouteRule] = Field(default_factory=list)
-    default: Target = "local"
+    default: Target = targets.LocalEngine()
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
@@ -241,11 +243,6 @@ class Config(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     history: Literal["on", "off"] = "on"
     keymap: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("default")
-    @classmethod
-    def _default_target(cls, value: str) -> str:
-        return check_target(value)
 
     @field_validator("history", mode="before")
     @classmethod

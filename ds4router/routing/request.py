@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ds4router.routing.levels import PrivacyLevel
+from ds4router.targets import Target
 
 PRIVACY_TAG = re.compile(r"(?<!\S)#(public|internal|confidential|secret)\b", re.IGNORECASE)
 TASK_TAG = re.compile(r"(?<!\S)/task[ \t]+([A-Za-z][\w\-]*)")
@@ -32,7 +33,7 @@ class Attachment:
 class Request:
     text: str
     attachments: tuple[Attachment, ...] = ()
-    model: str | None = None  # an explicit `--model`: still subject to the privacy invariant
+    model: Target | None = None  # an explicit `--model`: still subject to the privacy invariant
 
 
 def privacy_tags(text: str) -> list[PrivacyLevel]:

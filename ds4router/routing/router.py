@@ -12,15 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import assert_never
 
 from ds4router.config.schema import Config, RouteRule
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import PrivacyResult
 from ds4router.routing.tasks import TaskResult
-
-TargetKind = Literal["local", "cloud", "refuse"]
-LOCAL_MODEL = "local/deepseek-v4-flash"
+from ds4router.targets import (
+    LOCAL_MODEL,
+    CloudModel,
+    LocalEngine,
+    LocalServer,
+    Refuse,
+    Sendable,
+    Target,
+    leaves_machine,
+    model_of,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class Classified:
     privacy: PrivacyResult
     task: TaskResult
     tokens: int
-    model: str | None = None  # explicit model chosen by the user (`--model`)
+    model: Target | None = None  # explicit target chosen by the user (`--model`)
 
 
 @dataclass(frozen=True)
@@ -55,21 +63,24 @@ class RuleTrace:
 
 @dataclass(frozen=True)
 class Decision:
-    target: TargetKind
-    model: str | None  # the cloud model id, LOCAL_MODEL, or None when refused
+    target: Target
+    model: str | None  # the cloud model id, the local model's id, or None when refused
     rule: str | None  # the rule that chose the target ("default", "budget", ...)
     privacy: PrivacyLevel
     task: str
     reasons: tuple[str, ...]
-    fallbacks: tuple[str, ...] = ()  # targets to try if this one fails before any token
+    fallbacks: tuple[Sendable, ...] = ()  # targets to try if this one fails before any token
     trace: tuple[RuleTrace, ...] = field(default=())
     fix: str | None = None  # for `refuse`: the change that would allow the request
 
     @property
-    def target_spec(self) -> str:
-        if self.target == "cloud":
-            return f"cloud:{self.model}"
-        return self.target
+    def chain(self) -> tuple[Sendable, ...]:
+        """The targets to try, in order: the chosen one, then its fallbacks (none if refused)."""
+        match self.target:
+            case Refuse():
+                return ()
+            case LocalEngine() | LocalServer() | CloudModel() as chosen:
+                return (chosen, *self.fallbacks)
 
 
 def local_model_id(config: Config) -> str:
@@ -82,16 +93,6 @@ def local_model_id(config: Config) -> str:
     if is_demo(engine.model_path):
         return MODEL_ID
     return f"local/{Path(engine.model_path).stem}"
-
-
-def parse_target(spec: str, local_model: str = LOCAL_MODEL) -> tuple[TargetKind, str | None]:
-    if spec == "local":
-        return "local", local_model
-    if spec == "refuse":
-        return "refuse", None
-    if spec.startswith("cloud:"):
-        return "cloud", spec[len("cloud:") :]
-    raise ValueError(f"not a target: {spec!r}")
 
 
 def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tuple[bool, str]:
@@ -150,108 +151,131 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     trace: list[RuleTrace] = []
 
     # 1. The first matching rule, or the default (or the user's explicit model).
+    target: Target
     if request.model is not None:
-        spec = request.model if request.model in ("local", "refuse") else _as_cloud(request.model)
+        target = request.model
         rule_name: str | None = "explicit model"
-        reasons.append(f"model chosen explicitly: {spec}")
+        reasons.append(f"model chosen explicitly: {target}")
     else:
-        spec, rule_name = config.default, "default"
+        target, rule_name = config.default, "default"
         for rule in config.routes:
             matched, why = match_rule(rule, request, state)
             trace.append(RuleTrace(rule.name, matched, why))
             if matched:
-                spec, rule_name = rule.to, rule.name
+                target, rule_name = rule.to, rule.name
                 reasons.append(f"rule '{rule.name}' matched ({why}) -> {rule.to}")
                 break
         else:
             reasons.append(f"no rule matched -> default {config.default}")
 
     # 2. The budget: an exhausted month keeps cloud traffic off.
-    if spec.startswith("cloud:") and state.over_budget:
+    if isinstance(target, CloudModel) and state.over_budget:
         redirect = config.budget.when_exceeded
-        if redirect != spec:
+        if redirect != target:
             words = _budget_words(state)
             reasons.append(f"over the monthly budget{words} -> {redirect} (budget.when_exceeded)")
-            spec, rule_name = redirect, "budget"
+            target, rule_name = redirect, "budget"
 
     # 3. Backend health, along the configured fallbacks (at most one hop each way).
     for _ in range(2):
-        if (
-            spec.startswith("cloud:")
-            and not state.cloud_available
-            and config.fallback.cloud_unavailable
-        ):
-            nxt = config.fallback.cloud_unavailable
-            why = _detail(state.cloud_detail)
-            reasons.append(f"cloud unavailable{why} -> {nxt} (fallback.cloud_unavailable)")
-            spec, rule_name = nxt, "fallback"
-        elif spec == "local" and not state.local_available and config.fallback.local_unavailable:
-            nxt = config.fallback.local_unavailable
-            why = _detail(state.local_detail)
-            reasons.append(f"local engine unavailable{why} -> {nxt} (fallback.local_unavailable)")
-            spec, rule_name = nxt, "fallback"
-        else:
+        hop = _health_hop(target, config, state)
+        if hop is None:
             break
+        target, reason = hop
+        reasons.append(reason)
+        rule_name = "fallback"
 
     # 4. The privacy invariant, whatever happened above.
-    fix = None
-    if spec.startswith("cloud:") and not cloud_allowed:
-        why = f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
-        if state.local_available:
-            reasons.append(f"{why} -> local")
-            spec, rule_name = "local", "privacy"
-        else:
-            reasons.append(
-                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
-            )
-            spec, rule_name = "refuse", "privacy"
-            fix = _privacy_fix(level)
-    elif spec == "local" and not state.local_available:
-        reasons.append(
-            f"the local engine is unavailable{_detail(state.local_detail)} and no fallback applies"
-        )
-        if cloud_allowed:
-            fix = (
-                "start or configure the local engine (local.engine.model_path), or set "
-                "fallback.local_unavailable: 'cloud:<model>' in .ds4router.yaml"
-            )
-        else:
-            fix = _privacy_fix(level)
-        spec, rule_name = "refuse", rule_name
-    elif spec == "refuse" and fix is None:
-        fix = "change or remove the rule that refuses, in .ds4router.yaml"
-
-    target, model = parse_target(spec, local_model_id(config))
-    fallbacks = _fallbacks(spec, config, cloud_allowed) if target != "refuse" else ()
+    target, rule_name, fix = _enforce(target, rule_name, level, limit, state, reasons)
     return Decision(
         target=target,
-        model=model,
+        model=model_of(target, local_model_id(config)),
         rule=rule_name,
         privacy=level,
         task=request.task.task,
         reasons=tuple(reasons),
-        fallbacks=fallbacks,
+        fallbacks=_fallbacks(target, config, cloud_allowed),
         trace=tuple(trace),
         fix=fix,
     )
 
 
-def _fallbacks(spec: str, config: Config, cloud_allowed: bool) -> tuple[str, ...]:
+def _health_hop(target: Target, config: Config, state: RouterState) -> tuple[Target, str] | None:
+    """The configured fallback for an unavailable backend, and why; None when none applies."""
+    match target:
+        case CloudModel() if not state.cloud_available and config.fallback.cloud_unavailable:
+            nxt = config.fallback.cloud_unavailable
+            why = _detail(state.cloud_detail)
+            return nxt, f"cloud unavailable{why} -> {nxt} (fallback.cloud_unavailable)"
+        case LocalEngine() if not state.local_available and config.fallback.local_unavailable:
+            nxt = config.fallback.local_unavailable
+            why = _detail(state.local_detail)
+            return nxt, f"local engine unavailable{why} -> {nxt} (fallback.local_unavailable)"
+        case _:
+            return None
+
+
+def _enforce(
+    target: Target,
+    rule_name: str | None,
+    level: PrivacyLevel,
+    limit: PrivacyLevel,
+    state: RouterState,
+    reasons: list[str],
+) -> tuple[Target, str | None, str | None]:
+    """The privacy invariant and the local engine's availability: (target, rule, fix)."""
+    match target:
+        case CloudModel() if level > limit:
+            why = (
+                f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
+            )
+            if state.local_available:
+                reasons.append(f"{why} -> local")
+                return LocalEngine(), "privacy", None
+            reasons.append(
+                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
+            )
+            return Refuse(), "privacy", _privacy_fix(level)
+        case LocalEngine() if not state.local_available:
+            reasons.append(
+                f"the local engine is unavailable{_detail(state.local_detail)} and no fallback "
+                "applies"
+            )
+            if level <= limit:
+                fix = (
+                    "start or configure the local engine (local.engine.model_path), or set "
+                    "fallback.local_unavailable: 'cloud:<model>' in .ds4router.yaml"
+                )
+            else:
+                fix = _privacy_fix(level)
+            return Refuse(), rule_name, fix
+        case Refuse():
+            return target, rule_name, "change or remove the rule that refuses, in .ds4router.yaml"
+        case CloudModel() | LocalEngine() | LocalServer():
+            return target, rule_name, None
+        case _:
+            assert_never(target)
+
+
+def _fallbacks(target: Target, config: Config, cloud_allowed: bool) -> tuple[Sendable, ...]:
     """What to try if the chosen backend fails before any token: never cloud above the limit."""
-    candidate = (
-        config.fallback.cloud_unavailable
-        if spec.startswith("cloud:")
-        else config.fallback.local_unavailable
-    )
-    chain = []
-    if candidate and candidate not in (spec, "refuse"):
-        if cloud_allowed or not candidate.startswith("cloud:"):
-            chain.append(candidate)
-    return tuple(chain)
-
-
-def _as_cloud(model: str) -> str:
-    return model if model.startswith("cloud:") else f"cloud:{model}"
+    candidate: Target | None
+    match target:
+        case Refuse():
+            return ()
+        case CloudModel():
+            candidate = config.fallback.cloud_unavailable
+        case LocalEngine() | LocalServer():
+            candidate = config.fallback.local_unavailable
+        case _:
+            assert_never(target)
+    match candidate:
+        case None | Refuse():
+            return ()
+        case LocalEngine() | LocalServer() | CloudModel() if candidate != target:
+            return (candidate,) if cloud_allowed or not leaves_machine(candidate) else ()
+        case _:
+            return ()
 
 
 def _detail(text: str) -> str:

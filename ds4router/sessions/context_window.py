@@ -344,7 +344,7 @@ def local_limits(
     conservative and ``estimated`` says why."""
     if not model_path:
         return None
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import load_config
 
     directory = Path(model_path).expanduser()
     try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ds4router.backends.events import Failed, Notice, failed
+from ds4router.events import Failed, Notice, failed
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.request import estimate_tokens, strip_tags
 from ds4router.routing.scan.pieces import Piece, PieceKind

@@ -24,6 +24,7 @@ from ds4router.errors import Ds4RouterError
 from ds4router.routing.detectors import redact_text, scan
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.turn import Turn
+from ds4router.targets import CloudModel, Refuse, route_of
 from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.errors import PricingError
@@ -61,10 +62,12 @@ def begin(
 ) -> Begun:
     """Write the turn's ``started`` ledger row (and history) before it is sent."""
     decision = turn.decision
-    route = "local" if decision.target == "local" else "cloud"
+    target = decision.target
+    assert not isinstance(target, Refuse), "a refused turn sends nothing: no write-ahead row"
+    route = route_of(target)
     rates = None
-    if route == "cloud" and catalog is not None and decision.model:
-        rates = catalog.rates(decision.model, turn.time)
+    if isinstance(target, CloudModel) and catalog is not None:
+        rates = catalog.rates(target.model, turn.time)
     row = LedgerRow(
         time=turn.time,
         project=project,

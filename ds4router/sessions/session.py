@@ -54,39 +54,35 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from ds4router import paths
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.endpoints import resolve
-from ds4router.backends.events import (
-    Done,
-    Failed,
-    Notice,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
 from ds4router.backends.health import Health
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
+from ds4router.events import (
+    Done,
+    Failed,
+    FallbackTaken,
+    Priced,
+    ReasoningDelta,
+    Refused,
+    Routed,
+    SessionEvent,
+    TextDelta,
+    TokenUsage,
+    failed,
+)
 from ds4router.routing.classify import classify, load_attachments
 from ds4router.routing.detectors import redact_text
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.routing.privacy import Contribution
 from ds4router.routing.request import Attachment, Request, estimate_tokens, strip_tags
-from ds4router.routing.router import (
-    LOCAL_MODEL,
-    Classified,
-    Decision,
-    RouterState,
-    decide,
-    local_model_id,
-    parse_target,
-)
+from ds4router.routing.router import Classified, Decision, RouterState, decide, local_model_id
 from ds4router.routing.state import local_engine_status
 from ds4router.sessions.context_window import (
     ContextLimits,
@@ -104,56 +100,20 @@ from ds4router.sessions.conversation import (
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.journal import Begun, begin, progress
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
-from ds4router.sessions.turn_costs import (
-    Priced,
-    money,
-    price_catalog,
-    priced_fields,
-    record_turn,
+from ds4router.sessions.turn_costs import price_catalog, record_turn
+from ds4router.targets import (
+    CloudModel,
+    LocalEngine,
+    LocalServer,
+    Refuse,
+    Sendable,
+    Target,
+    leaves_machine,
+    model_of,
 )
 from pricing.catalog import PriceCatalog
 from pricing.errors import PricingError
 from pricing.ledger import Ledger
-
-# --- the events a session adds to the backends' ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Routed:
-    """First event: where the request goes and why; ``request`` is what the router saw."""
-
-    decision: Decision
-    request: Classified
-
-
-@dataclass(frozen=True)
-class Refused:
-    """Instead of ``Routed``: nothing was sent (``decision.reasons``, ``decision.fix``)."""
-
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class FallbackTaken:
-    """A backend failed before any token; the next target in the chain is tried."""
-
-    from_target: str
-    to_target: str
-    reason: str
-
-
-SessionEvent = (
-    Routed
-    | Refused
-    | FallbackTaken
-    | Notice
-    | TextDelta
-    | ReasoningDelta
-    | Usage
-    | Done
-    | Failed
-    | Priced
-)
 
 
 class BackendUnavailable(Ds4RouterError):
@@ -164,24 +124,33 @@ class BackendUnavailable(Ds4RouterError):
 
 # --- backends -----------------------------------------------------------------------------
 
-BackendFactory = Callable[[str, str, LoadedConfig], Backend]
+BackendFactory = Callable[[Sendable, LoadedConfig], Backend]
 LOCAL_BACKEND_MODULE = "ds4router.backends.local"
 
 
-def backend_for(target: str, model: str, loaded: LoadedConfig) -> Backend:
-    """The backend serving ``target`` (``local`` or ``cloud``) for ``model``.
+def backend_for(target: Sendable, loaded: LoadedConfig) -> Backend:
+    """The backend serving ``target``.
 
     The local backend comes from ``ds4router.backends.local`` (the engine's
     ``LocalBackend.from_config(loaded)``), imported here on first use so the
     CLI never loads mlx for a cloud request. Raises ``BackendUnavailable`` with
     the reason when it cannot be had.
     """
-    if target == "cloud":
-        from ds4router.backends.cloud import CloudBackend
+    match target:
+        case CloudModel():
+            from ds4router.backends.cloud import CloudBackend
 
-        return CloudBackend(loaded.config.cloud)
-    if target != "local":
-        raise ValueError(f"no backend for target {target!r}")
+            return CloudBackend(loaded.config.cloud)
+        case LocalServer(name=name):
+            # The first-run helper adds the servers' configuration and backend.
+            raise BackendUnavailable(f"no local server named {name!r} is configured")
+        case LocalEngine():
+            return _local_engine_backend(loaded)
+        case _:
+            assert_never(target)
+
+
+def _local_engine_backend(loaded: LoadedConfig) -> Backend:
     ok, detail = local_engine_status(loaded)
     if not ok:
         raise BackendUnavailable(f"local engine {detail}")
@@ -223,8 +192,8 @@ def compose_prompt(text: str, attachments: Sequence[Attachment]) -> str:
 class Session:
     """Sends requests for one project; keeps the current conversation.
 
-    ``backend_factory(target, model, loaded)`` creates backends (default:
-    :func:`backend_for`); they are created once per (target, model) and kept.
+    ``backend_factory(target, loaded)`` creates backends (default:
+    :func:`backend_for`); they are created once per target and kept.
     ``db_path`` is the ledger + history database (default:
     ``paths.database_path()``). ``meters`` are handed to ``EnergyMeter`` for
     local requests (None: what this machine offers).
@@ -245,7 +214,7 @@ class Session:
         self.conversation_id: str | None = None
         self._factory = backend_factory
         self._meters = meters
-        self._backends: dict[tuple[str, str], Backend] = {}
+        self._backends: dict[Sendable, Backend] = {}
         self._backends_lock = threading.Lock()
         self._db_lock = threading.RLock()
         self._ledger: Ledger | None = None
@@ -313,9 +282,10 @@ class Session:
         text: str,
         files: Sequence[str | Path] = (),
         conversation_id: str | None = None,
-        model: str | None = None,
+        model: Target | None = None,
     ) -> AsyncIterator[SessionEvent]:
-        """Answer ``text`` (with ``files`` attached) in a conversation (None: a new one)."""
+        """Answer ``text`` (with ``files`` attached) in a conversation (None: a new one);
+        ``model``: the target the user chose (None: the rules decide)."""
         if not text.strip() and not files:
             raise Ds4RouterError("nothing to send: the message is empty")
         self._loop = asyncio.get_running_loop()
@@ -339,16 +309,15 @@ class Session:
             decision=decision,
             time=dt.datetime.now(dt.UTC),
         )
-        if decision.target != "refuse":
+        refused = isinstance(decision.target, Refuse)
+        if not refused:
             # Written before the first byte leaves: a row that cannot be written stops here.
             turn.journal = await asyncio.to_thread(self._begin, turn)
-        first: SessionEvent = (
-            Refused(decision) if decision.target == "refuse" else Routed(decision, classified)
-        )
+        first: SessionEvent = Refused(decision) if refused else Routed(decision, classified)
         attempts = self._attempts(turn, context)
         try:
             yield first
-            if decision.target != "refuse":
+            if not refused:
                 async for event in attempts:
                     yield event
         except (asyncio.CancelledError, GeneratorExit):
@@ -375,13 +344,13 @@ class Session:
         """
         messages = chat_messages(context, turn.prompt)
         # The router filtered the chain already; filtered again, so no bug there can leak.
-        specs = [s for s in _chain(turn.decision) if self._spec_allowed(s, turn)]
+        specs = [s for s in turn.decision.chain if self._spec_allowed(s, turn)]
         # Each target's window, read off the loop (the model map is parsed on first use).
         limits = await asyncio.to_thread(self._limits_of, specs)
         pending: Failed | None = None  # a failure before any token, not shown yet
-        failed_spec = ""
+        failed_spec: Sendable | None = None
         for position, spec in enumerate(specs):
-            target, model = parse_target(spec, local_model_id(self.config))
+            target, model = spec, model_of(spec, local_model_id(self.config))
             assert model is not None
             if self._cancel_requested:
                 if not turn.attempts:
@@ -391,7 +360,7 @@ class Session:
                 yield stop
                 return
             try:
-                backend = self._backend(target, model)
+                backend = self._backend(target)
             except BackendUnavailable as exc:
                 if not turn.attempts:  # the row needs a route even when nothing ran
                     turn.attempts.append(Attempt(target, model, time.monotonic()))
@@ -402,6 +371,7 @@ class Session:
                 continue
             if pending is not None:
                 turn.fell_back = True
+                assert failed_spec is not None  # set with every pending failure
                 yield FallbackTaken(failed_spec, spec, pending.message)
                 pending = None
             attempt = Attempt(target, model, time.monotonic())
@@ -458,30 +428,34 @@ class Session:
             turn.conclude(pending)
             yield pending
 
-    def _limits_of(self, specs: Sequence[str]) -> dict[str, ContextLimits | None]:
+    def _limits_of(self, specs: Sequence[Sendable]) -> dict[Sendable, ContextLimits | None]:
         """The context window of each target in ``specs`` (None: unknown)."""
-        found: dict[str, ContextLimits | None] = {}
+        found: dict[Sendable, ContextLimits | None] = {}
         for spec in specs:
-            target, model = parse_target(spec, local_model_id(self.config))
-            if model is None:
-                continue
-            if target == "local":
-                engine = self.config.local.engine
-                found[spec] = local_limits(model, engine.model_path, engine.max_tokens)
-            else:
-                catalog, _ = self._catalog()
-                found[spec] = cloud_limits(model, catalog, self.config.cloud.models)
+            match spec:
+                case LocalEngine():
+                    engine = self.config.local.engine
+                    found[spec] = local_limits(
+                        local_model_id(self.config), engine.model_path, engine.max_tokens
+                    )
+                case LocalServer():
+                    found[spec] = None  # its window is the server's; not known here yet
+                case CloudModel(model=model):
+                    catalog, _ = self._catalog()
+                    found[spec] = cloud_limits(model, catalog, self.config.cloud.models)
+                case _:
+                    assert_never(spec)
         return found
 
-    def _spec_allowed(self, spec: str, turn: Turn) -> bool:
-        return not spec.startswith("cloud:") or self._cloud_allowed(turn.classified, turn.decision)
+    def _spec_allowed(self, spec: Sendable, turn: Turn) -> bool:
+        return not leaves_machine(spec) or self._cloud_allowed(turn.classified, turn.decision)
 
     async def _stream(
         self, backend: Backend, request: BackendRequest, attempt: Attempt
     ) -> AsyncGenerator[SessionEvent, None]:
         """One backend's events, tracked on ``attempt`` (energy metered for local)."""
         meter = None
-        if attempt.target == "local":
+        if isinstance(attempt.target, LocalEngine):
             from pricing.energy import EnergyMeter
 
             power = self.config.local.power
@@ -495,7 +469,7 @@ class Session:
             async for event in stream:
                 if isinstance(event, TextDelta | ReasoningDelta):
                     attempt.token(event)
-                elif isinstance(event, Usage):
+                elif isinstance(event, TokenUsage):
                     attempt.usage = event
                 elif isinstance(event, Done | Failed):
                     attempt.end(event)
@@ -526,16 +500,15 @@ class Session:
         if backend is not None:
             backend.cancel()
 
-    def _backend(self, target: str, model: str) -> Backend:
-        key = (target, model)
+    def _backend(self, target: Sendable) -> Backend:
         with self._backends_lock:
-            backend = self._backends.get(key)
+            backend = self._backends.get(target)
         if backend is not None:
             return backend
         factory = self._factory or backend_for  # looked up now, so tests may patch it
-        backend = factory(target, model, self.loaded)
+        backend = factory(target, self.loaded)
         with self._backends_lock:
-            return self._backends.setdefault(key, backend)
+            return self._backends.setdefault(target, backend)
 
     # --- classification and routing -------------------------------------------------------
 
@@ -566,13 +539,13 @@ class Session:
             self._catalog()  # loaded now, off the event loop, so pricing later is instant
         state = self._state(live)
         decision = decide(classified, self.config, state)
-        if decision.target == "cloud" and decision.model is not None:
-            health = self._cloud_health(decision.model, live)
+        if isinstance(decision.target, CloudModel):
+            health = self._cloud_health(decision.target, live)
             if not health.usable:
                 detail = health.detail or health.status
                 state = replace(state, cloud_available=False, cloud_detail=detail)
                 decision = decide(classified, self.config, state)
-        if live and any(spec.startswith("cloud:") for spec in _chain(decision)):
+        if live and any(leaves_machine(target) for target in decision.chain):
             from ds4router.backends.cloud import load_litellm
 
             load_litellm()  # seconds on first use: here, in a worker thread, not on the loop
@@ -613,15 +586,16 @@ class Session:
 
     def _local_health(self) -> tuple[bool, str]:
         try:
-            backend = self._backend("local", LOCAL_MODEL)
+            backend = self._backend(LocalEngine())
         except BackendUnavailable as exc:
             return False, _detail_of(exc)
         health = backend.health()
         return health.usable, health.detail or health.status
 
-    def _cloud_health(self, model: str, live: bool) -> Health:
+    def _cloud_health(self, target: CloudModel, live: bool) -> Health:
+        model = target.model
         try:
-            backend = self._backend("cloud", model)
+            backend = self._backend(target)
         except BackendUnavailable as exc:
             return Health("not_configured", _detail_of(exc))
         from ds4router.backends.cloud import CloudBackend
@@ -631,11 +605,12 @@ class Session:
         if live:
             return backend.health(model)
         # The preview never dials: what is known already, keys and recent failures.
-        target = resolve(model, backend.config)
-        if target.api_key_env is not None and not os.environ.get(target.api_key_env):
-            return Health("not_configured", f"environment variable {target.api_key_env} is not set")
-        if target.endpoint is not None:
-            probe = backend.reachability.cached(target.endpoint)
+        resolved = resolve(model, backend.config)
+        key_env = resolved.api_key_env
+        if key_env is not None and not os.environ.get(key_env):
+            return Health("not_configured", f"environment variable {key_env} is not set")
+        if resolved.endpoint is not None:
+            probe = backend.reachability.cached(resolved.endpoint)
             if probe is not None and not probe.reachable:
                 return Health("offline", f"cannot reach {probe.endpoint}: {probe.detail}")
         return backend.failures.health(model)
@@ -646,12 +621,12 @@ class Session:
 
     def _enforce_privacy(self, decision: Decision, classified: Classified) -> Decision:
         """The privacy invariant, again: a cloud target above the limit becomes a refusal."""
-        if decision.target == "cloud" and not self._cloud_allowed(classified, decision):
+        if leaves_machine(decision.target) and not self._cloud_allowed(classified, decision):
             limit = self.config.privacy.cloud_max_privacy
             level = max(classified.privacy.level, decision.privacy)
             return replace(
                 decision,
-                target="refuse",
+                target=Refuse(),
                 model=None,
                 rule="privacy",
                 fallbacks=(),
@@ -663,9 +638,9 @@ class Session:
                 fix=decision.fix or "report this: the router chose a cloud target above the limit",
             )
         safe = tuple(
-            spec
-            for spec in decision.fallbacks
-            if not spec.startswith("cloud:") or self._cloud_allowed(classified, decision)
+            target
+            for target in decision.fallbacks
+            if not leaves_machine(target) or self._cloud_allowed(classified, decision)
         )
         return decision if safe == decision.fallbacks else replace(decision, fallbacks=safe)
 
@@ -689,9 +664,9 @@ class Session:
         """Price the turn, write its ledger row and history; returns the ``Priced`` event."""
         turn.recorded = True
         decision = turn.decision
-        if abandoned and not turn.attempts and decision.target != "refuse" and decision.model:
+        if abandoned and not turn.attempts and decision.chain:
             # Routed, then dropped before the backend was called: still the routed target's row.
-            turn.attempts.append(Attempt(decision.target, decision.model, time.monotonic()))
+            turn.attempts.append(Attempt(decision.chain[0], decision.model or "", time.monotonic()))
         attempt = turn.last
         if attempt is not None and attempt.outcome is None:
             attempt.end(
@@ -807,10 +782,6 @@ class Session:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _chain(decision: Decision) -> list[str]:
-    return [decision.target_spec, *decision.fallbacks] if decision.target != "refuse" else []
-
-
 def _detail_of(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -818,15 +789,7 @@ def _detail_of(exc: BaseException) -> str:
 __all__ = [
     "BackendFactory",
     "BackendUnavailable",
-    "FallbackTaken",
-    "Priced",
-    "Refused",
-    "Routed",
     "Session",
-    "SessionEvent",
     "backend_for",
     "compose_prompt",
-    "money",
-    "price_catalog",
-    "priced_fields",
 ]

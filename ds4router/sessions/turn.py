@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta, Usage
+from ds4router.events import Done, Failed, ReasoningDelta, TextDelta, TokenUsage
 from ds4router.routing.request import Attachment
 from ds4router.routing.router import Classified, Decision
+from ds4router.targets import Sendable
 
 if TYPE_CHECKING:
     from ds4router.sessions.journal import Begun
@@ -25,14 +26,14 @@ if TYPE_CHECKING:
 class Attempt:
     """One backend's try at the turn (one target of the fallback chain)."""
 
-    target: str
+    target: Sendable
     model: str
     started: float
     first_token: float | None = None
     ended: float | None = None
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
-    usage: Usage | None = None
+    usage: TokenUsage | None = None
     outcome: Done | Failed | None = None
     energy: Any = None  # pricing.energy.EnergyReading of a local attempt
     prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window

@@ -15,54 +15,22 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ds4router import paths
 from ds4router.backends.endpoints import provider_of
-from ds4router.backends.events import Usage
 from ds4router.config.loader import LoadedConfig
 from ds4router.config.schema import Config, LocalConfig
+from ds4router.events import Priced
 from ds4router.routing.request import estimate_tokens
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
+from ds4router.targets import CloudModel, route_of
 from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
 from pricing.local_cost import LocalCost, LocalCostModel
 from pricing.usage import TokenUsage
-
-
-@dataclass(frozen=True)
-class Priced:
-    """Last event, after the ledger row ``ledger_id`` was written.
-
-    ``cost_usd`` is None when the model has no price (``unpriced``), never 0.
-    ``saving_usd`` = ``counterfactual_usd`` (the same tokens on the project's
-    reference model) - ``cost_usd``, when both are known.
-    """
-
-    ledger_id: int
-    route: str
-    model: str | None
-    rule: str | None
-    input_tokens: int
-    output_tokens: int
-    ttft_s: float | None
-    tok_s: float | None
-    cost_usd: float | None
-    unpriced: bool
-    counterfactual_usd: float | None
-    reference_model: str | None
-    saving_usd: float | None
-    cost_detail: str
-    status: str = "ok"
-    duration_s: float | None = None
-    conversation_id: str | None = None
-    # The token counts were estimated here (no usage was reported), and so are the
-    # costs priced from them; the ledger row says so too.
-    usage_estimated: bool = False
-
 
 # --- the catalog ----------------------------------------------------------------------------
 
@@ -125,8 +93,8 @@ def record_turn(
         )
         cost, detail = 0.0, "refused: nothing was sent, nothing spent"
     else:
-        route, model = attempt.target, attempt.model
-        usage = _token_usage(attempt.usage or _estimate(turn, attempt))
+        route, model = route_of(attempt.target), attempt.model
+        usage = attempt.usage or _estimate(turn, attempt) or TokenUsage()
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         estimated = usage.estimated
         end = attempt.ended if attempt.ended is not None else time.monotonic()
@@ -148,7 +116,7 @@ def record_turn(
             "status": status,
             "error_kind": error_kind,
         }
-        if attempt.target == "cloud":
+        if isinstance(attempt.target, CloudModel):
             priced = (
                 catalog.price(attempt.model, usage, turn.time)
                 if catalog is not None
@@ -228,29 +196,13 @@ def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
     return model.local_cost(reading.seconds, reading.joules, reading.source)
 
 
-def _token_usage(usage: Usage | None) -> TokenUsage:
-    if usage is None:
-        return TokenUsage()
-    # Backends report OpenAI's convention; clamp so one odd provider cannot lose a row.
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    write = min(usage.cache_write_tokens, usage.input_tokens - cached)
-    return TokenUsage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=cached,
-        cache_write_tokens=write,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=min(usage.reasoning_tokens, usage.output_tokens),
-        estimated=usage.estimated,
-    )
-
-
-def _estimate(turn: Turn, attempt: Attempt) -> Usage | None:
+def _estimate(turn: Turn, attempt: Attempt) -> TokenUsage | None:
     """Rough counts for an attempt that streamed but never reported usage (a consumer
     that went away mid-stream): the tokens were spent, so they are counted."""
     if not attempt.has_tokens:
         return None
     sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
-    return Usage(
+    return TokenUsage(
         input_tokens=turn.classified.tokens if sent is None else sent,
         output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
         estimated=True,
@@ -328,7 +280,6 @@ def priced_fields(priced: Priced) -> Mapping[str, Any]:
 
 
 __all__ = [
-    "Priced",
     "money",
     "price_catalog",
     "priced_fields",

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
 from rich.text import Text
 from textual import on, work
@@ -35,6 +35,20 @@ from textual.widgets.markdown import MarkdownFence
 from ds4router import paths
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
+from ds4router.events import (
+    Done,
+    Failed,
+    FallbackTaken,
+    Notice,
+    Priced,
+    ReasoningDelta,
+    Refused,
+    Routed,
+    SessionEvent,
+    TextDelta,
+    TokenUsage,
+)
+from ds4router.targets import LocalEngine, Refuse
 from ds4router.tui.actions import ACTIONS, app_bindings, key_label
 from ds4router.tui.clock import Clock, system_clock
 from ds4router.tui.config_watch import ConfigProblem, ConfigWatcher
@@ -353,30 +367,36 @@ class Ds4RouterApp(App[None]):
             self.refresh_figures()
             self.refresh_conversations()
 
-    async def _apply(self, message: AssistantMessage, event: Any) -> None:
-        """One session event onto the message (by class name: the session loads late)."""
-        kind = type(event).__name__
-        if kind == "Routed":
-            message.set_route(event.decision, getattr(event, "request", None))
-            where = "local engine" if event.decision.target == "local" else event.decision.model
-            message.set_status(f"waiting for the first token from {where}…")
-        elif kind == "Refused":
-            message.show_refused(event.decision)
-        elif kind == "FallbackTaken":
-            message.show_fallback(event.from_target, event.to_target, event.reason)
-        elif kind == "Notice":  # e.g. earlier turns left out to fit the context window
-            message.add_note(Text(event.message, style="dim"), "info")
-        elif kind == "TextDelta":
-            await message.write_text(event.text)
-        elif kind == "ReasoningDelta":
-            await message.write_reasoning(event.text)
-        elif kind == "Failed":
-            message.show_failure(event)
-        elif kind == "Priced":
-            message.set_priced(event)
-        elif kind == "Done":
-            if event.finish_reason == "length":
-                message.add_note("Stopped at the length limit.", "info")
+    async def _apply(self, message: AssistantMessage, event: SessionEvent) -> None:
+        """One session event onto the message."""
+        match event:
+            case Routed(decision=decision, request=request):
+                message.set_route(decision, request)
+                where = (
+                    "local engine" if isinstance(decision.target, LocalEngine) else decision.model
+                )
+                message.set_status(f"waiting for the first token from {where}…")
+            case Refused(decision=decision):
+                message.show_refused(decision)
+            case FallbackTaken():
+                message.show_fallback(str(event.from_target), str(event.to_target), event.reason)
+            case Notice():  # e.g. earlier turns left out to fit the context window
+                message.add_note(Text(event.message, style="dim"), "info")
+            case TextDelta(text=text):
+                await message.write_text(text)
+            case ReasoningDelta(text=text):
+                await message.write_reasoning(text)
+            case Failed():
+                message.show_failure(event)
+            case Priced():
+                message.set_priced(event)
+            case Done(finish_reason=reason):
+                if reason == "length":
+                    message.add_note("Stopped at the length limit.", "info")
+            case TokenUsage():
+                pass  # priced and shown with ``Priced``
+            case _:
+                assert_never(event)
 
     def action_cancel(self) -> None:
         if self.generating and self.session is not None:
@@ -835,22 +855,22 @@ default: local
 
 def preview_line(decision: Any) -> tuple[Text, str]:
     """The one-line route preview above the editor, and its colour class."""
-    from ds4router.routing.explain import badge
+    from ds4router.routing.explain import badge, target_kind
 
     text = Text()
-    if decision.target == "refuse":
+    if isinstance(decision.target, Refuse):
         text.append(" REFUSED ", style="bold reverse")
         reason = decision.reasons[-1] if decision.reasons else ""
         text.append(f" {reason} — nothing will be sent")
         if decision.fix:
             text.append(f"; to allow it: {decision.fix}")
         return text, "refuse"
-    where = "LOCAL" if decision.target == "local" else "CLOUD"
-    text.append(f" {where} ", style="bold reverse")
+    kind = target_kind(decision)
+    text.append(f" {kind.upper()} ", style="bold reverse")
     text.append(" " + badge(decision).split(" ", 1)[1])
     if decision.reasons:
         text.append(f"  ← {decision.reasons[-1]}", style="dim")
-    return text, decision.target
+    return text, kind
 
 
 def _stamp(value: Any) -> str:

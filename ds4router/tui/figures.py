@@ -31,6 +31,8 @@ class MonthFigures:
     unpriced: int
     reference_models: tuple[str, ...]
     estimated: int = 0  # requests whose token counts were estimated (no usage reported)
+    refused: int = 0  # counted apart from the answered ones
+    failed: int = 0  # error, cancelled or interrupted
     cloud_estimated: int = 0  # the cloud ones among them: their cost is an estimate too
 
     @property
@@ -66,5 +68,7 @@ def month_figures(loaded: LoadedConfig, now: dt.datetime, db_path: Path) -> Mont
         unpriced=report.total.unpriced_requests,
         reference_models=report.reference_models,
         estimated=report.total.estimated_requests,
+        refused=report.total.refused,
+        failed=report.total.failed,
         cloud_estimated=report.route("cloud").estimated_cloud_requests,
     )

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from cli_support import cloud_project, run
 from openai_server import OpenAIServer, error, ok
+from scripted import ScriptedBackend
 
 import ds4router.sessions.session as session_module
 from ds4router import cli, paths
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.sessions.history import History
-from ds4router.sessions.session import money
+from ds4router.sessions.turn_costs import money
+from ds4router.targets import LocalEngine, Sendable
 from pricing.catalog import PriceCatalog
 from pricing.ledger import Ledger, LedgerRow
 
@@ -133,8 +134,8 @@ def test_a_github_token_is_served_locally_when_the_local_backend_is_there(
     local = ScriptedBackend()
     real = session_module.backend_for
 
-    def with_local(target: str, model: str, loaded: Any) -> Any:
-        return local if target == "local" else real(target, model, loaded)
+    def with_local(target: Sendable, loaded: Any) -> Any:
+        return local if target == LocalEngine() else real(target, loaded)
 
     monkeypatch.setattr(session_module, "backend_for", with_local)
     code, out, err = run(capsys, "ask", f"is {GH} valid?", "--project", str(project_dir), "--json")

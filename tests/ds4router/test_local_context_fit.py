@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ds4router.backends.events import Failed, Notice
 from ds4router.config.loader import load_config
+from ds4router.events import Failed, Notice, Priced
 from ds4router.sessions.context_window import prompt_budget
-from ds4router.sessions.session import Priced, Session
+from ds4router.sessions.session import Session
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 
 WINDOW = 1024

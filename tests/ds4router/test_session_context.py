@@ -19,16 +19,19 @@ import pytest
 import yaml
 from cli_support import run
 from openai_server import OpenAIServer, Reply, ok
+from scripted import ScriptedBackend
 from session_support import collect, factory, ledger_rows
 
 from ds4router import cli, paths
-from ds4router.backends.events import Failed, Notice, TextDelta
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
+from ds4router.events import Failed, FallbackTaken, Notice, Priced, Routed, TextDelta
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.sessions.context_window import conservative_tokens, prompt_budget
 from ds4router.sessions.history import History
-from ds4router.sessions.session import FallbackTaken, Priced, Routed, Session
+from ds4router.sessions.session import Session
+from ds4router.targets import (
+    LocalEngine,
+)
 from local_engine.checkpoint.random_weights import official_config
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
@@ -222,7 +225,7 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     loaded = project(tmp_path, openai_server.base_url, overrides)
     session = Session(loaded, backend_factory=factory(local))
     events = await collect(session, f"is {GH} still a valid token?")
-    assert events[0].decision.target == "local"
+    assert events[0].decision.target == LocalEngine()
     cid = session.conversation_id
     routed: list[Routed] = []
     for i in range(4):
@@ -239,12 +242,12 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     assert any(GH in m["content"] for m in local.requests[1].messages)
     # ...yet every follow-up was classified on the whole conversation: secret, local.
     for event in routed:
-        assert event.decision.target == "local"
+        assert event.decision.target == LocalEngine()
         assert event.request.privacy.level == PrivacyLevel.SECRET
         assert event.decision.privacy == PrivacyLevel.SECRET
     assert openai_server.count == 0
     assert [r.privacy for r in ledger_rows()] == ["secret"] * 5
-    assert session.preview("and one more", [])[1].target == "local"
+    assert session.preview("and one more", [])[1].target == LocalEngine()
 
 
 # --- estimated usage ----------------------------------------------------------------------------

@@ -109,8 +109,12 @@ def totals_text(report: MonthReport) -> Text:
     text.append(f"local {money(report.local_usd)}", style="bold green")
     ref = ", ".join(short_model(m) for m in report.reference_models)
     saved = marked(money(total.savings_usd), total.tokens_estimated)
+    if not total.saving_known:
+        saved = "-"  # nothing was priced both ways
     text.append(f" · saved {saved}" + (f" vs {ref}" if ref else ""))
     text.append(f" · {total.requests} requests")
+    if total.failed:
+        text.append(f" · {total.failed} failed", style="yellow")
     if total.unpriced_requests:
         text.append(f" · {total.unpriced_requests} unpriced", style="yellow")
     if total.tokens_estimated:
@@ -121,6 +125,21 @@ def totals_text(report: MonthReport) -> Text:
         style = "bold red" if budget.over_budget else ""
         text.append(f" · budget {money(budget.monthly_usd)}{share}", style=style)
     return text
+
+
+def totals_tooltip(report: MonthReport) -> str:
+    """The requests by outcome (refusals and failures apart from ok), the saving's basis
+    and what the estimate mark means."""
+    total = report.total
+    lines = [f"{total.requests:,} requests: {total.outcomes()}"]
+    if total.saving_known:
+        lines.append(
+            f"saved over the {total.compared_requests:,} requests priced both ways "
+            f"(reference {money(total.compared_reference_usd)} vs "
+            f"{money(total.compared_cost_usd)})"
+        )
+    words = estimated_words(report)
+    return "\n".join([*lines, words] if words else lines)
 
 
 def estimated_words(report: MonthReport) -> str:
@@ -250,7 +269,7 @@ class ReportScreen(Screen[None]):
         )
         totals = self.query_one("#report-totals", Static)
         totals.update(totals_text(report))
-        totals.tooltip = estimated_words(report) or None
+        totals.tooltip = totals_tooltip(report)
         self.query_one("#report-chart", Static).update(chart_text(report))
         groups = {
             "model": report.by_model,

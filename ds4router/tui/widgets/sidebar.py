@@ -7,7 +7,6 @@ what the mark means, in the text report's words.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +25,10 @@ _UNSET = object()
 
 
 def _kv_activity() -> Any:
-    """This process's KV cache counters, or None before the engine used a cache.
+    """This process's KV cache counters, or None before the engine used a cache."""
+    from ds4router.backends.engine_port import kv_activity
 
-    Never imports the engine: before it ran, there is nothing to show.
-    """
-    module = sys.modules.get("local_engine.cache.kv_store")
-    return None if module is None else module.activity()
+    return kv_activity()
 
 
 class BudgetBar(Static):
@@ -90,6 +87,13 @@ class Sidebar(Vertical):
         saved = f"saved {marked(money(figures.savings_usd), figures.savings_estimated)}"
         saved += f" vs {ref}" if ref else ""
         lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
+        apart = [
+            f"{n} {label}"
+            for n, label in ((figures.refused, "refused"), (figures.failed, "failed"))
+            if n
+        ]
+        if apart:
+            lines.append(" · ".join(apart))
         if figures.unpriced:
             lines.append(f"{figures.unpriced} unpriced")
         if figures.estimated:
