@@ -1,10 +1,13 @@
 """The events of one request, defined once: what backends yield and what a session adds.
 
 Every backend (local engine, cloud, a test double) yields a :data:`BackendEvent`
-stream: zero or more ``TextDelta``/``ReasoningDelta``, then a ``TokenUsage`` (when
+stream: zero or more ``TextDelta``/``ReasoningDelta`` and tool-call events
+(``ToolCallStart``, its ``ToolCallDelta`` pieces, then ``ToolCallDone`` -- or
+``ToolCallInvalid`` when the model's call could not be read), then a ``TokenUsage`` (when
 anything was produced or the provider reported it), then exactly one of ``Done``
-or ``Failed``. ``Failed.after_tokens`` says whether text already reached the user:
-only a failure before any token may fall back to another backend.
+or ``Failed``; a ``Notice`` line may come at any point (the local backend says so when
+the weights are random). ``Failed.after_tokens`` says whether text already reached the
+user: only a failure before any token may fall back to another backend.
 
 A session (:mod:`ds4router.sessions`) wraps that stream in a :data:`SessionEvent`
 stream, the one every front end consumes (``ask``, the TUI, the gateway):
@@ -22,8 +25,9 @@ The local engine keeps its own token-level events (``local_engine.runtime.genera
 the engine has (generation statistics, the sampled token ids for the prefix cache).
 ``ds4router.backends.local`` adapts them to these.
 
-Tool calls: the tools work adds its ``ToolCallDelta`` event here, to ``BackendEvent``
-(and so ``SessionEvent``); nothing yields one yet.
+Tool calls: the local backend yields the tool-call events from the engine's DSML parser
+(``local_engine.runtime.dsml_parser``); they travel in ``BackendEvent`` and so
+``SessionEvent``.
 """
 
 from __future__ import annotations
@@ -71,8 +75,50 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallStart:
+    """The model began a call of tool ``name``; ``index`` orders the calls of one answer
+    (OpenAI's ``tool_calls[].index``) and ``id`` names it for the tool result."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of call ``index``'s arguments as JSON text (OpenAI ``function.arguments``
+    chunks, Anthropic ``input_json_delta.partial_json``); pieces concatenate to the whole."""
+
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """Call ``index`` is complete: ``arguments`` is its whole JSON object text."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallInvalid:
+    """The model wrote a tool call that could not be read; ``index`` is the call that was
+    open (None: between calls). ``message`` is one line saying what was wrong."""
+
+    message: str
+    index: int | None = None
+
+
+ToolCallEvent = ToolCallStart | ToolCallDelta | ToolCallDone | ToolCallInvalid
+
+
+@dataclass(frozen=True)
 class Done:
-    """The stream ended normally; ``finish_reason`` as the model gave it (stop, length, ...)."""
+    """The stream ended normally; ``finish_reason`` as the model gave it (stop, length,
+    ``tool_calls`` when the answer ends with calls for the client to run, ...)."""
 
     finish_reason: str
 
@@ -98,8 +144,27 @@ class Failed:
             )
 
 
-# ToolCallDelta joins here when tool calls are wired.
-BackendEvent = TextDelta | ReasoningDelta | TokenUsage | Done | Failed
+NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line for the user about how a request was sent; not part of the answer.
+
+    ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
+    ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
+    not known, so the whole conversation was sent as it is (``window`` None).
+    ``random_weights``: the local model's weights are random (a test checkpoint).
+    """
+
+    kind: NoticeKind
+    message: str
+    model: str
+    dropped_turns: int = 0
+    window: int | None = None
+
+
+BackendEvent = TextDelta | ReasoningDelta | ToolCallEvent | TokenUsage | Done | Failed | Notice
 
 
 def failed(kind: ErrorKind, message: str, *, after_tokens: bool = False) -> Failed:
@@ -134,25 +199,6 @@ class FallbackTaken:
     reason: str
 
 
-NoticeKind = Literal["context_trimmed", "context_unknown"]
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A line for the user about how a request was sent; not part of the answer.
-
-    ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
-    ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
-    not known, so the whole conversation was sent as it is (``window`` None).
-    """
-
-    kind: NoticeKind
-    message: str
-    model: str
-    dropped_turns: int = 0
-    window: int | None = None
-
-
 @dataclass(frozen=True)
 class Priced:
     """Last event, after the ledger row ``ledger_id`` was written.
@@ -184,7 +230,7 @@ class Priced:
     usage_estimated: bool = False
 
 
-SessionEvent = Routed | Refused | FallbackTaken | Notice | BackendEvent | Priced
+SessionEvent = Routed | Refused | FallbackTaken | BackendEvent | Priced
 
 
 __all__ = [

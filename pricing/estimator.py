@@ -24,6 +24,11 @@ output ``O``; or a real month summed from the ledger). Then:
   token than our electricity) or ``T*`` exceeds what the machine can produce in
   a month (``hours_per_day x 3600 x 365/12`` seconds of work), local never wins:
   the crossover is ``None`` ("never").
+* **Marginal** ("hardware you own anyway"): the machine is paid for, so local costs only
+  its electricity, ``local_marginal(T) = e T / 1e6``. Local then wins at every volume
+  when ``c_m > e`` (crossover 0, "always"), else never. The estimate carries both local
+  costs (``local.monthly_usd`` amortised, ``local.electricity_usd`` marginal) and each
+  cloud row both crossovers.
 
 A month read from the ledger (:func:`usage_from_ledger`) says how many of the
 requests it sums reported no usage (their token counts were estimated when they
@@ -62,6 +67,9 @@ class EstimateRow:
     resolved: str | None = None
     price_sheet: str | None = None
     note: str = ""
+    # The same with the hardware owned anyway (electricity only): 0 ("always") or None.
+    crossover_marginal_tokens_per_month: int | None = None
+    crossover_marginal: str = "-"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +79,8 @@ class EstimateRow:
             "usd_per_mtok": self.usd_per_mtok,
             "crossover_tokens_per_month": self.crossover_tokens_per_month,
             "crossover": self.crossover,
+            "crossover_marginal_tokens_per_month": self.crossover_marginal_tokens_per_month,
+            "crossover_marginal": self.crossover_marginal,
             "resolved": self.resolved,
             "price_sheet": self.price_sheet,
             "note": self.note,
@@ -231,12 +241,15 @@ def estimate(
         monthly = _monthly_cloud(usage, rates, requests)
         per_m = monthly / usage.output_tokens * _PER_M
         crossover: int | None = None
-        label = "-"
+        marginal: int | None = None
+        label = marginal_label = "-"
         if local is not None:
             crossover = crossover_tokens(
                 local.hardware_usd, per_m, local.energy_usd_per_mtok, local.capacity_output_tokens
             )
             label = "never" if crossover is None else f"{crossover:,}"
+            marginal = crossover_tokens(0.0, per_m, local.energy_usd_per_mtok)
+            marginal_label = "never" if marginal is None else "always"
         note = "unverified price" if rates.model in catalog.unverified else ""
         rows.append(
             EstimateRow(
@@ -249,6 +262,8 @@ def estimate(
                 resolved=rates.model,
                 price_sheet=rates.sheet,
                 note=note,
+                crossover_marginal_tokens_per_month=marginal,
+                crossover_marginal=marginal_label,
             )
         )
     if profile is not None and local is not None:
@@ -271,6 +286,7 @@ def estimate(
                 note=note,
             )
         )
+
     rows.sort(key=lambda r: (r.monthly_usd is None, r.monthly_usd or 0.0, r.model))
     assumptions = _assumptions(catalog, usage, profile, local)
     if ledger is not None:

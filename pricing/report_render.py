@@ -265,7 +265,7 @@ def render_markdown(report: MonthReport) -> str:
 
 # --- HTML -------------------------------------------------------------------------
 
-_CSS = """
+PAGE_CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1000px;
        color: #1d232a; padding: 0 1em; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
@@ -401,5 +401,5 @@ def render_html(report: MonthReport) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(_title(report))}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<style>{PAGE_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )

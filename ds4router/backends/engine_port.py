@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from local_engine.model.config import RANDOM_MARKER_KEY, load_config
     from local_engine.runtime.chat import ChatEncodingError, render_prompt
     from local_engine.runtime.engine import Engine
+    from local_engine.runtime.events import ToolCallDelta, ToolCallEnd, ToolCallError, ToolCallStart
     from local_engine.runtime.generate import (
         Done,
         GenerationParams,
@@ -63,6 +64,10 @@ _NAMES: dict[str, str] = {
     "ChatEncodingError": "local_engine.runtime.chat",
     "render_prompt": "local_engine.runtime.chat",
     "Engine": "local_engine.runtime.engine",
+    "ToolCallStart": "local_engine.runtime.events",
+    "ToolCallDelta": "local_engine.runtime.events",
+    "ToolCallEnd": "local_engine.runtime.events",
+    "ToolCallError": "local_engine.runtime.events",
     "Done": "local_engine.runtime.generate",
     "GenerationParams": "local_engine.runtime.generate",
     "GenerationStats": "local_engine.runtime.generate",
@@ -95,6 +100,10 @@ __all__ = [
     "SerialWorker",
     "TextDelta",
     "Tokenizer",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallError",
+    "ToolCallStart",
     "TokenizerError",
     "Usage",
     "check_model_path",
@@ -117,7 +126,7 @@ def kv_activity() -> Any:
 
     Never imports the engine: before it ran, there is nothing to show.
     """
-    module = sys.modules.get("local_engine.cache.kv_store")
+    module = sys.modules.get("local_engine.cache.kv_activity")
     return None if module is None else module.activity()
 
 

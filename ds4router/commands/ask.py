@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import click
 
@@ -23,7 +23,8 @@ from ds4router.errors import Ds4RouterError
 from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
-    from ds4router.events import Failed, Priced
+    from ds4router.config.loader import LoadedConfig
+    from ds4router.events import Failed, Priced, SessionEvent
     from ds4router.routing.router import Decision
     from ds4router.sessions.session import Session
 
@@ -66,12 +67,23 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        target = None if model is None else explicit_target(model)
+        target = None if model is None else _known_target(loaded, model)
         outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
         sys.exit(outcome)
+
+
+def _known_target(loaded: LoadedConfig, model: str) -> Target:
+    """The target ``--model`` names; a name nothing can serve is a usage error (exit 2)."""
+    from ds4router.model_names import catalog_names, configured_names, unknown_model
+
+    target = explicit_target(model)
+    problem = unknown_model(target, configured_names(loaded), catalog_names())
+    if problem is not None:
+        raise Ds4RouterError(problem)
+    return target
 
 
 def _resolve_conversation(session: Session, prefix: str) -> str:
@@ -97,19 +109,6 @@ async def _ask(
     """Run one request; returns the exit status."""
     import asyncio
     import signal
-
-    from ds4router.events import (
-        Done,
-        Failed,
-        FallbackTaken,
-        Notice,
-        Priced,
-        ReasoningDelta,
-        Refused,
-        Routed,
-        TextDelta,
-    )
-    from ds4router.routing.explain import badge
 
     loop = asyncio.get_running_loop()
     presses = 0
@@ -144,37 +143,7 @@ async def _ask(
         async for event in session.send(
             text, files=files, conversation_id=conversation_id, model=model
         ):
-            if isinstance(event, Routed):
-                out.decision = event.decision
-                out.note(f"→ {badge(event.decision)}")
-            elif isinstance(event, Refused):
-                out.decision = event.decision
-                out.refused(event.decision)
-            elif isinstance(event, FallbackTaken):
-                out.fallbacks.append(
-                    {
-                        "from": str(event.from_target),
-                        "to": str(event.to_target),
-                        "reason": event.reason,
-                    }
-                )
-                out.note(
-                    f"{event.from_target} failed before any token: {event.reason} "
-                    f"→ trying {event.to_target}"
-                )
-            elif isinstance(event, Notice):
-                out.notices.append({"kind": event.kind, "message": event.message})
-                out.note(event.message)
-            elif isinstance(event, TextDelta):
-                out.text(event.text)
-            elif isinstance(event, ReasoningDelta):
-                out.reasoning(event.text)
-            elif isinstance(event, Failed):
-                out.failure = event
-            elif isinstance(event, Done):
-                out.finish_reason = event.finish_reason
-            elif isinstance(event, Priced):
-                out.priced = event
+            out.apply(event)
     except asyncio.CancelledError:
         out.end_text()
         click.echo("Cancelled.", err=True)
@@ -203,6 +172,56 @@ class Output:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._in_reasoning = False
+
+    def apply(self, event: SessionEvent) -> None:
+        """One session event: shown now (notes on stderr, the answer on stdout) or kept."""
+        from ds4router.events import (
+            Done,
+            Failed,
+            FallbackTaken,
+            Notice,
+            Priced,
+            ReasoningDelta,
+            Refused,
+            Routed,
+            TextDelta,
+            TokenUsage,
+            ToolCallDelta,
+            ToolCallDone,
+            ToolCallInvalid,
+            ToolCallStart,
+        )
+        from ds4router.routing.explain import badge
+
+        match event:
+            case Routed(decision=decision):
+                self.decision = decision
+                self.note(f"→ {badge(decision)}")
+            case Refused(decision=decision):
+                self.decision = decision
+                self.refused(decision)
+            case FallbackTaken(from_target=source, to_target=to, reason=reason):
+                self.fallbacks.append({"from": str(source), "to": str(to), "reason": reason})
+                self.note(f"{source} failed before any token: {reason} → trying {to}")
+            case Notice(kind=kind, message=message):
+                self.notices.append({"kind": kind, "message": message})
+                self.note(message)
+            case TextDelta(text=text):
+                self.text(text)
+            case ReasoningDelta(text=text):
+                self.reasoning(text)
+            case Failed():
+                self.failure = event
+            case Done(finish_reason=reason):
+                self.finish_reason = reason
+            case Priced():
+                self.priced = event
+            case TokenUsage():
+                pass  # the ``Priced`` event carries what it cost
+            case ToolCallStart() | ToolCallDelta() | ToolCallDone() | ToolCallInvalid():
+                pass  # ask offers the model no tools; an agent's calls go through ``serve``
+            case _:
+                assert_never(event)
 
     def note(self, line: str) -> None:
         if not self.as_json:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pricing.catalog import PriceCatalog
     from pricing.estimator import LedgerUsage
 
-FORMATS = ("table", "json", "csv", "md")
+FORMATS = ("table", "json", "csv", "md", "html")
 DEFAULT_PROFILE = "m3-max-q2"
 
 
@@ -190,6 +190,10 @@ def command(
             text = f"- {line}\n{text}"
         elif fmt == "csv":
             click.echo(line, err=True)
+        elif fmt == "html":
+            from pricing.estimate_render import render_html
+
+            text = render_html(result, [line])
     click.echo(text, nl=False)
 
 

@@ -3,7 +3,7 @@
 :func:`begin` writes, before the first byte leaves for any backend, the turn's
 ledger row (status ``started``: route, model, rule, the prompt's token count, the
 rates it will be priced at, the writing process) and, when history is on, the
-user's message (secrets redacted: DESIGN.md's privacy invariant) with an answer
+user's message (redacted at rest, as the recorder keeps it) with an answer
 ``started`` under it. :func:`progress` keeps both current while tokens stream
 (every :data:`PROGRESS_EVERY` pieces), so a process killed mid-stream leaves what
 it had received; the session's recording replaces them with the final row and
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ds4router.config.schema import Config
 from ds4router.errors import Ds4RouterError
-from ds4router.routing.detectors import redact_text, scan
+from ds4router.routing.privacy import redact_at_rest, redaction_applies
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.turn import Turn
 from ds4router.targets import CloudModel, Refuse, route_of
@@ -43,12 +43,6 @@ class Begun:
     ledger_id: int
     answer_id: int | None = None
     pieces: int = 0  # stream pieces seen, for the progress cadence
-
-
-def stored_text(text: str, config: Config) -> str:
-    """``text`` as history may keep it: every detected finding replaced by its placeholder."""
-    found = scan(text, allowlist=config.privacy.allowlist)
-    return redact_text(text, found) if found else text
 
 
 def begin(
@@ -91,11 +85,14 @@ def begin(
         raise Ds4RouterError(f"{exc}; nothing was sent", exit_code=2) from None
     if history is None:
         return Begun(ledger_id)
-    level = str(turn.classified.privacy.level)
+    privacy = turn.classified.privacy
+    # As the recorder keeps it: a turn private only by its findings is kept at its floor.
+    redacting = redaction_applies(privacy, config.privacy)
+    level = str(privacy.floor if redacting else privacy.level)
     user = Message(
         role="user",
-        text=stored_text(turn.text, config),
-        content=stored_text(turn.prompt, config),
+        text=redact_at_rest(turn.text, config.privacy),
+        content=redact_at_rest(turn.prompt, config.privacy),
         attachments=tuple(a.path for a in turn.attachments),
         privacy=level,
         task=decision.task,
@@ -122,7 +119,9 @@ def begin(
     return Begun(ledger_id, answer_id)
 
 
-def progress(begun: Begun, turn: Turn, ledger: Ledger, history: History | None) -> None:
+def progress(
+    begun: Begun, turn: Turn, ledger: Ledger, history: History | None, config: Config
+) -> None:
     """Every :data:`PROGRESS_EVERY` pieces: the output so far into the started row and answer."""
     begun.pieces += 1
     attempt = turn.last
@@ -135,10 +134,12 @@ def progress(begun: Begun, turn: Turn, ledger: Ledger, history: History | None) 
     try:
         write_ahead.progress(ledger, begun.ledger_id, estimate_tokens(text + reasoning))
         if history is not None and begun.answer_id is not None:
-            history.progress(begun.answer_id, text, reasoning)
+            # Nothing detected at rest, the partial answer included.
+            kept = redact_at_rest(text, config.privacy) or ""
+            history.progress(begun.answer_id, kept, redact_at_rest(reasoning, config.privacy))
     except PricingError:
         # The answer goes on; its final row is written at the end (and says so if it fails).
         pass
 
 
-__all__ = ["PROGRESS_EVERY", "Begun", "begin", "progress", "stored_text"]
+__all__ = ["PROGRESS_EVERY", "Begun", "begin", "progress"]

@@ -47,6 +47,10 @@ from ds4router.events import (
     SessionEvent,
     TextDelta,
     TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
 )
 from ds4router.targets import LocalEngine, Refuse
 from ds4router.tui.actions import ACTIONS, app_bindings, key_label
@@ -294,8 +298,13 @@ class Ds4RouterApp(App[None]):
     # --- command palette ---------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        builtin = list(super().get_system_commands(screen))
+        yield from builtin
+        # Textual's own entries (Quit, Keys, ...) already cover some actions: listed once.
+        taken = {command.title.casefold() for command in builtin}
         for spec in ACTIONS:
+            if spec.title.casefold() in taken:
+                continue
             yield SystemCommand(spec.title, spec.help, partial(self.run_action, spec.action))
         for conversation in self.conversations:
             yield SystemCommand(
@@ -330,6 +339,9 @@ class Ds4RouterApp(App[None]):
         self.generating = True
         self._topbar("generating…  Esc cancels")
         self.send(text)
+
+    def action_newline(self) -> None:
+        self.composer.prompt.insert("\n")
 
     @work(exclusive=True, group="send")
     async def send(self, text: str) -> None:
@@ -393,6 +405,14 @@ class Ds4RouterApp(App[None]):
             case Done(finish_reason=reason):
                 if reason == "length":
                     message.add_note("Stopped at the length limit.", "info")
+            case ToolCallStart(name=name):
+                message.add_note(f"The model called the tool {name!r}.", "info")
+            case ToolCallDelta() | ToolCallDone():
+                pass  # the arguments: an agent's business (``ds4router serve``), not the chat's
+            case ToolCallInvalid(message=problem):
+                message.add_note(
+                    f"The model wrote a tool call that cannot be read: {problem}", "info"
+                )
             case TokenUsage():
                 pass  # priced and shown with ``Priced``
             case _:
@@ -644,6 +664,23 @@ class Ds4RouterApp(App[None]):
     def action_reload_config(self) -> None:
         self._reload_config()
 
+    def action_pull_demo(self) -> None:
+        self.notify("fetching the demo-size model (about 93 MB)…", timeout=5)
+        self._pull_demo()
+
+    @work(thread=True, exclusive=True, group="pull-demo")
+    def _pull_demo(self) -> None:
+        from ds4router.demo_model import LABEL, pull_demo
+        from ds4router.errors import Ds4RouterError
+
+        try:
+            pull_demo()
+        except Ds4RouterError as exc:
+            ui_call(self, self.notify, str(exc), severity="error", timeout=15)
+            return
+        ui_call(self, self.notify, f"the {LABEL} is ready: ask away", timeout=5)
+        ui_call(self, self._reload_config)  # the loader now finds it: a new session answers
+
     @work(thread=True, exclusive=True, group="config")
     def _reload_config(self) -> None:
         from ds4router.tui.setup import setup_status
@@ -840,7 +877,10 @@ class Ds4RouterApp(App[None]):
         self.sidebar.display = not self.sidebar.display
 
 
-_CHAT_ACTIONS = frozenset(a.action.split("(")[0] for a in ACTIONS if a.id != "quit")
+# Settings has an "edit" button and Ctrl+E: editing the config is not chat-only.
+_CHAT_ACTIONS = frozenset(
+    a.action.split("(")[0] for a in ACTIONS if a.id not in ("quit", "edit_config")
+)
 
 PROJECT_TEMPLATE = """\
 # ds4router project settings (see the README). Saved changes apply at once.

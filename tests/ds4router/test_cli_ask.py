@@ -22,7 +22,7 @@ from cli_support import cloud_project, run
 from openai_server import OpenAIServer, error, ok
 from scripted import ScriptedBackend
 
-import ds4router.sessions.session as session_module
+import ds4router.sessions.backend_pool as pool_module
 from ds4router import cli, paths
 from ds4router.sessions.history import History
 from ds4router.sessions.turn_costs import money
@@ -132,12 +132,12 @@ def test_a_github_token_is_served_locally_when_the_local_backend_is_there(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     local = ScriptedBackend()
-    real = session_module.backend_for
+    real = pool_module.backend_for
 
     def with_local(target: Sendable, loaded: Any) -> Any:
         return local if target == LocalEngine() else real(target, loaded)
 
-    monkeypatch.setattr(session_module, "backend_for", with_local)
+    monkeypatch.setattr(pool_module, "backend_for", with_local)
     code, out, err = run(capsys, "ask", f"is {GH} valid?", "--project", str(project_dir), "--json")
     assert code == 0, err
     data = json.loads(out)

@@ -23,7 +23,7 @@ from load_support import fresh_copy
 from ds4router.backends import local
 from ds4router.backends.base import Backend, BackendRequest
 from ds4router.backends.local import LocalBackend
-from ds4router.events import Done, Failed, ReasoningDelta, TextDelta, TokenUsage
+from ds4router.events import Done, Failed, Notice, ReasoningDelta, TextDelta, TokenUsage
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.tokenizer import Tokenizer
@@ -133,10 +133,13 @@ async def test_cancel_mid_decode_ends_with_usage_and_cancelled(tiny: Path) -> No
     cancelled_at = None
     async for event in backend.stream(request(max_tokens=5000, request_id="long")):
         events.append(event)
-        if len(events) == 3 and cancelled_at is None:
+        if len([e for e in events if not isinstance(e, Notice)]) == 3 and cancelled_at is None:
             cancelled_at = time.monotonic()
             backend.cancel()
     assert cancelled_at is not None
+    # A random-weight checkpoint says so with its first words (ask and the TUI show it).
+    assert isinstance(events[0], Notice) and events[0].kind == "random_weights"
+    assert "noise" in events[0].message
     ended_in = time.monotonic() - cancelled_at
     usage, last = events[-2], events[-1]
     assert isinstance(last, Failed) and last.kind == "cancelled" and last.after_tokens
@@ -295,7 +298,7 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
 
 
 def test_the_engine_port_resolves_every_name_it_lists_from_its_module() -> None:

@@ -265,9 +265,9 @@ async def test_a_secret_never_falls_back_to_the_cloud_when_local_fails(
 async def test_a_cloud_decision_above_the_limit_is_refused_even_if_the_router_erred(
     tmp_path: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ds4router.sessions.session as session_module
+    import ds4router.sessions.plan as plan_module
 
-    real_decide = session_module.decide
+    real_decide = plan_module.decide
 
     def careless(request: Any, config: Any, state: Any) -> Decision:
         decision = real_decide(request, config, state)
@@ -281,7 +281,7 @@ async def test_a_cloud_decision_above_the_limit_is_refused_even_if_the_router_er
             fallbacks=(CloudModel(MODEL),),
         )
 
-    monkeypatch.setattr(session_module, "decide", careless)
+    monkeypatch.setattr(plan_module, "decide", careless)
     session = Session(project(tmp_path, openai_server.base_url), backend_factory=factory(None))
     events = await collect(session, f"token {GH}")
     assert openai_server.count == 0

@@ -30,8 +30,10 @@ from ds4router.sessions.context_window import conservative_tokens, prompt_budget
 from ds4router.sessions.history import History
 from ds4router.sessions.session import Session
 from ds4router.targets import (
+    CloudModel,
     LocalEngine,
 )
+from ds4router.token_count import count
 from local_engine.checkpoint.random_weights import official_config
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
@@ -141,7 +143,10 @@ async def test_a_message_too_long_for_the_window_is_refused_and_nothing_is_sent(
     failure = events[-2]
     assert isinstance(failure, Failed) and failure.kind == "context_window"
     assert not failure.after_tokens
-    assert "nothing was sent" in failure.message and "5,008 tokens" in failure.message
+    # Counted by gpt-4's own tokenizer (LiteLLM's), not estimated.
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}])
+    assert exact.exact and exact.method == "litellm"
+    assert "nothing was sent" in failure.message and f"{exact.tokens:,} tokens" in failure.message
     assert "8,192 tokens" in failure.message and "4,096 kept for the answer" in failure.message
     priced = events[-1]
     assert isinstance(priced, Priced) and priced.status == "error"
@@ -211,6 +216,9 @@ async def test_an_unknown_window_sends_everything_and_says_so(
 # --- privacy: classified on the whole conversation ----------------------------------------------
 
 
+SAID = "[github_token: 40 chars redacted]"
+
+
 async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     tmp_path: Path, openai_server: OpenAIServer
 ) -> None:
@@ -232,14 +240,16 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
         events = await collect(session, words(500, f"q{i}:"), conversation_id=cid)
         routed.append(events[0])
         notices = [e for e in events if isinstance(e, Notice)]
-        if any(GH in m["content"] for m in local.requests[-1].messages):
+        # History keeps the redacted text: the earlier turn reaches the model as its preview.
+        assert all(GH not in m["content"] for m in local.requests[-1].messages)
+        if any(SAID in m["content"] for m in local.requests[-1].messages):
             assert not notices
         else:
             assert notices and notices[0].kind == "context_trimmed"
 
     # The secret turn was left out of the last requests the model saw...
-    assert all(GH not in m["content"] for m in local.requests[-1].messages)
-    assert any(GH in m["content"] for m in local.requests[1].messages)
+    assert all(SAID not in m["content"] for m in local.requests[-1].messages)
+    assert any(SAID in m["content"] for m in local.requests[1].messages)
     # ...yet every follow-up was classified on the whole conversation: secret, local.
     for event in routed:
         assert event.decision.target == LocalEngine()
@@ -309,6 +319,7 @@ def test_ask_explains_a_message_too_long_for_the_model(
     directory = project_dir(tmp_path, openai_server.base_url)
     code, out, err = run(capsys, "ask", words(5000), "--project", str(directory))
     assert code == 1 and out == ""
-    assert "context_window" in err and "5,008 tokens" in err and "8,192 tokens" in err
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}]).tokens
+    assert "context_window" in err and f"{exact:,} tokens" in err and "8,192 tokens" in err
     assert "Traceback" not in err
     assert openai_server.count == 0

@@ -145,10 +145,12 @@ def test_a_truncated_block_reports_an_error_and_keeps_finished_calls(
         max_size=30,
     ).map("".join)
 )
-def test_arbitrary_text_never_raises(text: str) -> None:
+def test_arbitrary_text_never_raises_and_every_call_it_reports_is_valid(text: str) -> None:
     parsed = parse_answer(text)
-    if parsed.error is None:
-        assert parsed.calls or f"<{DSML}tool_calls>" not in text
+    for call in parsed.calls:
+        assert isinstance(call.parsed_arguments(), dict)  # whole JSON objects only
+    if f"<{DSML}tool_calls>" not in text:
+        assert parsed == collect([text]) and parsed.error is None  # plain text untouched
 
 
 def test_malformed_dsml_is_one_clear_error_and_the_rest_is_text() -> None:

@@ -32,6 +32,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import column_chart, count, money, short_model
 from ds4router.tui.threads import ui_call
 from pricing.report_render import ESTIMATE_MARK, marked, share
@@ -131,7 +132,8 @@ def totals_tooltip(report: MonthReport) -> str:
     """The requests by outcome (refusals and failures apart from ok), the saving's basis
     and what the estimate mark means."""
     total = report.total
-    lines = [f"{total.requests:,} requests: {total.outcomes()}"]
+    plural = "request" if total.requests == 1 else "requests"
+    lines = [f"{total.requests:,} {plural}: {total.outcomes()}"]
     if total.saving_known:
         lines.append(
             f"saved over the {total.compared_requests:,} requests priced both ways "
@@ -236,6 +238,7 @@ class ReportScreen(Screen[None]):
         return f"ds4router-report-{self.month}.{fmt}"
 
     def on_mount(self) -> None:
+        steady_cursors(self)
         for name in TABLES:
             table = self.query_one(f"#table-{name}", DataTable)
             table.add_columns(name, *FIGURE_COLUMNS)

@@ -141,6 +141,8 @@ class Sidebar(Vertical):
             text.append(f"\n  {status.step}", style="dim")
         self._engine_status = status
         self._kv_seen = kv = _kv_activity()
+        if status.caveat:
+            text.append(f"\n  {status.caveat}", style="bold yellow")
         line = self._kv_line(kv) if status.state == "ready" else None
         if line:
             text.append("\n" + line)
