@@ -27,9 +27,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ds4router.commands.engine_cmd",
         "The local DeepSeek V4 Flash engine: info, generate, init-random, ...",
     ),
+    "init": ("ds4router.commands.init_cmd", "Write a commented .ds4router.yaml for a project."),
+    "doctor": ("ds4router.commands.doctor", "What can answer now, what is missing, how to fix it."),
     "models": ("ds4router.commands.models_cmd", "Local models: pull the demo model, list."),
     "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "serve": (
+        "ds4router.commands.serve",
+        "Serve OpenAI and Anthropic APIs for coding agents, routed and priced.",
+    ),
     "db": ("ds4router.commands.db_cmd", "The database: check it, or repair it (with a backup)."),
     "estimate": (
         "ds4router.commands.estimate",

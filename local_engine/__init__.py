@@ -35,15 +35,19 @@ if TYPE_CHECKING:
     )
     from local_engine.runtime.dsml import ToolCall
     from local_engine.runtime.engine import Engine, EngineInfo, InsufficientMemoryError
-    from local_engine.runtime.generate import (
+    from local_engine.runtime.events import (
         Done,
         Event,
-        GenerationParams,
         GenerationStats,
         ReasoningDelta,
         TextDelta,
+        ToolCallDelta,
+        ToolCallEnd,
+        ToolCallError,
+        ToolCallStart,
         Usage,
     )
+    from local_engine.runtime.generate import GenerationParams
     from local_engine.runtime.sampling import SamplingParams
     from local_engine.runtime.tokenizer import Tokenizer
 
@@ -60,16 +64,20 @@ _LAZY: dict[str, str] = {
     "EngineInfo": "local_engine.runtime.engine",
     "InsufficientMemoryError": "local_engine.runtime.engine",
     "GenerationParams": "local_engine.runtime.generate",
-    "GenerationStats": "local_engine.runtime.generate",
-    "TextDelta": "local_engine.runtime.generate",
-    "ReasoningDelta": "local_engine.runtime.generate",
-    "Usage": "local_engine.runtime.generate",
-    "Done": "local_engine.runtime.generate",
-    "Event": "local_engine.runtime.generate",
+    "GenerationStats": "local_engine.runtime.events",
+    "TextDelta": "local_engine.runtime.events",
+    "ReasoningDelta": "local_engine.runtime.events",
+    "Usage": "local_engine.runtime.events",
+    "Done": "local_engine.runtime.events",
+    "Event": "local_engine.runtime.events",
     "render_prompt": "local_engine.runtime.chat",
     "split_reasoning": "local_engine.runtime.chat",
     "ChatEncodingError": "local_engine.runtime.chat",
     "ToolCall": "local_engine.runtime.dsml",
+    "ToolCallStart": "local_engine.runtime.events",
+    "ToolCallDelta": "local_engine.runtime.events",
+    "ToolCallEnd": "local_engine.runtime.events",
+    "ToolCallError": "local_engine.runtime.events",
     "Tokenizer": "local_engine.runtime.tokenizer",
     "SamplingParams": "local_engine.runtime.sampling",
 }
@@ -95,6 +103,10 @@ __all__ = [
     "TextDelta",
     "Tokenizer",
     "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallError",
+    "ToolCallStart",
     "Usage",
     "load_model",
     "render_prompt",

@@ -131,6 +131,7 @@ def _claude_code_file(path: Path) -> tuple[list[LoggedRequest], int, int]:
         ):
             skipped += 1
             continue
+        assert isinstance(message, dict)  # usage was read from it
         key = f"{message.get('id') or ''}:{record.get('requestId') or ''}"
         if key == ":":
             key = str(record.get("uuid") or f"{path.name}:{len(by_id)}")

@@ -24,6 +24,11 @@ output ``O``; or a real month summed from the ledger). Then:
   token than our electricity) or ``T*`` exceeds what the machine can produce in
   a month (``hours_per_day x 3600 x 365/12`` seconds of work), local never wins:
   the crossover is ``None`` ("never").
+* **Marginal** ("hardware you own anyway"): the machine is paid for, so local costs only
+  its electricity, ``local_marginal(T) = e T / 1e6``. Local then wins at every volume
+  when ``c_m > e`` (crossover 0, "always"), else never. The estimate carries both local
+  costs (``local.monthly_usd`` amortised, ``local.electricity_usd`` marginal) and each
+  cloud row both crossovers.
 
 A month read from the ledger (:func:`usage_from_ledger`) says how many of the
 requests it sums reported no usage (their token counts were estimated when they
@@ -35,7 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pricing.catalog import PriceCatalog
@@ -62,6 +67,9 @@ class EstimateRow:
     resolved: str | None = None
     price_sheet: str | None = None
     note: str = ""
+    # The same with the hardware owned anyway (electricity only): 0 ("always") or None.
+    crossover_marginal_tokens_per_month: int | None = None
+    crossover_marginal: str = "-"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +79,8 @@ class EstimateRow:
             "usd_per_mtok": self.usd_per_mtok,
             "crossover_tokens_per_month": self.crossover_tokens_per_month,
             "crossover": self.crossover,
+            "crossover_marginal_tokens_per_month": self.crossover_marginal_tokens_per_month,
+            "crossover_marginal": self.crossover_marginal,
             "resolved": self.resolved,
             "price_sheet": self.price_sheet,
             "note": self.note,
@@ -209,10 +219,13 @@ def estimate(
     *,
     ledger: LedgerUsage | None = None,
     requests: Sequence[tuple[dt.datetime, TokenUsage]] = (),
+    more_profiles: Sequence[LocalProfile] = (),
 ) -> Estimate:
     """Price ``usage`` on each model and on ``profile``; rows sorted by monthly cost.
     ``ledger``: where ``usage`` came from, when it is a month of the ledger;
-    ``requests``: the requests ``usage`` sums (start time, tokens), priced one by one."""
+    ``requests``: the requests ``usage`` sums (start time, tokens), priced one by one;
+    ``more_profiles``: other local profiles to price (rows only; crossovers are
+    ``profile``'s)."""
     if usage.output_tokens <= 0:
         raise PricingError("the usage has no output tokens; nothing to compare")
     local = local_estimate(usage, profile) if profile is not None else None
@@ -231,12 +244,15 @@ def estimate(
         monthly = _monthly_cloud(usage, rates, requests)
         per_m = monthly / usage.output_tokens * _PER_M
         crossover: int | None = None
-        label = "-"
+        marginal: int | None = None
+        label = marginal_label = "-"
         if local is not None:
             crossover = crossover_tokens(
                 local.hardware_usd, per_m, local.energy_usd_per_mtok, local.capacity_output_tokens
             )
             label = "never" if crossover is None else f"{crossover:,}"
+            marginal = crossover_tokens(0.0, per_m, local.energy_usd_per_mtok)
+            marginal_label = "never" if marginal is None else "always"
         note = "unverified price" if rates.model in catalog.unverified else ""
         rows.append(
             EstimateRow(
@@ -249,33 +265,44 @@ def estimate(
                 resolved=rates.model,
                 price_sheet=rates.sheet,
                 note=note,
+                crossover_marginal_tokens_per_month=marginal,
+                crossover_marginal=marginal_label,
             )
         )
     if profile is not None and local is not None:
-        note = (
-            ""
-            if local.fits
-            else (
-                f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
-                f"at {profile.cost_model.hours_per_day:g} h/day"
-            )
-        )
-        rows.append(
-            EstimateRow(
-                model=f"local:{profile.name}",
-                kind="local",
-                monthly_usd=local.monthly_usd,
-                usd_per_mtok=local.monthly_usd / usage.output_tokens * _PER_M,
-                crossover_tokens_per_month=None,
-                crossover="-",
-                note=note,
-            )
-        )
+        rows.append(_local_row(profile, local, usage))
+    crossovers_of = f"crossovers: {profile.name}" if profile is not None else ""
+    for other in more_profiles:  # priced too; the crossovers stay ``profile``'s
+        if profile is not None and other.name == profile.name:
+            continue
+        row = _local_row(other, local_estimate(usage, other), usage)
+        rows.append(replace(row, note=row.note or crossovers_of))
+
     rows.sort(key=lambda r: (r.monthly_usd is None, r.monthly_usd or 0.0, r.model))
     assumptions = _assumptions(catalog, usage, profile, local)
     if ledger is not None:
         assumptions["ledger"] = ledger.as_dict()
     return Estimate(tuple(rows), usage, profile, local, assumptions, tuple(unknown))
+
+
+def _local_row(profile: LocalProfile, local: LocalEstimate, usage: TokenUsage) -> EstimateRow:
+    note = (
+        ""
+        if local.fits
+        else (
+            f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
+            f"at {profile.cost_model.hours_per_day:g} h/day"
+        )
+    )
+    return EstimateRow(
+        model=f"local:{profile.name}",
+        kind="local",
+        monthly_usd=local.monthly_usd,
+        usd_per_mtok=local.monthly_usd / usage.output_tokens * _PER_M,
+        crossover_tokens_per_month=None,
+        crossover="-",
+        note=note,
+    )
 
 
 def _monthly_cloud(

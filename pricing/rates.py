@@ -120,13 +120,15 @@ class Rates:
         if at is not None:
             for window in self.windows:
                 if window.contains(at):
-                    rates = replace(rates, **dict(window.values), window=window.name)
+                    changes: dict[str, Any] = dict(window.values)
+                    rates = replace(rates, **changes, window=window.name)
                     break
         if prompt_tokens is not None:
             passed = [t for t in self.tiers if prompt_tokens > t.above_tokens]
             if passed:
                 top = max(passed, key=lambda t: t.above_tokens)
-                rates = replace(rates, **dict(top.values), tier=top.name)
+                tiered: dict[str, Any] = dict(top.values)
+                rates = replace(rates, **tiered, tier=top.name)
         return rates
 
 

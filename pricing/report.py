@@ -12,6 +12,16 @@ Money: ``cost_usd`` sums priced rows only; unpriced rows are counted apart
 (``unpriced_requests``), never as $0. ``savings_usd`` is, over rows priced both
 ways, the reference model's cost minus the actual cost (what routing saved).
 
+Outcomes: ``ok`` counts answered requests only; ``refused`` ones (the router sent nothing;
+their rows say status ok, route refused) are counted apart, like errors and cancellations.
+
+Savings: ``compared_requests`` are the requests priced both ways (their own price and the
+reference model's are known); ``compared_reference_usd`` and ``compared_cost_usd`` are those
+requests' two costs, whose difference is ``savings_usd``. Reports state a saving only over
+them, never against a reference cost that includes requests without a price of their own.
+These four figures are derived per cube cell (one model, reference model and day: its
+requests are priced, or not, alike), not stored.
+
 Interrupted work: ``interrupted`` counts requests whose process died mid-way
 (their usage is what was known then, estimated) and ``started`` those still
 running; both are apart from ``ok``/``errors``/``cancelled``.
@@ -64,6 +74,36 @@ class Bucket:
     # Write-ahead rows: still running, or left by a process that died (see pricing.recovery).
     started: int = 0
     interrupted: int = 0
+    # Derived from the cells, not cube measures (see the module docstring).
+    refused: int = 0
+    compared_requests: int = 0
+    compared_reference_usd: float = 0.0
+    compared_cost_usd: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Requests that ran but gave no complete answer (error, cancelled, interrupted)."""
+        return self.errors + self.cancelled + self.interrupted
+
+    def outcomes(self) -> str:
+        """``12 ok, 1 refused, 2 error, 1 cancelled, 1 interrupted, 1 running``: each
+        outcome apart (zeros left out, but ok)."""
+        parts = [f"{self.ok:,} ok"]
+        for count, label in (
+            (self.refused, "refused"),
+            (self.errors, "error"),
+            (self.cancelled, "cancelled"),
+            (self.interrupted, "interrupted"),
+            (self.started, "running"),
+        ):
+            if count:
+                parts.append(f"{count:,} {label}")
+        return ", ".join(parts)
+
+    @property
+    def saving_known(self) -> bool:
+        """Some requests were priced both ways, so a saving can be stated."""
+        return self.compared_requests > 0
 
     @property
     def tokens_estimated(self) -> bool:
@@ -170,7 +210,9 @@ _CUBE_SQL = (
     + ", ".join(name for name, _, _ in CUBE_MEASURES_ALL)
     + " FROM ledger_cube WHERE {where} AND requests != 0"
 )
-if tuple(name for name, _, _ in CUBE_MEASURES_ALL) != _BUCKET_FIELDS:  # pragma: no cover
+_DERIVED = ("refused", "compared_requests", "compared_reference_usd", "compared_cost_usd")
+_CUBE_FIELDS = tuple(name for name, _, _ in CUBE_MEASURES_ALL)
+if (*_CUBE_FIELDS, *_DERIVED) != _BUCKET_FIELDS:  # pragma: no cover
     raise ImportError("pricing.report: Bucket fields and the ledger cube's measures disagree")
 
 
@@ -256,7 +298,8 @@ class _Accumulator:
         self.cloud_by_day: dict[str, float] = {}
         self.references: set[str] = set()
 
-    def add(self, key: CubeKey, reference: str, values: Sequence[int | float]) -> None:
+    def add(self, key: CubeKey, reference: str, measures: Sequence[int | float]) -> None:
+        values = _with_derived(key[1], reference, measures)
         width = len(values)
         total = self.total
         for i in range(width):
@@ -321,6 +364,30 @@ class _Accumulator:
 
 
 _COST = _BUCKET_FIELDS.index("cost_usd")
+_AT = {name: _BUCKET_FIELDS.index(name) for name in _BUCKET_FIELDS}
+
+
+def _with_derived(route: str, reference: str, measures: Sequence[int | float]) -> list[float]:
+    """A cell's measures, ``ok`` without refusals, and the derived figures appended."""
+    values = [float(v) for v in measures]
+    at = _AT
+    requests = values[at["requests"]]
+    refused = requests if route == "refused" else 0.0
+    if refused:
+        values[at["ok"]] = 0.0
+    tokens = values[at["input_tokens"]] + values[at["output_tokens"]]
+    # Its reference price is known when it came to something (or there was nothing to price).
+    reference_known = bool(reference) and (values[at["counterfactual_usd"]] > 0 or tokens == 0)
+    compared = (
+        requests
+        if route != "refused" and reference_known and values[at["unpriced_requests"]] == 0
+        else 0.0
+    )
+    if compared:
+        return [*values, refused, compared, values[at["counterfactual_usd"]], values[_COST]]
+    return [*values, refused, 0.0, 0.0, 0.0]
+
+
 _INTEGER_FIELDS = frozenset(f for f in _BUCKET_FIELDS if f not in _FLOAT_FIELDS)
 
 

@@ -97,10 +97,7 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
     lines = [
         (
             "requests",
-            f"{t.requests:,} ({t.ok:,} ok, {t.errors:,} error, {t.cancelled:,} cancelled"
-            + (f", {t.interrupted:,} interrupted" if t.interrupted else "")
-            + (f", {t.started:,} running" if t.started else "")
-            + ")",
+            f"{t.requests:,} ({t.outcomes()})",
         ),
         (
             "tokens",
@@ -118,13 +115,16 @@ def _summary_lines(report: MonthReport) -> list[tuple[str, str]]:
         ),
     ]
     refs = ", ".join(report.reference_models) or "no reference model"
-    lines.append(
-        (
-            "saved vs reference",
-            f"{marked(usd(t.savings_usd), est)} "
-            f"(reference cost {marked(usd(t.counterfactual_usd), est)}; {refs})",
+    if t.saving_known:
+        saved = (
+            f"{marked(usd(t.savings_usd), est)} over the {t.compared_requests:,} of "
+            f"{t.requests - t.refused:,} requests priced both ways (reference "
+            f"{marked(usd(t.compared_reference_usd), est)} vs "
+            f"{marked(usd(t.compared_cost_usd), t.cost_estimated)}; {refs})"
         )
-    )
+    else:
+        saved = f"- (no request priced both on its own model and on the reference; {refs})"
+    lines.append(("saved vs reference", saved))
     lines.append(("unpriced requests", f"{t.unpriced_requests:,} (not counted in costs)"))
     if est:
         lines.append(
@@ -173,7 +173,11 @@ _COLUMNS: tuple[Column, ...] = (
     ("unpriced", lambda b: f"{b.unpriced_requests:,}", _never),
     (_ESTIMATED_COLUMN, lambda b: f"{b.estimated_requests:,}", _never),
     ("reference", lambda b: usd(b.counterfactual_usd), lambda b: b.tokens_estimated),
-    ("saved", lambda b: usd(b.savings_usd), _tokens_or_cost),
+    (
+        "saved",
+        lambda b: usd(b.savings_usd) if b.saving_known else "-",
+        lambda b: b.saving_known and _tokens_or_cost(b),
+    ),
 )
 
 
@@ -261,7 +265,7 @@ def render_markdown(report: MonthReport) -> str:
 
 # --- HTML -------------------------------------------------------------------------
 
-_CSS = """
+PAGE_CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1000px;
        color: #1d232a; padding: 0 1em; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
@@ -397,5 +401,5 @@ def render_html(report: MonthReport) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(_title(report))}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<style>{PAGE_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )

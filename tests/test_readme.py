@@ -43,3 +43,28 @@ def test_readme_screenshots_are_the_current_snapshots() -> None:
         ).read_bytes() == snapshot.read_bytes(), (
             f"copy {snapshot.name} to docs/screenshots/{name}.svg"
         )
+
+
+def test_the_architecture_tree_names_every_package_and_subpackage() -> None:
+    """README's tree (one line per package, indented under its parent) stays the real layout."""
+    section = (REPO / "README.md").read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    tree = section.split("```\n", 2)[1]
+    listed: set[str] = set()
+    parents: list[tuple[int, str]] = []
+    for line in tree.splitlines():
+        name = line.split()[0]
+        if not name.endswith("/"):
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        parents = parents[:depth]
+        parents.append((depth, name.rstrip("/")))
+        listed.add("/".join(part for _, part in parents))
+    packages = {
+        init.parent.relative_to(REPO).as_posix()
+        for root in ("ds4router", "pricing", "local_engine")
+        for init in (REPO / root).rglob("__init__.py")
+    }
+    assert packages - listed == set(), "add these packages to README's Architecture tree"
+    assert {p for p in listed if p.split("/")[0] in ("ds4router", "pricing", "local_engine")} <= (
+        packages
+    ), "README's Architecture tree names a package that does not exist"

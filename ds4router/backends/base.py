@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ds4router.backends.events import Event
 from ds4router.backends.health import Health
+from ds4router.events import BackendEvent
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,16 @@ class BackendRequest:
     stop: tuple[str, ...] = ()
     # Correlates backend logs with the ledger row; never sent to a provider.
     request_id: str | None = None
+    # OpenAI tool definitions ({"type": "function", "function": {...}}) the model may call;
+    # calls come back as ToolCall* events.
+    tools: tuple[dict[str, Any], ...] = ()
+    # The conversation (or agent) this request continues: the local engine keeps its decode
+    # state between turns under this id. Never sent to a provider.
+    session_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversation holds a detected credential or personal data: nothing of it may be
+    # written to disk (the local engine keeps its KV state in RAM only for this request).
+    keep_off_disk: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -51,7 +60,7 @@ class Backend(Protocol):
     task or thread; streams in flight end with ``Failed(kind="cancelled")``.
     """
 
-    def stream(self, request: BackendRequest) -> AsyncIterator[Event]: ...
+    def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]: ...
 
     def cancel(self) -> None: ...
 

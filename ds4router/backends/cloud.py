@@ -1,6 +1,7 @@
 """The cloud backend: any model LiteLLM can reach, streamed as ds4router events.
 
-One ``litellm.acompletion(stream=True)`` call per attempt. Timeouts: connect
+One ``litellm.acompletion(stream=True)`` call per attempt, in two steps: open (send
+it and wait for the provider's stream) and drain (its chunks as events). Timeouts: connect
 (handed to the HTTP client), first token, and total (enforced here, so a hung
 provider cannot hold a request longer than configured); after the first token a
 stall longer than the first-token timeout also ends the stream. Failures before
@@ -23,24 +24,26 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ds4router.backends import cloud_errors
 from ds4router.backends.base import BackendRequest
 from ds4router.backends.endpoints import ModelTarget, resolve
-from ds4router.backends.events import (
-    Done,
-    Event,
-    Failed,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import FailureWindow, Health, Reachability
 from ds4router.config.schema import CloudConfig
+from ds4router.events import (
+    BackendEvent,
+    Done,
+    Failed,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+    ToolCallStart,
+    failed,
+)
 
 T = TypeVar("T")
 
@@ -85,6 +88,10 @@ def load_litellm() -> Any:
             litellm.set_verbose = False
             # Message bodies must never land in LiteLLM's logs or callbacks.
             litellm.turn_off_message_logging = True
+            # Its success logging and cost callbacks cost ~10 ms of CPU a request (measured
+            # by bench/serve.py); the ledger prices usage itself, from the provider's chunks.
+            litellm.disable_streaming_logging = True
+            litellm.logging = False
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "LiteLLM Proxy.stdout"):
                 logging.getLogger(name).setLevel(logging.CRITICAL + 1)
             _quieted = True
@@ -107,10 +114,26 @@ class _Answer:
     reasoning: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Any = None
+    # provider's tool-call index -> ours (0, 1, ... in the order the calls began)
+    tool_calls: dict[int, int] = field(default_factory=dict)
+    tool_arguments: list[str] = field(default_factory=list)
 
     @property
     def started(self) -> bool:
-        return bool(self.text or self.reasoning)
+        return bool(self.text or self.reasoning or self.tool_calls)
+
+
+@dataclass
+class _Call:
+    """One stream's fixed parts across its attempts (and the current first-token deadline)."""
+
+    request: BackendRequest
+    target: ModelTarget
+    flight: Flight
+    kwargs: dict[str, Any]
+    secrets: tuple[str, ...]
+    deadline: float
+    token_deadline: float = 0.0
 
 
 class CloudBackend:
@@ -180,7 +203,7 @@ class CloudBackend:
                 return Health("offline", f"cannot reach {probe.endpoint}: {probe.detail}")
         return self.failures.health(target.model)
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         target = resolve(request.model, self.config)
         problem = self._key_problem(target)
         if problem is not None:
@@ -255,40 +278,24 @@ class CloudBackend:
             kwargs["top_p"] = request.top_p
         if request.stop:
             kwargs["stop"] = list(request.stop)
+        if request.tools:
+            kwargs["tools"] = [dict(tool) for tool in request.tools]
         return kwargs
 
     async def _run(
         self, request: BackendRequest, target: ModelTarget, flight: Flight
-    ) -> AsyncIterator[Event]:
-        litellm = load_litellm()
-        timeouts = self.config.timeouts
-        key = self._key(target)
-        secrets = tuple(s for s in (key,) if s)
-        kwargs = self._kwargs(request, target, key)
-        deadline = time.monotonic() + timeouts.total_s
+    ) -> AsyncIterator[BackendEvent]:
+        """Open the request, drain its stream, and retry while nothing was streamed yet."""
+        call = self._call(request, target, flight)
         answer = _Answer()
         attempt = 0
         while True:
             response: Any = None
-            outcome: Failed | None = None
             retry_in: float | None = None
             try:
-                token_deadline = min(deadline, time.monotonic() + timeouts.first_token_s)
-                response = await self._wait(
-                    litellm.acompletion(**kwargs), token_deadline, flight, "first token"
-                )
-                iterator = response.__aiter__()
-                while True:
-                    if answer.started:
-                        until = min(deadline, time.monotonic() + timeouts.first_token_s)
-                        what = "total" if until == deadline else "next token"
-                    else:
-                        until, what = token_deadline, "first token"
-                    more, chunk = await self._wait(_next(iterator), until, flight, what)
-                    if not more:
-                        break
-                    for event in _events(chunk, answer):
-                        yield event
+                response = await self._open(call)
+                async for event in self._drain(call, response, answer):
+                    yield event
                 provider_usage = _provider_usage(response, answer.usage)
                 self.failures.record_success(request.model)
                 yield provider_usage or self._estimate(request, answer)
@@ -299,58 +306,17 @@ class CloudBackend:
                     "cancelled", f"{request.model}: cancelled", after_tokens=answer.started
                 )
             except _TimedOut as exc:
-                limit = {
-                    "first token": f"no first token within {timeouts.first_token_s:g}s "
-                    "(cloud.timeouts.first_token_s)",
-                    "next token": f"the stream stalled for {timeouts.first_token_s:g}s "
-                    "(cloud.timeouts.first_token_s)",
-                    "total": f"no complete answer within {timeouts.total_s:g}s "
-                    "(cloud.timeouts.total_s)",
-                }[exc.what]
-                outcome = failed(
-                    "timeout", f"{request.model}: {limit}", after_tokens=answer.started
-                )
+                outcome = self._timed_out(call, exc, answer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every provider error becomes an event
-                kind = cloud_errors.classify(exc)
-                detail = cloud_errors.redact(cloud_errors.clean_detail(exc), secrets)
-                reason = cloud_errors.connection_detail(exc)
-                if reason and cloud_errors.is_connection_error(exc):
-                    detail = f"could not connect ({reason})"
-                if kind == "timeout":
-                    # The HTTP client's timeout: ours (first token, total) fire first.
-                    detail = f"{detail} (cloud.timeouts.connect_s is {timeouts.connect_s:g}s)"
-                message = cloud_errors.describe(
-                    kind,
-                    request.model,
-                    detail,
-                    code=cloud_errors.status_code(exc)
-                    if kind not in ("unavailable", "timeout")
-                    else None,
-                    key_env=target.api_key_env,
-                )
-                outcome = failed(
-                    kind, cloud_errors.redact(message, secrets), after_tokens=answer.started
-                )
-                note = ""
-                if not answer.started:
-                    note = await self._offline_note(exc, target)
-                    if not note and attempt < self.config.retries and kind in _RETRIED:
-                        retry_in, note = self._retry_delay(exc, attempt, deadline)
-                if note:
-                    outcome = Failed(
-                        outcome.kind,
-                        f"{outcome.message}; {note}",
-                        outcome.retryable,
-                        outcome.after_tokens,
-                    )
+                outcome, retry_in = await self._provider_failure(call, exc, answer, attempt)
             finally:
                 if response is not None:
                     await _close(response)
             if retry_in is not None:
                 try:
-                    await self._wait(asyncio.sleep(retry_in), deadline, flight, "total")
+                    await self._wait(asyncio.sleep(retry_in), call.deadline, flight, "total")
                 except _Cancelled:
                     outcome = failed("cancelled", f"{request.model}: cancelled")
                 except _TimedOut:
@@ -358,19 +324,101 @@ class CloudBackend:
                 else:
                     attempt += 1
                     continue
-            assert outcome is not None
             self.failures.record_failure(request.model, outcome.kind, outcome.message)
             if answer.started:
                 yield self._estimate(request, answer)
             if attempt and outcome.kind != "cancelled":
-                outcome = Failed(
-                    outcome.kind,
-                    f"{outcome.message} (after {attempt + 1} attempts)",
-                    outcome.retryable,
-                    outcome.after_tokens,
+                outcome = replace(
+                    outcome, message=f"{outcome.message} (after {attempt + 1} attempts)"
                 )
             yield outcome
             return
+
+    def _call(self, request: BackendRequest, target: ModelTarget, flight: Flight) -> _Call:
+        key = self._key(target)
+        return _Call(
+            request=request,
+            target=target,
+            flight=flight,
+            kwargs=self._kwargs(request, target, key),
+            secrets=tuple(s for s in (key,) if s),
+            deadline=time.monotonic() + self.config.timeouts.total_s,
+        )
+
+    async def _open(self, call: _Call) -> Any:
+        """Send the request: the provider's stream, once it answers (within the first-token
+        timeout); the first-token clock keeps running into the drain."""
+        litellm = load_litellm()
+        call.token_deadline = min(
+            call.deadline, time.monotonic() + self.config.timeouts.first_token_s
+        )
+        return await self._wait(
+            litellm.acompletion(**call.kwargs), call.token_deadline, call.flight, "first token"
+        )
+
+    async def _drain(
+        self, call: _Call, response: Any, answer: _Answer
+    ) -> AsyncIterator[BackendEvent]:
+        """The stream's chunks as events, each within its timeout. Holds nothing to clean
+        up: ``_run`` closes the response however this ends."""
+        timeouts = self.config.timeouts
+        iterator = response.__aiter__()
+        while True:
+            if answer.started:
+                until = min(call.deadline, time.monotonic() + timeouts.first_token_s)
+                what = "total" if until == call.deadline else "next token"
+            else:
+                until, what = call.token_deadline, "first token"
+            more, chunk = await self._wait(_next(iterator), until, call.flight, what)
+            if not more:
+                return
+            for event in _events(chunk, answer):
+                yield event
+
+    def _timed_out(self, call: _Call, exc: _TimedOut, answer: _Answer) -> Failed:
+        timeouts = self.config.timeouts
+        limit = {
+            "first token": f"no first token within {timeouts.first_token_s:g}s "
+            "(cloud.timeouts.first_token_s)",
+            "next token": f"the stream stalled for {timeouts.first_token_s:g}s "
+            "(cloud.timeouts.first_token_s)",
+            "total": f"no complete answer within {timeouts.total_s:g}s (cloud.timeouts.total_s)",
+        }[exc.what]
+        return failed("timeout", f"{call.request.model}: {limit}", after_tokens=answer.started)
+
+    async def _provider_failure(
+        self, call: _Call, exc: Exception, answer: _Answer, attempt: int
+    ) -> tuple[Failed, float | None]:
+        """A provider's error as a ``Failed`` (no key in it), and the delay before a retry
+        (None: no retry: something was streamed, the host is offline, or none is left)."""
+        timeouts = self.config.timeouts
+        kind = cloud_errors.classify(exc)
+        detail = cloud_errors.redact(cloud_errors.clean_detail(exc), call.secrets)
+        reason = cloud_errors.connection_detail(exc)
+        if reason and cloud_errors.is_connection_error(exc):
+            detail = f"could not connect ({reason})"
+        if kind == "timeout":
+            # The HTTP client's timeout: ours (first token, total) fire first.
+            detail = f"{detail} (cloud.timeouts.connect_s is {timeouts.connect_s:g}s)"
+        message = cloud_errors.describe(
+            kind,
+            call.request.model,
+            detail,
+            code=cloud_errors.status_code(exc) if kind not in ("unavailable", "timeout") else None,
+            key_env=call.target.api_key_env,
+        )
+        outcome = failed(
+            kind, cloud_errors.redact(message, call.secrets), after_tokens=answer.started
+        )
+        retry_in: float | None = None
+        note = ""
+        if not answer.started:
+            note = await self._offline_note(exc, call.target)
+            if not note and attempt < self.config.retries and kind in _RETRIED:
+                retry_in, note = self._retry_delay(exc, attempt, call.deadline)
+        if note:
+            outcome = replace(outcome, message=f"{outcome.message}; {note}")
+        return outcome, retry_in
 
     async def _offline_note(self, exc: BaseException, target: ModelTarget) -> str:
         """After a failed connection, check the host: say so when it cannot be reached.
@@ -425,10 +473,10 @@ class CloudBackend:
             raise _Cancelled()
         raise _TimedOut(what)
 
-    def _estimate(self, request: BackendRequest, answer: _Answer) -> Usage:
+    def _estimate(self, request: BackendRequest, answer: _Answer) -> TokenUsage:
         """Usage counted locally with LiteLLM's tokenizer, marked estimated."""
         litellm = load_litellm()
-        text = "".join(answer.text)
+        text = "".join(answer.text) + "".join(answer.tool_arguments)
         reasoning = "".join(answer.reasoning)
 
         def count(**kwargs: Any) -> int:
@@ -440,7 +488,7 @@ class CloudBackend:
 
         output_reasoning = count(text=reasoning) if reasoning else 0
         output_text = count(text=text) if text else 0
-        return Usage(
+        return TokenUsage(
             input_tokens=count(messages=request.messages),
             output_tokens=output_text + output_reasoning,
             reasoning_tokens=output_reasoning,
@@ -465,8 +513,8 @@ async def _close(response: Any) -> None:
         pass
 
 
-def _events(chunk: Any, answer: _Answer) -> list[Event]:
-    events: list[Event] = []
+def _events(chunk: Any, answer: _Answer) -> list[BackendEvent]:
+    events: list[BackendEvent] = []
     usage = getattr(chunk, "usage", None)
     if usage is not None:
         answer.usage = usage
@@ -487,10 +535,34 @@ def _events(chunk: Any, answer: _Answer) -> list[Event]:
     if isinstance(content, str) and content:
         answer.text.append(content)
         events.append(TextDelta(content))
+    for call in getattr(delta, "tool_calls", None) or []:
+        events.extend(_tool_events(call, answer))
     return events
 
 
-def _provider_usage(response: Any, usage: Any) -> Usage | None:
+def _tool_events(call: Any, answer: _Answer) -> list[BackendEvent]:
+    """One streamed tool-call piece: a start the first time its index is seen, then the
+    arguments' text as it comes (providers send the id and name once, first)."""
+    events: list[BackendEvent] = []
+    raw_index = getattr(call, "index", None)
+    key = raw_index if isinstance(raw_index, int) else len(answer.tool_calls)
+    function = getattr(call, "function", None)
+    name = getattr(function, "name", None) if function is not None else None
+    arguments = getattr(function, "arguments", None) if function is not None else None
+    if key not in answer.tool_calls:
+        ours = len(answer.tool_calls)
+        answer.tool_calls[key] = ours
+        answer.tool_arguments.append("")
+        call_id = getattr(call, "id", None) or f"call_{ours}"
+        events.append(ToolCallStart(ours, str(call_id), str(name or "")))
+    ours = answer.tool_calls[key]
+    if isinstance(arguments, str) and arguments:
+        answer.tool_arguments[ours] += arguments
+        events.append(ToolCallDelta(ours, arguments))
+    return events
+
+
+def _provider_usage(response: Any, usage: Any) -> TokenUsage | None:
     """The provider's own usage, or None when it sent none.
 
     LiteLLM fills in a usage chunk from its tokenizer when the provider omitted
@@ -510,10 +582,10 @@ def _provider_usage(response: Any, usage: Any) -> Usage | None:
         getattr(prompt_details, "cache_creation_tokens", 0)
     )
     reasoning = _int(getattr(completion_details, "reasoning_tokens", 0))
-    return Usage(
+    return TokenUsage(
         input_tokens=prompt,
         cached_input_tokens=min(cached, prompt),
-        cache_write_tokens=cache_write,
+        cache_write_tokens=min(cache_write, prompt - min(cached, prompt)),
         output_tokens=completion,
         reasoning_tokens=min(reasoning, completion),
         estimated=False,

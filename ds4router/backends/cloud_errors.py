@@ -14,7 +14,7 @@ import re
 import time
 from typing import Any
 
-from ds4router.backends.events import ErrorKind
+from ds4router.events import ErrorKind
 
 # Most specific first: ContextWindowExceededError is also a BadRequestError.
 _BY_CLASS: tuple[tuple[str, ErrorKind], ...] = (

@@ -31,34 +31,52 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
-    Done,
-    ErrorKind,
-    Event,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-    failed,
-)
 from ds4router.backends.flights import Flight, Flights
 from ds4router.backends.health import Health, HealthStatus
-from local_engine.runtime.worker import SerialWorker
+from ds4router.backends.local_load import (
+    _ENGINE_THREAD,
+    EngineKind,
+    LoadState,
+    LoadStatus,
+    _check_model_dir,
+    _EngineLoad,  # noqa: F401  (re-exported: tests reach the load through this module)
+    _load_of,
+    _message,
+    forget_load,
+    percent,
+)
+from ds4router.events import (
+    BackendEvent,
+    Done,
+    ErrorKind,
+    Notice,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
+    failed,
+)
 
 if TYPE_CHECKING:
+    from ds4router.backends.engine_port import (
+        Engine,
+        GenerationParams,
+        GenerationStats,
+    )
     from ds4router.config.loader import LoadedConfig
-    from local_engine.checkpoint.loader import LoadProgress
-    from local_engine.runtime.engine import Engine
-    from local_engine.runtime.generate import GenerationParams, GenerationStats
 
-# A request without max_tokens gets `local.engine.max_tokens`, else this many (room for an
-# answer with code, short of the model's own limits).
-DEFAULT_MAX_TOKENS = 4096
+# A request without max_tokens gets `local.engine.max_tokens`, else this many (a long answer
+# with code; not minutes of a small or random model rambling on; raise it for long outputs).
+DEFAULT_MAX_TOKENS = 1024
 
 # What health() reports when loading failed (see the module docstring).
 FAILED_STATUS: HealthStatus = "offline"
@@ -68,12 +86,11 @@ FAILED_STATUS: HealthStatus = "offline"
 EXTRA_PARAMS = ("thinking", "reasoning_effort", "seed", "top_k", "min_p")
 
 # Sampling for requests that set none, by engine kind. DeepSeek V4's own defaults live in
-# GenerationParams; small models ramble at temperature 1.0, so mlx-lm models get the
-# values SmolLM2's model card recommends (the demo model's).
-KIND_SAMPLING: dict[str, dict[str, float]] = {"mlx-lm": {"temperature": 0.2, "top_p": 0.9}}
+# GenerationParams. mlx-lm models (the demo model first) answer greedily: measured on the
+# demo model, "What is the capital of France?" opens with "The" at p=0.152 and "L" at 0.140,
+# so even temperature 0.2 starts 3 answers in 8 with "L'Étoile, ..." and rambles on.
+KIND_SAMPLING: dict[str, dict[str, float]] = {"mlx-lm": {"temperature": 0.0}}
 
-LoadState = Literal["idle", "loading", "ready", "failed"]
-EngineKind = Literal["deepseek-v4", "mlx-lm"]
 _KEEP_STATS = 64
 GIB = 1024**3
 
@@ -120,233 +137,6 @@ class LocalStats:
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "kv_restore_s": self.kv_restore_s,
         }
-
-
-# --- loading, once per process ------------------------------------------------------------
-
-
-# The one thread that loads models and runs generations, jobs in order. MLX keeps streams
-# per thread: an array one thread left unevaluated cannot be evaluated on another ("There is
-# no Stream(cpu, 0) in current thread"; seen with lazy weight transposes before the model
-# began materializing its weights at load). Loading and running on one thread keeps that
-# whole class of failure away, and generations are one at a time per engine anyway. A
-# daemon thread, so a load nobody waits for any more does not hold up the process's exit.
-# Jobs report their own errors (a load into its _EngineLoad, a generation onto its stream):
-# no on_error hook, a stray exception is dropped and the next job runs.
-_ENGINE_THREAD = SerialWorker("ds4router-engine")
-
-
-@dataclass(frozen=True)
-class LoadStatus:
-    """One moment of a model's load, as ``health()`` and the TUI show it.
-
-    ``fraction`` and ``step`` come from the engine's ``LoadProgress`` (None and "" until
-    it reported: while the directory is checked and the tokenizer read); ``progress``
-    is that last report itself. ``version`` changes with every change of this status,
-    for ``LocalBackend.wait_for_load``.
-    """
-
-    state: LoadState
-    fraction: float | None = None
-    step: str = ""
-    progress: LoadProgress | None = None
-    elapsed_s: float | None = None
-    error: str = ""
-    weight_bytes: int | None = None
-    version: int = 0
-
-
-def percent(fraction: float) -> int:
-    """Whole percent, rounded down: 100 % only once everything is there."""
-    return int(max(0.0, min(1.0, fraction)) * 100)
-
-
-class _EngineLoad:
-    """The load of one model directory, shared by every backend of the process."""
-
-    def __init__(self, path: Path, kind: EngineKind = "deepseek-v4") -> None:
-        self.path = path
-        self.kind = kind
-        self._lock = threading.Lock()
-        # Notified on every change (progress, the end), under the same lock.
-        self._changed = threading.Condition(self._lock)
-        self.version = 0
-        self.state: LoadState = "idle"
-        self.engine: Engine | None = None
-        self.error = ""
-        self.progress: LoadProgress | None = None
-        self.fraction: float | None = None
-        self.step = ""
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.weight_bytes: int | None = None
-        self.parameters: int | None = None
-        self.is_random = False
-        self._listeners: list[Callable[[], None]] = []
-
-    def start(
-        self,
-        *,
-        check_memory: bool,
-        available_memory_bytes: int | None,
-        retry: bool,
-        inline: bool = False,
-    ) -> None:
-        """Begin loading unless loaded, loading, or failed (``retry``: try a failure again).
-
-        ``inline`` loads on the calling thread (for an engine already in memory: instant).
-        """
-        with self._changed:
-            if self.state in ("loading", "ready") or (self.state == "failed" and not retry):
-                return
-            self.state, self.error, self.fraction, self.step = "loading", "", None, ""
-            self.progress = None
-            self.started_at, self.ended_at = time.monotonic(), None
-            self._bump()
-        if inline:
-            self._run(check_memory, available_memory_bytes)
-        else:
-            _ENGINE_THREAD.submit(lambda: self._run(check_memory, available_memory_bytes))
-
-    def _bump(self) -> None:
-        """Under the lock: the status changed."""
-        self.version += 1
-        self._changed.notify_all()
-
-    def _progress(self, progress: LoadProgress) -> None:
-        """The engine's callback, on the engine thread, once per tensor: cheap, no I/O."""
-        with self._changed:
-            self.progress = progress
-            self.fraction = max(0.0, min(1.0, progress.fraction))
-            self.step = progress.step
-            self._bump()
-
-    def _run(self, check_memory: bool, available_memory_bytes: int | None) -> None:
-        try:
-            engine_class = _engine_class(self.kind)
-            engine = engine_class.load(
-                self.path,
-                check_memory=check_memory,
-                available_memory_bytes=available_memory_bytes,
-                progress=self._progress,
-            )
-            info = engine.info()
-        except Exception as exc:  # every load failure becomes the health detail
-            with self._changed:
-                self.state, self.error = "failed", _message(exc)
-                self.ended_at = time.monotonic()
-                self._bump()
-        else:
-            with self._changed:
-                self.engine = engine
-                self.weight_bytes = info.weight_bytes
-                self.parameters = info.parameters
-                self.is_random = info.is_random
-                self.state = "ready"
-                self.ended_at = time.monotonic()
-                self._bump()
-        with self._lock:
-            listeners, self._listeners = self._listeners, []
-        for notify in listeners:
-            notify()
-
-    def status(self) -> LoadStatus:
-        with self._lock:
-            return self._status()
-
-    def _status(self) -> LoadStatus:
-        started = self.started_at
-        end = self.ended_at if self.ended_at is not None else time.monotonic()
-        elapsed = None if started is None else end - started
-        return LoadStatus(
-            state=self.state,
-            fraction=self.fraction,
-            step=self.step,
-            progress=self.progress,
-            elapsed_s=elapsed,
-            error=self.error,
-            weight_bytes=self.weight_bytes,
-            version=self.version,
-        )
-
-    def wait(self, after: int, timeout: float | None) -> LoadStatus:
-        """The status once its version is not ``after`` any more, or when ``timeout`` ends."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.version != after, timeout)
-            return self._status()
-
-    def adopt(self) -> None:
-        """An engine loaded in this process by someone else (the TUI, a CLI command)
-        counts as loaded here too; asking the engine's cache for it is instant."""
-        if self.state == "idle" and self.path in _engine_class(self.kind).loaded():
-            self.start(check_memory=False, available_memory_bytes=None, retry=False, inline=True)
-
-    def listen(self, notify: Callable[[], None]) -> bool:
-        """Call ``notify`` (from the loading thread) when the load ends; False: it has."""
-        with self._lock:
-            if self.state in ("ready", "failed"):
-                return False
-            self._listeners.append(notify)
-            return True
-
-    def unlisten(self, notify: Callable[[], None]) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._listeners.remove(notify)
-
-
-_LOADS: dict[Path, _EngineLoad] = {}
-_LOADS_LOCK = threading.Lock()
-
-
-def _engine_class(kind: EngineKind) -> Any:
-    """The engine that serves ``local.engine.kind`` (same load/generate surface)."""
-    match kind:
-        case "mlx-lm":
-            from local_engine.runtime.mlx_lm_engine import MlxLmEngine
-
-            return MlxLmEngine
-        case _:
-            from local_engine.runtime.engine import Engine
-
-            return Engine
-
-
-def _load_of(path: Path, kind: EngineKind = "deepseek-v4") -> _EngineLoad:
-    key = path.expanduser().resolve()
-    with _LOADS_LOCK:
-        load = _LOADS.get(key)
-        if load is None:
-            load = _LOADS[key] = _EngineLoad(key, kind)
-        return load
-
-
-def _message(exc: BaseException) -> str:
-    from local_engine.errors import EngineError
-
-    text = str(exc).strip()
-    if isinstance(exc, EngineError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _check_model_dir(path: Path, kind: EngineKind = "deepseek-v4") -> str | None:
-    """Why ``path`` cannot be loaded, from config.json and file names only (no weights)."""
-    from local_engine.errors import EngineError
-    from local_engine.model.config import load_config
-
-    if kind == "mlx-lm":
-        from local_engine.runtime.mlx_lm_files import check_model_path
-
-        return check_model_path(path)
-    if not path.is_dir():
-        return f"no model directory at {path}"
-    try:
-        load_config(path)  # missing config.json, unknown model_type
-    except EngineError as exc:
-        return str(exc)
-    if not any(path.glob("*.safetensors")):
-        return f"{path} has no *.safetensors weight files"
-    return None
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -505,7 +295,7 @@ class LocalBackend:
         """End every stream in flight with ``Failed(kind="cancelled")``; thread-safe."""
         self._flights.cancel_all()  # the engine checks ``stop`` between prefill chunks and tokens
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() after stream() started reaches it.
         # ``stop`` is set when it ends, also when the consumer stops listening: the engine
         # thread must not decode on for nobody (and hold the engine meanwhile).
@@ -514,7 +304,7 @@ class LocalBackend:
                 yield event
 
     # -- one request -----------------------------------------------------------------------
-    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[Event]:
+    async def _run(self, request: BackendRequest, flight: Flight) -> AsyncIterator[BackendEvent]:
         started = time.perf_counter()
         name = request.model
         if self.model_path is None:
@@ -539,8 +329,20 @@ class LocalBackend:
 
         events: asyncio.Queue[Any] = asyncio.Queue()
         messages = request.messages
-        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine))
-        _ENGINE_THREAD.submit(lambda: self._generate(engine, messages, params, flight, events))
+        off_disk = request.keep_off_disk
+        _ENGINE_THREAD.submit(lambda: self._configure_kv(engine, off_disk))
+
+        def generate() -> None:
+            # A conversation kept off disk gets no session: its states could spill there.
+            session = None if off_disk else request.session_id
+            self._generate(engine, messages, params, flight, events, session)
+
+        if hasattr(engine, "scheduler"):
+            # The engine interleaves generations itself (a step each in turn): this one
+            # only waits on its queue, on its own thread, after the KV settings applied.
+            _ENGINE_THREAD.submit(lambda: threading.Thread(target=generate, daemon=True).start())
+        else:
+            _ENGINE_THREAD.submit(generate)
         kinds = _engine_types()
         text: list[str] = []
         produced = False
@@ -553,27 +355,24 @@ class LocalBackend:
                     yield self._estimated_usage(engine, request, params, text)
                 yield failed(item.kind, f"{name}: {item.message}", after_tokens=produced)
                 return
-            if isinstance(item, kinds.TextDelta):
-                produced = True
-                text.append(item.text)
-                yield TextDelta(item.text)
-            elif isinstance(item, kinds.ReasoningDelta):
-                produced = True
-                text.append(item.text)
-                yield ReasoningDelta(item.text)
-            elif isinstance(item, kinds.Usage):
-                yield Usage(
-                    input_tokens=item.prompt_tokens,
-                    output_tokens=item.generated_tokens,
-                    reasoning_tokens=item.reasoning_tokens,
-                )
-            elif isinstance(item, kinds.Done):
+            if not produced and isinstance(item, kinds.TextDelta | kinds.ReasoningDelta):
+                if _load_of(self.model_path, self.kind).is_random:  # said with its first words
+                    noise = f"{name} has random weights (a test checkpoint): its output is noise"
+                    yield Notice("random_weights", noise, name)
+            if isinstance(item, kinds.Done):
                 self._record(request, item.finish_reason, item.stats, started, load_wait)
                 if item.finish_reason == "cancelled":
                     yield failed("cancelled", f"{name}: cancelled", after_tokens=produced)
                 else:
                     yield Done(item.finish_reason)
                 return
+            event = app_event(item, kinds)
+            if event is None:
+                continue
+            if isinstance(event, TextDelta | ReasoningDelta):
+                text.append(event.text)
+            produced = produced or not isinstance(event, TokenUsage)
+            yield event
         # The thread ended without Done: only if the engine broke its own protocol.
         yield failed(
             "internal", f"{name}: the engine stopped without finishing", after_tokens=produced
@@ -608,7 +407,7 @@ class LocalBackend:
         return load.engine if load.state == "ready" else None
 
     def _params(self, request: BackendRequest) -> GenerationParams:
-        from local_engine.runtime.generate import GenerationParams
+        from ds4router.backends.engine_port import GenerationParams
 
         options: dict[str, Any] = dict(KIND_SAMPLING.get(self.kind, {}))
         options.update({k: request.extra[k] for k in EXTRA_PARAMS if k in request.extra})
@@ -619,14 +418,21 @@ class LocalBackend:
         return GenerationParams(
             max_tokens=request.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
             stop=tuple(request.stop),
+            tools=tuple(request.tools),
             **options,
         )
 
-    def _configure_kv(self, engine: Engine) -> None:
+    def _configure_kv(self, engine: Engine, off_disk: bool = False) -> None:
         """On the engine thread: point the engine at this backend's KV cache settings.
 
-        A cache directory that cannot be used costs the reuse, never the request.
+        A cache directory that cannot be used costs the reuse, never the request. A
+        request that must stay off the disk (``BackendRequest.keep_off_disk``: its prompt
+        holds a detected secret) runs with neither the prefix cache on disk nor the
+        tiered state's spill files: its KV state lives in RAM and goes with it.
         """
+        if off_disk:
+            engine.use_kv_cache(None, ram_bytes=None)
+            return
         try:
             engine.use_kv_cache(
                 self.kv_cache_dir, disk_bytes=self.kv_disk_bytes, ram_bytes=self.kv_ram_bytes
@@ -647,10 +453,10 @@ class LocalBackend:
         params: GenerationParams,
         flight: Flight,
         events: asyncio.Queue[Any],
+        session: str | None = None,
     ) -> None:
-        """On the engine thread: engine events onto the stream's queue, then ``_END``."""
-        from local_engine.errors import EngineError
-        from local_engine.runtime.chat import ChatEncodingError
+        """Engine events onto the stream's queue, then ``_END``."""
+        from ds4router.backends.engine_port import ChatEncodingError, EngineError
 
         def put(item: object) -> None:
             try:
@@ -671,7 +477,8 @@ class LocalBackend:
                     )
                 )
                 return
-            for event in engine.generate_ids(prompt_ids, params, cancel=flight.stop):
+            options = {"session": session} if session is not None else {}
+            for event in engine.generate_ids(prompt_ids, params, cancel=flight.stop, **options):
                 put(event)
         except ChatEncodingError as exc:  # tools, roles the encoding does not know
             put(_Raised("bad_request", str(exc)))
@@ -717,36 +524,53 @@ class LocalBackend:
     @staticmethod
     def _estimated_usage(
         engine: Engine, request: BackendRequest, params: GenerationParams, text: list[str]
-    ) -> Usage:
+    ) -> TokenUsage:
         """Usage after a mid-stream failure (the engine reports none then), re-counted."""
         try:
             prompt = len(engine.encode_messages(request.messages, params))
             output = len(engine.tokenizer.encode("".join(text)))
         except Exception:  # counting is best effort; the failure is what matters
             prompt, output = 0, len(text)
-        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
+        return TokenUsage(input_tokens=prompt, output_tokens=output, estimated=True)
+
+
+def app_event(item: Any, kinds: Any) -> BackendEvent | None:
+    """The backend event for an engine event (``kinds``: the engine port); None for the
+    ones the stream handles itself (``Done``) or does not forward."""
+    match item:
+        case kinds.TextDelta(text=text):
+            return TextDelta(text)
+        case kinds.ReasoningDelta(text=text):
+            return ReasoningDelta(text)
+        case kinds.ToolCallStart(index=index, name=name, id=call_id):
+            return ToolCallStart(index, call_id, name)
+        case kinds.ToolCallDelta(index=index, arguments=arguments):
+            return ToolCallDelta(index, arguments)
+        case kinds.ToolCallEnd(index=index, call=call):
+            return ToolCallDone(index, call.id, call.name, call.arguments)
+        case kinds.ToolCallError(message=message, index=index):
+            return ToolCallInvalid(message, index)
+        case kinds.Usage():
+            return TokenUsage(
+                input_tokens=item.prompt_tokens,
+                output_tokens=item.generated_tokens,
+                reasoning_tokens=item.reasoning_tokens,
+            )
+    return None
 
 
 def _label(path: Path) -> str:
-    """"demo-size model: " before the demo model's path, so nobody mistakes its answers."""
+    """ "demo-size model: " before the demo model's path, so nobody mistakes its answers."""
     from ds4router.demo_model import LABEL, is_demo
 
     return f"{LABEL}: " if is_demo(path) else ""
 
 
 def _engine_types() -> Any:
-    """``local_engine.runtime.generate``, imported when a stream runs (never at import time)."""
-    import local_engine.runtime.generate as generate
+    """The engine's event types, resolved when a stream runs (never at import time)."""
+    from ds4router.backends import engine_port
 
-    return generate
-
-
-def forget_load(path: str | Path) -> bool:
-    """Forget this process's record of loading ``path`` (e.g. after a failure was fixed);
-    the engine's own cache is untouched. True when there was one."""
-    key = Path(path).expanduser().resolve()
-    with _LOADS_LOCK:
-        return _LOADS.pop(key, None) is not None
+    return engine_port
 
 
 __all__ = [

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import click
 
 from ds4router.commands.common import load_project_config, project_option, read_text_argument
 from ds4router.errors import Ds4RouterError
+from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
-    from ds4router.backends.events import Failed
+    from ds4router.config.loader import LoadedConfig
+    from ds4router.events import Failed, Priced, SessionEvent
     from ds4router.routing.router import Decision
-    from ds4router.sessions.session import Priced, Session
+    from ds4router.sessions.session import Session
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 @click.command("ask")
@@ -64,11 +67,23 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        outcome = asyncio.run(_ask(session, body, files, model, conversation_id, as_json))
+        target = None if model is None else _known_target(loaded, model)
+        outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
         sys.exit(outcome)
+
+
+def _known_target(loaded: LoadedConfig, model: str) -> Target:
+    """The target ``--model`` names; a name nothing can serve is a usage error (exit 2)."""
+    from ds4router.model_names import catalog_names, configured_names, unknown_model
+
+    target = explicit_target(model)
+    problem = unknown_model(target, configured_names(loaded), catalog_names())
+    if problem is not None:
+        raise Ds4RouterError(problem)
+    return target
 
 
 def _resolve_conversation(session: Session, prefix: str) -> str:
@@ -87,17 +102,13 @@ async def _ask(
     session: Session,
     text: str,
     files: tuple[str, ...],
-    model: str | None,
+    model: Target | None,
     conversation_id: str | None,
     as_json: bool,
 ) -> int:
     """Run one request; returns the exit status."""
     import asyncio
     import signal
-
-    from ds4router.backends.events import Done, Failed, Notice, ReasoningDelta, TextDelta
-    from ds4router.routing.explain import badge
-    from ds4router.sessions.session import FallbackTaken, Priced, Refused, Routed
 
     loop = asyncio.get_running_loop()
     presses = 0
@@ -113,52 +124,38 @@ async def _ask(
         elif main is not None:
             main.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        pass
+    terminated = False
+
+    def terminate() -> None:
+        # SIGTERM (a service manager, `kill`): end like a Ctrl-C, so the request is
+        # recorded as cancelled with what it used, then exit 143.
+        nonlocal terminated
+        terminated = True
+        interrupt()
+
+    for number, handler in ((signal.SIGINT, interrupt), (signal.SIGTERM, terminate)):
+        try:
+            loop.add_signal_handler(number, handler)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            pass
     out = Output(as_json)
     try:
         async for event in session.send(
             text, files=files, conversation_id=conversation_id, model=model
         ):
-            if isinstance(event, Routed):
-                out.decision = event.decision
-                out.note(f"→ {badge(event.decision)}")
-            elif isinstance(event, Refused):
-                out.decision = event.decision
-                out.refused(event.decision)
-            elif isinstance(event, FallbackTaken):
-                out.fallbacks.append(
-                    {"from": event.from_target, "to": event.to_target, "reason": event.reason}
-                )
-                out.note(
-                    f"{event.from_target} failed before any token: {event.reason} "
-                    f"→ trying {event.to_target}"
-                )
-            elif isinstance(event, Notice):
-                out.notices.append({"kind": event.kind, "message": event.message})
-                out.note(event.message)
-            elif isinstance(event, TextDelta):
-                out.text(event.text)
-            elif isinstance(event, ReasoningDelta):
-                out.reasoning(event.text)
-            elif isinstance(event, Failed):
-                out.failure = event
-            elif isinstance(event, Done):
-                out.finish_reason = event.finish_reason
-            elif isinstance(event, Priced):
-                out.priced = event
+            out.apply(event)
     except asyncio.CancelledError:
         out.end_text()
         click.echo("Cancelled.", err=True)
         return EXIT_CANCELLED
     finally:
-        try:
-            loop.remove_signal_handler(signal.SIGINT)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    return out.finish()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(number)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    status = out.finish()
+    return EXIT_TERMINATED if terminated else status
 
 
 class Output:
@@ -175,6 +172,56 @@ class Output:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._in_reasoning = False
+
+    def apply(self, event: SessionEvent) -> None:
+        """One session event: shown now (notes on stderr, the answer on stdout) or kept."""
+        from ds4router.events import (
+            Done,
+            Failed,
+            FallbackTaken,
+            Notice,
+            Priced,
+            ReasoningDelta,
+            Refused,
+            Routed,
+            TextDelta,
+            TokenUsage,
+            ToolCallDelta,
+            ToolCallDone,
+            ToolCallInvalid,
+            ToolCallStart,
+        )
+        from ds4router.routing.explain import badge
+
+        match event:
+            case Routed(decision=decision):
+                self.decision = decision
+                self.note(f"→ {badge(decision)}")
+            case Refused(decision=decision):
+                self.decision = decision
+                self.refused(decision)
+            case FallbackTaken(from_target=source, to_target=to, reason=reason):
+                self.fallbacks.append({"from": str(source), "to": str(to), "reason": reason})
+                self.note(f"{source} failed before any token: {reason} → trying {to}")
+            case Notice(kind=kind, message=message):
+                self.notices.append({"kind": kind, "message": message})
+                self.note(message)
+            case TextDelta(text=text):
+                self.text(text)
+            case ReasoningDelta(text=text):
+                self.reasoning(text)
+            case Failed():
+                self.failure = event
+            case Done(finish_reason=reason):
+                self.finish_reason = reason
+            case Priced():
+                self.priced = event
+            case TokenUsage():
+                pass  # the ``Priced`` event carries what it cost
+            case ToolCallStart() | ToolCallDelta() | ToolCallDone() | ToolCallInvalid():
+                pass  # ask offers the model no tools; an agent's calls go through ``serve``
+            case _:
+                assert_never(event)
 
     def note(self, line: str) -> None:
         if not self.as_json:
@@ -242,7 +289,8 @@ class Output:
         return "ok"
 
     def _json(self, status: str) -> dict[str, Any]:
-        from ds4router.sessions.session import priced_fields
+        from ds4router.routing.explain import target_kind
+        from ds4router.sessions.turn_costs import priced_fields
 
         data: dict[str, Any] = {
             "status": status,
@@ -252,7 +300,7 @@ class Output:
         }
         if self.decision is not None:
             data.update(
-                target=self.decision.target,
+                target=target_kind(self.decision),
                 privacy=str(self.decision.privacy),
                 task=self.decision.task,
                 reasons=list(self.decision.reasons),
@@ -283,7 +331,7 @@ def badge_reason(decision: Decision) -> str:
 def footer(priced: Priced) -> str:
     """``── cloud · openai/gpt-4.1 · rule default · 11 in / 4 out tok · 52.1 tok/s · $0.000054 ·
     saved $0.0012 vs anthropic/claude-opus-4-7``"""
-    from ds4router.sessions.session import money
+    from ds4router.sessions.turn_costs import money
 
     parts = [priced.route]
     if priced.model:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,7 +55,10 @@ def write_output(text: str, output: Path | None, wrote: str) -> None:
         click.echo(text, nl=False)
         return
     try:
-        output.write_text(text, encoding="utf-8")
+        # An export may hold a conversation: created 0600, readable by the user alone.
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
     except OSError as exc:
         raise Ds4RouterError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"wrote {wrote} to {output}")

@@ -22,7 +22,7 @@ from ds4router.commands.common import load_project_config, project_option
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
-    from local_engine.cache.kv_store import KVStore
+    from ds4router.backends.engine_port import KVStore
 
 GIB = 1024**3
 MIB = 1024**2
@@ -66,8 +66,7 @@ def cache_location(kv_cache: Path | None, project: str | None) -> tuple[Path, in
 
 def open_store(directory: Path, budget: int | None, *, must_exist: bool = True) -> KVStore | None:
     """The store in ``directory``; None when it does not exist (and ``must_exist``)."""
-    from local_engine.cache.kv_store import KVStore
-    from local_engine.errors import EngineError
+    from ds4router.backends.engine_port import EngineError, KVStore
 
     if directory.exists() and not directory.is_dir():
         raise Ds4RouterError(f"{directory} is a file, not a KV cache directory")

@@ -23,7 +23,7 @@ from ds4router.commands.engine_run import engine_errors, random_note
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
-    from local_engine.checkpoint.recipes import Recipe
+    from ds4router.backends.engine_port import Recipe
 
 # local_engine.checkpoint.plan.PLAN_PRESETS, spelled out so `--help` imports nothing.
 PLAN_PRESETS = ("deepseek-v4-flash", "full-layer", "small", "tiny")
@@ -73,7 +73,7 @@ def _load_recipe(
     recipe: str, group_size: str | None, down_bits: str | None, eight_bit: str | None
 ) -> Recipe:
     from ds4router import paths
-    from local_engine.checkpoint.recipes import load_recipe
+    from ds4router.backends.engine_port import load_recipe
 
     try:
         folder = paths.configs_dir() / "recipes"
@@ -147,7 +147,7 @@ def convert_command(
 ) -> None:
     """Convert the official-layout checkpoint in SRC to a recipe, into DST."""
     chosen = _load_recipe(recipe, group_size, down_bits, eight_bit)
-    from local_engine.checkpoint.convert import convert
+    from ds4router.backends.engine_port import convert
 
     bar = _Bar(enabled=not as_json)
     try:
@@ -215,8 +215,7 @@ def compare_command(
     model_a: Path, model_b: Path, prompts: Path | None, max_tokens: int, as_json: bool
 ) -> None:
     """KL divergence and top-1 agreement of model B against model A, position by position."""
-    from local_engine.checkpoint.compare import compare_models, read_prompts_file
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import compare_models, load_config, read_prompts_file
 
     with engine_errors():
         texts = read_prompts_file(prompts) if prompts is not None else None
@@ -299,8 +298,7 @@ def plan_command(
 ) -> None:
     """Weight bytes, bytes read per token, KV bytes and fit of a model under a recipe."""
     chosen = _load_recipe(recipe, group_size, down_bits, eight_bit)
-    from local_engine.checkpoint.plan import memory_plan, preset_model_config
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import load_config, memory_plan, preset_model_config
 
     with engine_errors():
         if model_dir is not None:

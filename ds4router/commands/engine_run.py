@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ds4router.errors import Ds4RouterError
 from ds4router.textio import read_stdin, read_text_any
 
 if TYPE_CHECKING:
-    from local_engine.runtime.engine import Engine
+    from ds4router.backends.engine_port import Done, Engine, GenerationParams
 
 # local_engine.checkpoint.random_weights.PRESETS, spelled out so `--help` imports nothing heavy.
 PRESETS = ("tiny", "small", "full-layer")
@@ -40,7 +41,7 @@ GIB = 1024**3
 @contextlib.contextmanager
 def engine_errors() -> Iterator[None]:
     """Engine failures become one actionable line (exit 2), never a traceback."""
-    from local_engine.errors import EngineError
+    from ds4router.backends.engine_port import EngineError
 
     try:
         yield
@@ -59,7 +60,7 @@ def _memory_option(func: Any) -> Any:
 
 
 def load_engine(path: str, memory_limit_gb: float | None) -> Engine:
-    from local_engine.runtime.engine import Engine
+    from ds4router.backends.engine_port import Engine
 
     limit = None if memory_limit_gb is None else int(memory_limit_gb * GIB)
     # A live progress line on a terminal only: piped stderr stays clean for scripts.
@@ -242,7 +243,7 @@ def generate_command(
     instead of prefilled, and the new states are saved there for the next run.
     """
     text = _prompt_text(prompt, prompt_file)
-    from local_engine.runtime.generate import Done, GenerationParams, ReasoningDelta, TextDelta
+    from ds4router.backends.engine_port import GenerationParams
 
     engine = load_engine(path, memory_limit_gb)
     with engine_errors():
@@ -255,87 +256,116 @@ def generate_command(
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": text})
-    stop = threading.Event()
-    answer: list[str] = []
-    reasoning: list[str] = []
-    done: Done | None = None
     if engine.config.is_random and not as_json:
         click.secho(f"note: {random_note(engine.config.random_weights)}", err=True, dim=True)
-    with engine_errors(), _sigint_sets(stop):
+    with engine_errors():
         params = GenerationParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            thinking=think,
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, thinking=think
         )
-        for event in engine.generate(messages, params, cancel=stop):
-            if isinstance(event, TextDelta):
-                if not as_json:
-                    if reasoning and not answer:  # the reasoning's line on stderr ends here
-                        click.echo("", err=True)
-                    click.echo(event.text, nl=False)
-                answer.append(event.text)
-            elif isinstance(event, ReasoningDelta):
-                reasoning.append(event.text)
-                if not as_json:
-                    click.secho(event.text, nl=False, err=True, dim=True, italic=True)
-            elif isinstance(event, Done):
-                done = event
+    reply = _stream(engine, messages, params, echo=not as_json)
     # Snapshots are written off the decode thread: let them land before the process ends.
     if not engine.flush_kv_cache(timeout=600):
         click.secho("warning: the KV cache is still writing; some states were not saved", err=True)
-    if done is None:
+    if reply.done is None:
         raise Ds4RouterError("the engine stopped without finishing; this is a bug, report it")
-    stats = done.stats
     if as_json:
-        result = {
-            "text": "".join(answer),
-            "reasoning": "".join(reasoning) if think else None,
-            **{
-                key: value
-                for key, value in stats.to_dict().items()
-                if key
-                in (
-                    "prompt_tokens",
-                    "cached_prompt_tokens",
-                    "kv_restore_s",
-                    "generated_tokens",
-                    "prefill_tok_s",
-                    "decode_tok_s",
-                    "ttft_s",
-                    "peak_memory_bytes",
-                    "prefill_s",
-                    "decode_s",
-                    "total_s",
-                )
-            },
-            "finish_reason": done.finish_reason,
-            "model": str(engine.path),
-            "is_random": bool(engine.config.is_random),
-            "kv_cache": None if kv_cache is None else str(kv_cache.expanduser()),
-        }
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(_json_result(engine, reply, think, kv_cache), indent=2, ensure_ascii=False)
+        )
     else:
-        if answer and not answer[-1].endswith("\n"):
-            click.echo("")
-        elif reasoning and not answer:
-            click.echo("", err=True)
-        cached = (
-            f" ({stats.cached_prompt_tokens} cached, restored in {stats.kv_restore_s:.2f} s)"
-            if stats.cached_prompt_tokens
-            else ""
-        )
-        click.secho(
-            f"── {stats.prompt_tokens} prompt tok{cached} · {stats.generated_tokens} generated · "
-            f"prefill {stats.prefill_tok_s:.1f} tok/s · TTFT {stats.ttft_s:.2f} s · "
-            f"decode {stats.decode_tok_s:.1f} tok/s · peak {_size(stats.peak_memory_bytes)} · "
-            f"{done.finish_reason}",
-            err=True,
-            dim=True,
-        )
-    if done.finish_reason == "cancelled":
+        _print_figures(reply)
+    if reply.done.finish_reason == "cancelled":
         sys.exit(EXIT_CANCELLED)
+
+
+@dataclass
+class _Reply:
+    """What one generation streamed: answer and reasoning pieces, and its Done event."""
+
+    answer: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    done: Done | None = None
+
+
+def _stream(
+    engine: Engine, messages: list[dict[str, str]], params: GenerationParams, *, echo: bool
+) -> _Reply:
+    """Run the generation (Ctrl-C cancels it); the answer to stdout, reasoning dim to stderr."""
+    from ds4router.backends.engine_port import Done, ReasoningDelta, TextDelta
+
+    reply = _Reply()
+    stop = threading.Event()
+    with engine_errors(), _sigint_sets(stop):
+        for event in engine.generate(messages, params, cancel=stop):
+            if isinstance(event, TextDelta):
+                if echo:
+                    if reply.reasoning and not reply.answer:  # the reasoning's line ends here
+                        click.echo("", err=True)
+                    click.echo(event.text, nl=False)
+                reply.answer.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reply.reasoning.append(event.text)
+                if echo:
+                    click.secho(event.text, nl=False, err=True, dim=True, italic=True)
+            elif isinstance(event, Done):
+                reply.done = event
+    return reply
+
+
+# The figures of a generation that `--json` reports, as GenerationStats.to_dict() names them.
+_JSON_STATS = (
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "kv_restore_s",
+    "generated_tokens",
+    "prefill_tok_s",
+    "decode_tok_s",
+    "ttft_s",
+    "peak_memory_bytes",
+    "prefill_s",
+    "decode_s",
+    "total_s",
+)
+
+
+def _json_result(
+    engine: Engine, reply: _Reply, think: bool, kv_cache: Path | None
+) -> dict[str, Any]:
+    assert reply.done is not None
+    stats = reply.done.stats.to_dict()
+    return {
+        "text": "".join(reply.answer),
+        "reasoning": "".join(reply.reasoning) if think else None,
+        **{key: value for key, value in stats.items() if key in _JSON_STATS},
+        "finish_reason": reply.done.finish_reason,
+        "model": str(engine.path),
+        "is_random": bool(engine.config.is_random),
+        "kv_cache": None if kv_cache is None else str(kv_cache.expanduser()),
+    }
+
+
+def _print_figures(reply: _Reply) -> None:
+    """End the streamed text's line, then one dim line of figures on stderr."""
+    done = reply.done
+    assert done is not None
+    stats = done.stats
+    if reply.answer and not reply.answer[-1].endswith("\n"):
+        click.echo("")
+    elif reply.reasoning and not reply.answer:
+        click.echo("", err=True)
+    cached = (
+        f" ({stats.cached_prompt_tokens} cached, restored in {stats.kv_restore_s:.2f} s)"
+        if stats.cached_prompt_tokens
+        else ""
+    )
+    click.secho(
+        f"── {stats.prompt_tokens} prompt tok{cached} · {stats.generated_tokens} generated · "
+        f"prefill {stats.prefill_tok_s:.1f} tok/s · TTFT {stats.ttft_s:.2f} s · "
+        f"decode {stats.decode_tok_s:.1f} tok/s · peak {_size(stats.peak_memory_bytes)} · "
+        f"{done.finish_reason}",
+        err=True,
+        dim=True,
+    )
 
 
 # --- init-random ------------------------------------------------------------------------------
@@ -343,7 +373,7 @@ def generate_command(
 
 def _prepare_out_dir(out: Path) -> None:
     """OUT must be new, empty, or an earlier random checkpoint (replaced, nothing else)."""
-    from local_engine.model.config import RANDOM_MARKER_KEY
+    from ds4router.backends.engine_port import RANDOM_MARKER_KEY
 
     if out.exists() and not out.is_dir():
         raise Ds4RouterError(f"{out} is a file; give a directory to write the checkpoint in")
@@ -378,7 +408,7 @@ def init_random_command(out: Path, preset: str, seed: int, layers: int | None) -
     """Write a random-weight checkpoint (official layout) to OUT, for tests and demos."""
     out = out.expanduser()
     _prepare_out_dir(out)
-    from local_engine.checkpoint.random_weights import write_random_checkpoint
+    from ds4router.backends.engine_port import write_random_checkpoint
 
     with engine_errors():
         try:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pricing.catalog import PriceCatalog
     from pricing.estimator import LedgerUsage
 
-FORMATS = ("table", "json", "csv", "md")
+FORMATS = ("table", "json", "csv", "md", "html")
 DEFAULT_PROFILE = "m3-max-q2"
 
 
@@ -172,6 +172,7 @@ def command(
             profile,
             ledger=from_month,
             requests=logged.timed if logged is not None else (),
+            more_profiles=_all_profiles(configs / "local_profiles") if logged else (),
         )
         if logged is not None:
             result.assumptions["agent_log"] = logged.as_dict()
@@ -190,6 +191,10 @@ def command(
             text = f"- {line}\n{text}"
         elif fmt == "csv":
             click.echo(line, err=True)
+        elif fmt == "html":
+            from pricing.estimate_render import render_html
+
+            text = render_html(result, [line])
     click.echo(text, nl=False)
 
 
@@ -209,6 +214,13 @@ def _catalog(sheets_dir: Path, prices: str | None, overrides: dict[str, Any]) ->
         return PriceCatalog.load(sheets_dir, plain, as_of=as_of)
     known = ", ".join(p.stem for p in sheet_files(sheets_dir)) or "none"
     raise Ds4RouterError(f"--prices {prices}: no such file or sheet; sheets: {known}")
+
+
+def _all_profiles(profiles_dir: Path) -> list[Any]:
+    """Every bundled local profile: a real month is priced on each of them."""
+    from pricing.profiles import load_profile, profile_names
+
+    return [load_profile(name, profiles_dir) for name in profile_names(profiles_dir)]
 
 
 def _logged(

@@ -15,7 +15,7 @@ from ds4router.commands.common import load_project_config, project_option, write
 from ds4router.errors import Ds4RouterError
 
 if TYPE_CHECKING:
-    from ds4router.sessions.history import History
+    from ds4router.sessions.history import History, Message
 
 SHORT_ID = 12
 
@@ -37,6 +37,27 @@ def _need(history: History | None, conversation_id: str) -> tuple[History, str]:
             "(`ds4router ask` and the TUI store conversations when history is on)"
         )
     return history, history.resolve(conversation_id)
+
+
+def _redacted(messages: list[Message]) -> list[Message]:
+    """Messages as they may be shown: anything the detectors find is redacted, also in rows
+    written before history stored redacted text."""
+    from dataclasses import replace
+
+    from ds4router.config.schema import PrivacyConfig
+    from ds4router.routing.privacy import redact_at_rest
+
+    privacy = PrivacyConfig()
+    return [
+        replace(
+            m,
+            text=redact_at_rest(m.text, privacy),
+            reasoning=redact_at_rest(m.reasoning, privacy),
+            content=redact_at_rest(m.content, privacy),
+            error=redact_at_rest(m.error, privacy),
+        )
+        for m in messages
+    ]
 
 
 @click.group("history")
@@ -90,7 +111,7 @@ def show_command(conversation_id: str) -> None:
     history, cid = _need(_open(), conversation_id)
     with history:
         summary = history.get(cid)
-        messages = history.messages(cid)
+        messages = _redacted(history.messages(cid))
     assert summary is not None
     click.secho(f"{summary.title or '(untitled)'}", bold=True)
     click.echo(f"{summary.id} · project {summary.project} · {len(messages)} messages")
@@ -133,7 +154,7 @@ def export_command(conversation_id: str, fmt: str, output: Path | None) -> None:
     history, cid = _need(_open(), conversation_id)
     with history:
         summary = history.get(cid)
-        messages = history.messages(cid)
+        messages = _redacted(history.messages(cid))
     assert summary is not None
     text = export_json(summary, messages) if fmt == "json" else export_markdown(summary, messages)
     write_output(text, output, f"conversation {cid[:SHORT_ID]} ({fmt})")

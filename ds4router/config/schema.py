@@ -9,8 +9,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from ds4router import targets
 from ds4router.routing.levels import PrivacyLevel
 
 TASK_TYPES: tuple[str, ...] = (
@@ -25,17 +35,16 @@ TASK_TYPES: tuple[str, ...] = (
     "chat",
 )
 
-_TARGET_RE = re.compile(r"^(local|refuse|cloud:[A-Za-z0-9_.\-/:@]+)$")
 
-
-def check_target(value: str) -> str:
-    """A route target: ``local``, ``refuse`` or ``cloud:<litellm model id>``."""
-    if not _TARGET_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a target; use 'local', 'refuse' or 'cloud:<model id>' "
-            "(for example 'cloud:openai/gpt-4.1')"
-        )
-    return value
+def check_target(value: object) -> targets.Target:
+    """A route target from its YAML spelling (:func:`ds4router.targets.parse_target`)."""
+    if isinstance(value, targets.LocalEngine | targets.LocalServer | targets.CloudModel):
+        return value  # a default, or a model built in code
+    if isinstance(value, targets.Refuse):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a target; use {targets.SPELLINGS}")
+    return targets.parse_target(value)
 
 
 def check_regexes(patterns: list[str]) -> list[str]:
@@ -48,7 +57,15 @@ def check_regexes(patterns: list[str]) -> list[str]:
     return patterns
 
 
-Target = Annotated[str, Field(description="local | refuse | cloud:<model>")]
+# Parsed once, here; dumped (config show, the settings screen) as its YAML spelling.
+Target = Annotated[
+    targets.Target,
+    PlainValidator(check_target),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "description": "local | local:<server> | refuse | cloud:<model>"}
+    ),
+]
 Fraction = Annotated[float, Field(ge=0.0)]
 
 
@@ -70,6 +87,8 @@ class DetectorLevels(Strict):
 class PrivacyConfig(Strict):
     default: PrivacyLevel = PrivacyLevel.INTERNAL
     cloud_max_privacy: PrivacyLevel = PrivacyLevel.INTERNAL
+    # The most a `trust: on_prem` server (a team's vLLM/SGLang inside its network) may get.
+    on_prem_max_privacy: PrivacyLevel = PrivacyLevel.CONFIDENTIAL
     allow_downgrade: bool = False
     paths: list[PathRule] = Field(default_factory=list)
     detectors: DetectorLevels = Field(default_factory=DetectorLevels)
@@ -104,31 +123,16 @@ class RouteRule(Strict):
     when: RuleWhen = Field(default_factory=RuleWhen)
     to: Target
 
-    @field_validator("to")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        return check_target(value)
-
 
 class FallbackConfig(Strict):
-    cloud_unavailable: Target | None = "local"
+    cloud_unavailable: Target | None = targets.LocalEngine()
     local_unavailable: Target | None = None
-
-    @field_validator("cloud_unavailable", "local_unavailable")
-    @classmethod
-    def _targets(cls, value: str | None) -> str | None:
-        return None if value is None else check_target(value)
 
 
 class BudgetConfig(Strict):
     monthly_usd: float | None = Field(default=None, ge=0)
     warn_at: list[Fraction] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    when_exceeded: Target = "local"
-
-    @field_validator("when_exceeded")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        return check_target(value)
+    when_exceeded: Target = targets.LocalEngine()
 
 
 class PriceRates(Strict):
@@ -187,7 +191,7 @@ class EngineConfig(Strict):
     # model directory, or a llama .gguf file such as the demo model).
     kind: Literal["deepseek-v4", "mlx-lm"] = "deepseek-v4"
     model_path: str | None = None
-    max_tokens: int = Field(default=4096, ge=1, description="output cap for requests setting none")
+    max_tokens: int = Field(default=1024, ge=1, description="output cap for requests setting none")
     kv_cache_dir: str | None = None
     kv_ram_gb: float = Field(default=8.0, ge=0)
     kv_disk_gb: float = Field(default=64.0, ge=0)
@@ -205,8 +209,25 @@ class HardwareConfig(Strict):
     inference_share: float = Field(default=1.0, ge=0, le=1)
 
 
+class ServerConfig(Strict):
+    """An OpenAI-compatible server (ds4 server, llama.cpp, Ollama, LM Studio, mlx_lm.server,
+    vLLM), targeted as ``local:<name>``. On loopback it is local for the privacy invariant;
+    elsewhere it is a cloud target unless ``trust: on_prem`` (capped by
+    ``privacy.on_prem_max_privacy``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    api_base: str = Field(
+        pattern=r"^(https?://|unix://)", description="e.g. http://127.0.0.1:8080/v1"
+    )
+    model: str = Field(min_length=1, description="the model name the server expects")
+    api_key_env: str | None = None
+    power: float | None = Field(default=None, ge=0, description="watts; default local.power")
+    trust: Literal["on_prem"] | None = None
+
+
 class LocalConfig(Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    servers: list[ServerConfig] = Field(default_factory=list)
     power: PowerConfig = Field(default_factory=PowerConfig)
     electricity_usd_per_kwh: float = Field(default=0.17, ge=0)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
@@ -228,11 +249,25 @@ class ClassifierConfig(Strict):
     tasks: dict[str, TaskSpec] = Field(default_factory=dict)
 
 
+class ServeKey(Strict):
+    """A key agents present to ``ds4router serve``, held in an environment variable."""
+
+    name: str = Field(min_length=1, description="the client's name in the ledger")
+    key_env: str = Field(min_length=1, description="environment variable holding the key")
+    project: str | None = Field(default=None, description="project directory for this key")
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=1, le=65535)
+    keys: list[ServeKey] = Field(default_factory=list)
+
+
 class Config(Strict):
     project: str | None = None
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     routes: list[RouteRule] = Field(default_factory=list)
-    default: Target = "local"
+    default: Target = targets.LocalEngine()
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
@@ -241,11 +276,7 @@ class Config(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     history: Literal["on", "off"] = "on"
     keymap: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("default")
-    @classmethod
-    def _default_target(cls, value: str) -> str:
-        return check_target(value)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @field_validator("history", mode="before")
     @classmethod

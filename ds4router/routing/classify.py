@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ds4router.config.schema import Config
 from ds4router.errors import Ds4RouterError
+from ds4router.routing.attachments import decode_attachment
 from ds4router.routing.privacy import classify_privacy
-from ds4router.routing.request import Attachment, Request, estimate_tokens, path_mentions
+from ds4router.routing.request import Attachment, Request, path_mentions
 from ds4router.routing.router import Classified
 from ds4router.routing.scan.pieces import Piece
 from ds4router.routing.tasks import classify_task
@@ -21,10 +22,23 @@ def classify(request: Request, config: Config, context: Sequence[Piece] = ()) ->
     """``request`` classified; ``context``: the conversation's earlier pieces, scanned too."""
     privacy = classify_privacy(request.text, request.attachments, config.privacy, context)
     task = classify_task(request.text, config.classifier)
-    tokens = estimate_tokens(request.text) + sum(
-        estimate_tokens(a.text) for a in request.attachments
+    return Classified(
+        privacy=privacy, task=task, tokens=request_tokens(request, config), model=request.model
     )
-    return Classified(privacy=privacy, task=task, tokens=tokens, model=request.model)
+
+
+def request_tokens(request: Request, config: Config) -> int:
+    """What the ``min_tokens``/``max_tokens`` rules compare: the request's text and
+    attachments counted by the local engine's tokenizer (the rules pick the target, so
+    no target's tokenizer can be asked first; an estimate that errs high without one)."""
+    from ds4router.targets import LocalEngine
+    from ds4router.token_count import count
+
+    parts = [request.text, *(a.text for a in request.attachments)]
+    messages = [{"role": "user", "content": part} for part in parts if part]
+    if not messages:
+        return 0
+    return count(LocalEngine(), messages, local_model_path=config.local.engine.model_path).tokens
 
 
 def load_attachments(
@@ -78,6 +92,8 @@ def _read(given: Path, path: Path, project_dir: Path | None, label: str) -> Atta
         data = path.read_bytes()
     except OSError as exc:
         raise Ds4RouterError(f"{label}: cannot read ({exc.strerror})") from None
-    text = data.decode("utf-8", errors="replace")
+    decoded = decode_attachment(data, label)
     rel, real = _relative(given, project_dir), _relative(path, project_dir)
-    return Attachment(rel, text, resolved=real if real != rel else None)
+    return Attachment(
+        rel, decoded.text, resolved=real if real != rel else None, unreadable=decoded.unreadable
+    )

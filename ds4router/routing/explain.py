@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from ds4router.routing.router import Classified, Decision
+from ds4router.targets import CloudModel, LocalEngine, LocalServer, Refuse
+
+
+def target_kind(decision: Decision) -> str:
+    """The decision's kind as JSON and the explain view's header spell it."""
+    return _look(decision)[0]
+
+
+def _look(decision: Decision) -> tuple[str, str]:
+    """(kind, colour) of the decision's target."""
+    match decision.target:
+        case LocalEngine() | LocalServer():
+            return "local", "green"
+        case CloudModel():
+            return "cloud", "cyan"
+        case Refuse():
+            return "refuse", "red"
+        case _:
+            assert_never(decision.target)
 
 
 def decision_dict(decision: Decision, request: Classified) -> dict[str, Any]:
     privacy = request.privacy
     task = request.task
     return {
-        "target": decision.target,
+        "target": target_kind(decision),
         "model": decision.model,
         "rule": decision.rule,
         "privacy": str(decision.privacy),
@@ -20,8 +39,10 @@ def decision_dict(decision: Decision, request: Classified) -> dict[str, Any]:
         "task_score": task.score,
         "tokens_estimate": request.tokens,
         "reasons": list(decision.reasons),
-        "fallbacks": list(decision.fallbacks),
+        "fallbacks": [str(target) for target in decision.fallbacks],
         "fix": decision.fix,
+        "redacted": decision.redact,
+        "redactions": decision.redactions,
         "findings": [f.to_dict() for f in privacy.findings],
         "privacy_contributions": [
             {"source": c.source, "level": str(c.level)} for c in privacy.contributions
@@ -33,9 +54,9 @@ def decision_dict(decision: Decision, request: Classified) -> dict[str, Any]:
 
 def badge(decision: Decision) -> str:
     """One line: where it goes and why (the TUI's preview, the CLI's summary)."""
-    if decision.target == "refuse":
+    if isinstance(decision.target, Refuse):
         return f"REFUSED [{decision.privacy}] {decision.reasons[-1] if decision.reasons else ''}"
-    where = "LOCAL" if decision.target == "local" else "CLOUD"
+    where = "CLOUD" if isinstance(decision.target, CloudModel) else "LOCAL"
     return f"{where} {decision.model} · rule {decision.rule} · {decision.privacy} · {decision.task}"
 
 
@@ -46,9 +67,9 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    colour = {"local": "green", "cloud": "cyan", "refuse": "red"}[decision.target]
+    kind, colour = _look(decision)
     head = Text()
-    head.append(f" {decision.target.upper()} ", style=f"bold reverse {colour}")
+    head.append(f" {kind.upper()} ", style=f"bold reverse {colour}")
     if decision.model:
         head.append(f"  {decision.model}", style="bold")
     head.append(f"   rule: {decision.rule}   privacy: {decision.privacy}   task: {decision.task}")
@@ -102,7 +123,14 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
         steps.append(f"• {reason}\n")
     if decision.fallbacks:
         steps.append(
-            f"fallback if it fails before the first token: {', '.join(decision.fallbacks)}\n"
+            f"fallback if it fails before the first token: "
+            f"{', '.join(str(t) for t in decision.fallbacks)}\n"
+        )
+    if decision.redact:
+        steps.append(
+            f"redacted for the cloud: {decision.redactions} finding(s) replaced by placeholders "
+            "(privacy.on_detected: redact)\n",
+            style="cyan",
         )
     if decision.fix:
         steps.append(f"to allow it: {decision.fix}\n", style="yellow")

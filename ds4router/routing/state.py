@@ -19,7 +19,7 @@ def local_engine_status(loaded: LoadedConfig) -> tuple[bool, str]:
         )
     path = Path(engine.model_path).expanduser()
     if engine.kind == "mlx-lm":
-        from local_engine.runtime.mlx_lm_files import check_model_path
+        from ds4router.backends.engine_port import check_model_path
 
         problem = check_model_path(path)
         if problem is not None:

@@ -275,9 +275,15 @@ class ContextLimits:
     source: str
     counter: ExactCounter | None = None
     estimated: str | None = None
+    # Tokens kept unused on top of the reserve; None: none for an exact counter, else
+    # the safety margin. A cloud model counted by its tokenizer keeps the margin: the
+    # provider's own template and tool schemas add tokens no local count sees.
+    margin_tokens: int | None = None
 
     @property
     def margin(self) -> int:
+        if self.margin_tokens is not None:
+            return self.margin_tokens
         return EXACT_MARGIN if self.counter is not None else safety_margin(self.window)
 
     @property
@@ -321,7 +327,18 @@ def cloud_limits(
                 output = mapped[1]
     if window is None:
         return None
-    return ContextLimits(model, window, answer_reserve(window, output), source)
+    from ds4router.backends.cloud_tokens import cloud_counter
+
+    # LiteLLM's tokenizer of the model where it has one: counted exactly, fitted closer.
+    counter = cloud_counter(name)
+    return ContextLimits(
+        model,
+        window,
+        answer_reserve(window, output),
+        source,
+        counter=counter,
+        margin_tokens=safety_margin(window),
+    )
 
 
 def _map_limits(name: str, catalog: PriceCatalog | None) -> tuple[int, int | None] | None:
@@ -344,7 +361,7 @@ def local_limits(
     conservative and ``estimated`` says why."""
     if not model_path:
         return None
-    from local_engine.model.config import load_config
+    from ds4router.backends.engine_port import load_config
 
     directory = Path(model_path).expanduser()
     try:

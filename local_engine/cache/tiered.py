@@ -89,10 +89,17 @@ class TierPolicy:
     def open_file(self, name: str) -> Any:
         if self._owned[0] is None:
             if self.base_dir is not None:
-                self.base_dir.mkdir(parents=True, exist_ok=True)
+                from local_engine.cache.kv_store import private_dir
+
+                private_dir(self.base_dir)
             base = None if self.base_dir is None else str(self.base_dir)
             self._owned[0] = Path(tempfile.mkdtemp(prefix=f"tier-{os.getpid()}-", dir=base))
-        fh = (self._owned[0] / name).open("w+b")
+        # mkdtemp's directory is 0700; the spill file, rows of a prompt's state, 0600.
+        # open() with an opener, not os.fdopen: the file object keeps its path as .name,
+        # which the disk tier's np.memmap opens.
+        fh = open(  # kept open for the buffer's life; the finalizer closes it
+            self._owned[0] / name, "w+b", opener=lambda path, flags: os.open(path, flags, 0o600)
+        )
         self._owned[1].append(fh)
         return fh
 

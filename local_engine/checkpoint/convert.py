@@ -22,6 +22,10 @@ the result is byte-identical to an uninterrupted run. A destination that holds
 anything else -- another model, another recipe, a corrupt shard, files we did
 not write -- is refused with a message that says what to do. ``config.json`` is
 written last: a directory without it is not a model yet.
+
+The plan is :mod:`local_engine.checkpoint.convert_plan`'s; reading, encoding and
+writing a shard's rows is :mod:`local_engine.checkpoint.convert_rows`'s; this module
+keeps the destination's state and runs the shards in order.
 """
 
 from __future__ import annotations
@@ -33,335 +37,31 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from local_engine.checkpoint.names import expected_shapes, official_name, to_official
-from local_engine.checkpoint.official import FP8_BLOCK, MX_GROUP, float_to_e8m0
-from local_engine.checkpoint.quantize import (
-    QUANT_SECTION,
-    WEIGHT,
-    Entry,
-    encode_rows,
-    encoded_layout,
-    mx_quantized_rows,
-    quantized_paths,
+from local_engine.checkpoint.convert_plan import (
+    CONVERT_FORMAT,
+    DEFAULT_MAX_SHARD_BYTES,
+    ConversionPlan,
+    ConvertError,
+    iter_plan_entries,
+    plan_conversion,
 )
-from local_engine.checkpoint.recipes import (
-    F32,
-    HASH_TABLE,
-    MXFP4,
-    MXFP8,
-    Format,
-    Recipe,
-    component_of,
-)
-from local_engine.checkpoint.safetensors import RAW_DTYPES, TensorInfo, list_shards, read_header
-from local_engine.errors import CheckpointError, EngineError
-from local_engine.model.config import ModelConfig, config_from_dict, read_config_json
+from local_engine.checkpoint.convert_rows import verify_written, write_shard
+from local_engine.checkpoint.quantize import QUANT_SECTION, WEIGHT, quantized_paths
+from local_engine.checkpoint.recipes import Recipe
+from local_engine.checkpoint.safetensors import RowReader, list_shards
+from local_engine.model.config import read_config_json
 
-CONVERT_FORMAT = 1
 STATE_FILE = ".ds4router-convert.json"
 INDEX_FILE = "model.safetensors.index.json"
-DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-GB = 10**9
-# Float32 bytes of source rows decoded and encoded at once.
-CHUNK_BYTES = 64 * 2**20
-_FLOAT_SOURCES = {"F64", "F32", "BF16", "F16"}
-# Upper bound of one tensor's JSON in a header, beyond its name (dtype, shape, offsets).
-_HEADER_PER_ENTRY = 128
 
 Progress = Callable[[int, int, str], None]
-
-
-class ConvertError(EngineError):
-    """The conversion cannot start or continue; the message says why and what to do."""
-
-
-# -- the plan -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RowSource:
-    """Rows ``[row0, row0 + rows)`` of a source tensor viewed as ``[-1, in]``."""
-
-    info: TensorInfo
-    scale: TensorInfo | None  # FP8 block scales / FP4 group scales
-    row0: int
-    rows: int
-
-    @property
-    def source_bytes(self) -> int:
-        total_rows = max(1, int(np.prod(self.info.shape[:-1], dtype=np.int64)))
-        n = (self.info.end - self.info.start) * self.rows // total_rows
-        if self.scale is not None:
-            n += (self.scale.end - self.scale.start) * self.rows // total_rows
-        return n
-
-
-@dataclass(frozen=True)
-class Job:
-    """One output tensor: its stored entries, its format, and where its rows come from."""
-
-    path: str  # internal path
-    fmt: Format | None  # None: copied as int32 (the hash table)
-    shape: tuple[int, ...]  # logical
-    entries: tuple[Entry, ...]
-    names: tuple[str, ...]  # stored name of each entry
-    sources: tuple[tuple[int, RowSource], ...]  # (first output row, source rows)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(e.nbytes for e in self.entries)
-
-    @property
-    def source_bytes(self) -> int:
-        return sum(src.source_bytes for _, src in self.sources)
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    name: str
-    jobs: tuple[Job, ...]
-    header: bytes  # 8-byte length + JSON, padded
-    offsets: Mapping[str, int]  # stored name -> absolute start in the file
-    size: int  # file bytes
-
-    @property
-    def source_bytes(self) -> int:
-        return sum(j.source_bytes for j in self.jobs)
-
-
-@dataclass(frozen=True)
-class ConversionPlan:
-    src: Path
-    recipe: Recipe
-    config: ModelConfig
-    raw_config: Mapping[str, Any]
-    shards: tuple[ShardPlan, ...]
-    source_id: str
-    options_id: str
-    largest_source_tensor: int
-
-    @property
-    def source_bytes(self) -> int:
-        return sum(s.source_bytes for s in self.shards)
-
-    @property
-    def tensor_bytes(self) -> int:
-        return sum(j.nbytes for s in self.shards for j in s.jobs)
-
-    @property
-    def ram_bound_bytes(self) -> int:
-        """The promise: peak memory at most 3x the largest source tensor + 1 GB."""
-        return 3 * self.largest_source_tensor + GB
-
-    def quantization_section(self) -> dict[str, Any]:
-        paths = {}
-        for shard in self.shards:
-            for job in shard.jobs:
-                if job.fmt is not None and job.fmt.quantized:
-                    paths[_base_name(job.path)] = job.fmt.to_dict()
-        return {
-            "writer": "ds4router engine convert",
-            "format_version": CONVERT_FORMAT,
-            "recipe": self.recipe.to_dict(),
-            "scales_dtype": "bfloat16",
-            "paths": dict(sorted(paths.items())),
-        }
-
-
-def _base_name(path: str) -> str:
-    if path.endswith(".moe.experts.gate_up"):
-        return path.removesuffix(".moe.experts.gate_up") + ".ffn.experts.gate_up_proj"
-    if path.endswith(".moe.experts.down"):
-        return path.removesuffix(".moe.experts.down") + ".ffn.experts.down_proj"
-    return official_name(path)
-
-
-def plan_conversion(
-    src: str | Path, recipe: Recipe, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
-) -> ConversionPlan:
-    """Check ``src`` and plan every output tensor, shard and offset (reads headers only)."""
-    from local_engine.checkpoint.loader import inventory
-
-    src_dir = Path(src).expanduser().resolve()
-    if not src_dir.is_dir():
-        raise ConvertError(f"{src_dir} is not a directory (SRC must be a checkpoint directory)")
-    raw = read_config_json(src_dir)
-    if quantized_paths(raw):
-        raise ConvertError(
-            f"{src_dir} was already converted (its config.json has a '{QUANT_SECTION}'"
-            " section); convert from the official release instead"
-        )
-    try:
-        cfg = config_from_dict(raw)
-    except CheckpointError as exc:
-        raise ConvertError(f"{src_dir / 'config.json'}: {exc}") from None
-    infos: list[TensorInfo] = []
-    for shard in list_shards(src_dir):
-        infos.extend(read_header(shard)[0].values())
-    inv = inventory(cfg, infos)
-    jobs = _plan_jobs(cfg, recipe, inv)
-    order = {p: i for i, p in enumerate(sorted({i.file for i in infos}))}
-    jobs.sort(key=lambda j: (order[j.sources[0][1].info.file], j.sources[0][1].info.start))
-    shards = _pack_shards(jobs, max_shard_bytes)
-    options = {
-        "convert_format": CONVERT_FORMAT,
-        "recipe": recipe.to_dict(),
-        "max_shard_bytes": max_shard_bytes,
-    }
-    largest = max(i.end - i.start for i in infos)
-    return ConversionPlan(
-        src_dir,
-        recipe,
-        cfg,
-        raw,
-        shards,
-        _source_id(src_dir),
-        _digest(json.dumps(options, sort_keys=True).encode()),
-        largest,
-    )
-
-
-def _plan_jobs(cfg: ModelConfig, recipe: Recipe, inv: Any) -> list[Job]:
-    jobs: list[Job] = []
-    for path, shape in expected_shapes(cfg).items():
-        if ".moe.experts." in path:
-            continue
-        entry = inv.weights.get(path)
-        if entry is None:  # a tied head
-            continue
-        info: TensorInfo = entry.info
-        scale = inv.scales.get(path)
-        component = component_of(path)
-        rows = max(1, int(np.prod(shape[:-1], dtype=np.int64)))
-        source = RowSource(info, scale.info if scale is not None else None, 0, rows)
-        if component == HASH_TABLE:
-            layout = [Entry(WEIGHT, "I32", shape)]
-            jobs.append(
-                Job(path, None, shape, tuple(layout), (to_official(info.name),), ((0, source),))
-            )
-            continue
-        fmt = recipe.format_for(component)
-        jobs.append(_job(path, fmt, shape, ((0, source),), float_name=to_official(info.name)))
-    e, d, inter = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
-    for i in range(cfg.num_hidden_layers):
-        p = f"layers.{i}.moe.experts."
-        gu_src: list[tuple[int, RowSource]] = []
-        down_src: list[tuple[int, RowSource]] = []
-        fused_gu = inv.weights.get(p + "gate_up")
-        fused_down = inv.weights.get(p + "down")
-        if fused_gu is not None and fused_down is not None:
-            gu_src.append((0, RowSource(fused_gu.info, None, 0, e * 2 * inter)))
-            down_src.append((0, RowSource(fused_down.info, None, 0, e * d)))
-        else:
-            for k in range(e):
-
-                def one(matrix: str, rows: int, k: int = k, i: int = i) -> RowSource:
-                    w = inv.experts[(i, matrix, k)]
-                    s = inv.expert_scales.get((i, matrix, k))
-                    return RowSource(w.info, s.info if s is not None else None, 0, rows)
-
-                gu_src.append((k * 2 * inter, one("w1", inter)))
-                gu_src.append((k * 2 * inter + inter, one("w3", inter)))
-                down_src.append((k * d, one("w2", d)))
-        jobs.append(
-            _job(
-                p + "gate_up", recipe.format_for("routed_experts"), (e, 2 * inter, d), tuple(gu_src)
-            )
-        )
-        jobs.append(
-            _job(
-                p + "down", recipe.format_for("routed_experts_down"), (e, d, inter), tuple(down_src)
-            )
-        )
-    return jobs
-
-
-def _job(
-    path: str,
-    fmt: Format,
-    shape: tuple[int, ...],
-    sources: tuple[tuple[int, RowSource], ...],
-    *,
-    float_name: str | None = None,
-) -> Job:
-    base = _base_name(path)
-    layout = encoded_layout(fmt, shape, where=f"tensor {base} ({component_of(path)})")
-    if fmt.quantized or float_name is None:
-        names = tuple(f"{base}.{e.suffix}" for e in layout)
-    else:
-        names = (float_name,)
-    return Job(path, fmt, shape, tuple(layout), names, sources)
-
-
-def _pack_shards(jobs: list[Job], max_bytes: int) -> tuple[ShardPlan, ...]:
-    groups: list[list[Job]] = []
-    size = 0
-    for job in jobs:
-        need = job.nbytes + sum(len(n) + _HEADER_PER_ENTRY for n in job.names)
-        if need + 8 + 256 > max_bytes:
-            raise ConvertError(
-                f"tensor {_base_name(job.path)} needs {need / GB:.2f} GB, more than the shard"
-                f" limit of {max_bytes / GB:.2f} GB; raise the limit (--shard-gb)"
-            )
-        if groups and size + need + 8 + 256 <= max_bytes:
-            groups[-1].append(job)
-            size += need
-        else:
-            groups.append([job])
-            size = need
-    total = len(groups)
-    return tuple(
-        _shard_plan(f"model-{k:05d}-of-{total:05d}.safetensors", group)
-        for k, group in enumerate(groups, start=1)
-    )
-
-
-def _shard_plan(name: str, jobs: list[Job]) -> ShardPlan:
-    header: dict[str, Any] = {
-        "__metadata__": {"format": "mlx", "writer": "ds4router engine convert"}
-    }
-    rel: dict[str, int] = {}
-    offset = 0
-    for job in jobs:
-        for entry, stored in zip(job.entries, job.names, strict=True):
-            header[stored] = {
-                "dtype": entry.dtype,
-                "shape": list(entry.shape),
-                "data_offsets": [offset, offset + entry.nbytes],
-            }
-            rel[stored] = offset
-            offset += entry.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    head = len(blob).to_bytes(8, "little") + blob
-    return ShardPlan(
-        name, tuple(jobs), head, {k: len(head) + v for k, v in rel.items()}, len(head) + offset
-    )
-
-
-# -- identity of a source and of a destination ----------------------------------------
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _source_id(src: Path) -> str:
-    """What makes a source this source: its config, shard names, headers, sizes, and a
-    sample of each shard's bytes (hashing 160 GB would take longer than converting)."""
-    h = hashlib.sha256((src / "config.json").read_bytes())
-    sample = 1 << 20
-    for shard in list_shards(src):
-        size = shard.stat().st_size
-        h.update(f"{shard.name}:{size}".encode())
-        with shard.open("rb") as f:
-            h.update(f.read(sample))
-            f.seek(max(0, size - sample))
-            h.update(f.read(sample))
-    return h.hexdigest()
 
 
 @dataclass
@@ -452,184 +152,6 @@ def _fresh_state(plan: ConversionPlan) -> dict[str, Any]:
     }
 
 
-# -- reading source rows ----------------------------------------------------------------
-class _Reader:
-    """``pread`` row blocks of source tensors (no mmap: pages we read are not kept mapped,
-    so resident memory stays what we hold, and the peak we report is honest)."""
-
-    def __init__(self) -> None:
-        self._fds: dict[Path, int] = {}
-
-    def rows(self, info: TensorInfo, a: int, b: int) -> np.ndarray:
-        dtype = RAW_DTYPES[info.dtype]
-        width = info.shape[-1] if info.shape else 1
-        row_bytes = width * dtype.itemsize
-        fd = self._fds.get(info.file)
-        if fd is None:
-            fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
-        want, start = (b - a) * row_bytes, info.start + a * row_bytes
-        buf = bytearray(want)
-        view = memoryview(buf)
-        got = 0
-        while got < want:
-            n = os.preadv(fd, [view[got:]], start + got)
-            if n <= 0:
-                raise ConvertError(f"{info.file}: ends early while reading {info.name!r}")
-            got += n
-        return np.frombuffer(buf, dtype=dtype).reshape(b - a, width)
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-def _scale_codes(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.dtype == "F32":
-        return float_to_e8m0(raw, where=f"{info.file.name}: tensor {info.name!r}")
-    return raw.view(np.uint8)
-
-
-def _mx_codes(
-    reader: _Reader, src: RowSource, a: int, b: int
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(codes, per-32 E8M0 scales, mode) of rows [a, b) of an FP8 or FP4 source."""
-    assert src.scale is not None
-    info, sinfo = src.info, src.scale
-    codes = reader.rows(info, a, b)
-    if info.dtype == "F8_E4M3":
-        inp = info.shape[-1]
-        b0, b1 = a // FP8_BLOCK, -(-b // FP8_BLOCK)
-        blocks = _scale_codes(reader.rows(sinfo, b0, b1), sinfo)
-        per_row = np.repeat(blocks, FP8_BLOCK, axis=0)[a - b0 * FP8_BLOCK : b - b0 * FP8_BLOCK]
-        scales = np.repeat(per_row, FP8_BLOCK // MX_GROUP, axis=1)[:, : inp // MX_GROUP]
-        return codes, scales, MXFP8
-    return codes, _scale_codes(reader.rows(sinfo, a, b), sinfo), MXFP4
-
-
-def _decode(reader: _Reader, src: RowSource, a: int, b: int, want_f32: bool) -> Any:
-    """Rows [a, b) as an ``mx.array`` (bf16, or f32 when ``want_f32``); exact for FP8/FP4."""
-    import mlx.core as mx
-
-    target = mx.float32 if want_f32 else mx.bfloat16
-    info = src.info
-    if info.dtype in _FLOAT_SOURCES:
-        raw = reader.rows(info, a, b)
-        if info.dtype == "F64":
-            raw = raw.astype(np.float32)
-        arr = mx.array(raw).view(mx.bfloat16) if info.dtype == "BF16" else mx.array(raw)
-        return arr.astype(target)
-    if src.scale is None:
-        raise ConvertError(
-            f"{info.file.name}: tensor {info.name!r} is {info.dtype} without a scale"
-        )
-    codes, scales, mode = _mx_codes(reader, src, a, b)
-    words = np.ascontiguousarray(codes.view(np.uint8)).view(np.uint32)
-    return mx.dequantize(
-        mx.array(words),
-        mx.array(np.ascontiguousarray(scales)),
-        None,
-        group_size=MX_GROUP,
-        bits=8 if mode == MXFP8 else 4,
-        mode=mode,
-        dtype=target,
-    )
-
-
-def _encode(reader: _Reader, job: Job, src: RowSource, a: int, b: int) -> dict[str, np.ndarray]:
-    fmt = job.fmt
-    if fmt is None:  # the hash table, as int32
-        return {WEIGHT: reader.rows(src.info, a, b).astype(np.int32)}
-    exact = {"F8_E4M3": MXFP8, "I8": MXFP4, "U8": MXFP4}.get(src.info.dtype)
-    if exact is not None and fmt.kind == exact and src.scale is not None:
-        codes, scales, mode = _mx_codes(reader, src, a, b)
-        return mx_quantized_rows(codes, scales, mode)  # the release's bytes, not re-quantized
-    return encode_rows(_decode(reader, src, a, b, want_f32=fmt.kind == F32), fmt)
-
-
-def _chunk_rows(src: RowSource) -> int:
-    width = src.info.shape[-1] if src.info.shape else 1
-    rows = max(FP8_BLOCK, CHUNK_BYTES // (4 * width) // FP8_BLOCK * FP8_BLOCK)
-    return min(rows, src.rows)
-
-
-# -- writing ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Piece:
-    offset: int
-    length: int
-    digest: bytes
-
-
-def _write_shard(
-    path: Path,
-    shard: ShardPlan,
-    reader: _Reader,
-    on_bytes: Callable[[int, str], None],
-) -> list[_Piece]:
-    import mlx.core as mx
-
-    pieces = [_Piece(0, len(shard.header), hashlib.blake2b(shard.header).digest())]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, shard.size)
-        os.pwrite(fd, shard.header, 0)
-        for job in shard.jobs:
-            what = _base_name(job.path)
-            for out_row0, src in job.sources:
-                step = _chunk_rows(src)
-                for a in range(0, src.rows, step):
-                    b = min(src.rows, a + step)
-                    encoded = _encode(reader, job, src, src.row0 + a, src.row0 + b)
-                    for entry, stored in zip(job.entries, job.names, strict=True):
-                        data = np.ascontiguousarray(encoded[entry.suffix])
-                        if data.nbytes != (b - a) * entry.row_bytes:
-                            raise ConvertError(
-                                f"internal error: {stored} rows {a}:{b} encoded to"
-                                f" {data.nbytes} bytes, planned {(b - a) * entry.row_bytes}"
-                            )
-                        at = shard.offsets[stored] + (out_row0 + a) * entry.row_bytes
-                        blob = data.tobytes()
-                        written = os.pwrite(fd, blob, at)
-                        if written != len(blob):
-                            raise ConvertError(f"{path}: short write (disk full?)")
-                        pieces.append(_Piece(at, len(blob), hashlib.blake2b(blob).digest()))
-                    on_bytes(src.source_bytes * (b - a) // max(1, src.rows), what)
-            mx.clear_cache()
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return pieces
-
-
-def _verify_written(path: Path, shard: ShardPlan, pieces: list[_Piece]) -> str:
-    """Read the shard back: its header must be the plan's and every block what we wrote.
-    Returns the file's sha256."""
-    infos, _ = read_header(path)
-    planned = {stored for job in shard.jobs for stored in job.names}
-    if set(infos) != planned or path.stat().st_size != shard.size:
-        raise ConvertError(f"{path}: written shard does not match its plan (disk error?)")
-    h = hashlib.sha256()
-    expect = 0
-    with path.open("rb") as f:
-        for piece in sorted(pieces, key=lambda p: p.offset):
-            if piece.offset != expect:
-                raise ConvertError(f"{path}: bytes {expect}..{piece.offset} were never written")
-            f.seek(piece.offset)
-            blob = f.read(piece.length)
-            if hashlib.blake2b(blob).digest() != piece.digest:
-                raise ConvertError(
-                    f"{path}: bytes at {piece.offset} differ from what was written (disk error?);"
-                    " run the conversion again with --resume"
-                )
-            h.update(blob)
-            expect = piece.offset + piece.length
-    if expect != shard.size:
-        raise ConvertError(f"{path}: the end of the shard was never written")
-    return h.hexdigest()
-
-
-# -- the conversion ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConvertResult:
     """What a conversion wrote and what it cost."""
@@ -737,12 +259,12 @@ def convert(
             done += n
             report(done, total, what)
 
-        reader = _Reader()
+        reader = RowReader()
         try:
-            pieces = _write_shard(partial, shard, reader, on_bytes)
+            pieces = write_shard(partial, shard, reader, on_bytes)
         finally:
             reader.close()
-        digest = _verify_written(partial, shard, pieces)
+        digest = verify_written(partial, shard, pieces)
         os.replace(partial, path)
         state.data["shards"][shard.name] = {"bytes": shard.size, "sha256": digest}
         state.save()
@@ -795,14 +317,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def iter_plan_entries(plan: ConversionPlan) -> Iterator[tuple[str, Entry, Job]]:
-    """Every stored entry of a plan, with its job (for reports and the memory plan's tests)."""
-    for shard in plan.shards:
-        for job in shard.jobs:
-            for entry, stored in zip(job.entries, job.names, strict=True):
-                yield stored, entry, job
 
 
 def expand_to_float(src: str | Path, dst: str | Path) -> Path:

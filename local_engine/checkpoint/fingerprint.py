@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from local_engine.checkpoint.safetensors import header_bytes
 
 # Bump when the meaning of a saved state changes without the snapshot format changing
 # (e.g. a fix in how the compressor computes its rows).
@@ -37,12 +38,9 @@ SAMPLE_BYTES = 64 * 1024
 def _shard_digest(h: Any, path: Path) -> None:
     size = path.stat().st_size
     h.update(f"shard {path.name} {size}\n".encode())
+    # The header names every tensor with its dtype, shape and offsets.
+    h.update(header_bytes(path))
     with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) == 8:
-            (length,) = struct.unpack("<Q", head)
-            # The header names every tensor with its dtype, shape and offsets.
-            h.update(fh.read(min(length, size - 8)))
         span = max(0, size - SAMPLE_BYTES)
         for i in range(SAMPLES):
             fh.seek(span * i // max(1, SAMPLES - 1))

@@ -192,10 +192,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     Per-expert matrices appear as ``layers.L.moe.experts.w1`` etc. (one
     expert's shape); fused alternatives are resolved by the loader.
     """
-    d, hd, h = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
-    inter = cfg.moe_intermediate_size
-    hc = cfg.hc_mult
-    mix = (2 + hc) * hc
+    d, hc = cfg.hidden_size, cfg.hc_mult
     shapes: dict[str, tuple[int, ...]] = {
         "embed": (cfg.vocab_size, d),
         "norm": (d,),
@@ -206,65 +203,76 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if not cfg.tie_word_embeddings:
         shapes["head"] = (cfg.vocab_size, d)
     for i in range(cfg.num_hidden_layers):
-        p = f"layers.{i}."
+        shapes.update(_layer_shapes(cfg, i))
+    return shapes
+
+
+def _layer_shapes(cfg: ModelConfig, i: int) -> dict[str, tuple[int, ...]]:
+    """The tensors of layer ``i`` (``layers.i.*``) and their logical shapes."""
+    d, hd, h = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
+    inter = cfg.moe_intermediate_size
+    hc = cfg.hc_mult
+    mix = (2 + hc) * hc
+    shapes: dict[str, tuple[int, ...]] = {}
+    p = f"layers.{i}."
+    shapes.update(
+        {
+            p + "attn_norm": (d,),
+            p + "ffn_norm": (d,),
+            p + "hc_attn.fn": (mix, hc * d),
+            p + "hc_attn.base": (mix,),
+            p + "hc_attn.scale": (3,),
+            p + "hc_ffn.fn": (mix, hc * d),
+            p + "hc_ffn.base": (mix,),
+            p + "hc_ffn.scale": (3,),
+            p + "attn.wq_a": (cfg.q_lora_rank, d),
+            p + "attn.q_norm": (cfg.q_lora_rank,),
+            p + "attn.wq_b": (h * hd, cfg.q_lora_rank),
+            p + "attn.wkv": (hd, d),
+            p + "attn.kv_norm": (hd,),
+            p + "attn.wo_a": (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups),
+            p + "attn.wo_b": (d, cfg.o_groups * cfg.o_lora_rank),
+            p + "attn.sinks": (h,),
+            p + "moe.gate": (cfg.n_routed_experts, d),
+            p + "moe.experts.w1": (inter, d),
+            p + "moe.experts.w3": (inter, d),
+            p + "moe.experts.w2": (d, inter),
+        }
+    )
+    if cfg.n_shared_experts:
         shapes.update(
             {
-                p + "attn_norm": (d,),
-                p + "ffn_norm": (d,),
-                p + "hc_attn.fn": (mix, hc * d),
-                p + "hc_attn.base": (mix,),
-                p + "hc_attn.scale": (3,),
-                p + "hc_ffn.fn": (mix, hc * d),
-                p + "hc_ffn.base": (mix,),
-                p + "hc_ffn.scale": (3,),
-                p + "attn.wq_a": (cfg.q_lora_rank, d),
-                p + "attn.q_norm": (cfg.q_lora_rank,),
-                p + "attn.wq_b": (h * hd, cfg.q_lora_rank),
-                p + "attn.wkv": (hd, d),
-                p + "attn.kv_norm": (hd,),
-                p + "attn.wo_a": (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups),
-                p + "attn.wo_b": (d, cfg.o_groups * cfg.o_lora_rank),
-                p + "attn.sinks": (h,),
-                p + "moe.gate": (cfg.n_routed_experts, d),
-                p + "moe.experts.w1": (inter, d),
-                p + "moe.experts.w3": (inter, d),
-                p + "moe.experts.w2": (d, inter),
+                p + "moe.shared.w1": (inter, d),
+                p + "moe.shared.w3": (inter, d),
+                p + "moe.shared.w2": (d, inter),
             }
         )
-        if cfg.n_shared_experts:
-            shapes.update(
-                {
-                    p + "moe.shared.w1": (inter, d),
-                    p + "moe.shared.w3": (inter, d),
-                    p + "moe.shared.w2": (d, inter),
-                }
-            )
-        if cfg.mlp_layer_types[i] == HASH_MOE:
-            shapes[p + "moe.tid2eid"] = (cfg.vocab_size, cfg.num_experts_per_tok)
-        else:
-            shapes[p + "moe.bias"] = (cfg.n_routed_experts,)
-        kind = cfg.layer_types[i]
-        if kind in (CSA, HCA):
-            ratio = cfg.compress_ratio(i)
-            width = hd * (2 if kind == CSA else 1)
-            shapes.update(
-                {
-                    p + "attn.compressor.wkv": (width, d),
-                    p + "attn.compressor.wgate": (width, d),
-                    p + "attn.compressor.ape": (ratio, width),
-                    p + "attn.compressor.norm": (hd,),
-                }
-            )
-        if kind == CSA:
-            ihd, inh = cfg.index_head_dim, cfg.index_n_heads
-            shapes.update(
-                {
-                    p + "attn.indexer.wq_b": (inh * ihd, cfg.q_lora_rank),
-                    p + "attn.indexer.weights_proj": (inh, d),
-                    p + "attn.indexer.compressor.wkv": (2 * ihd, d),
-                    p + "attn.indexer.compressor.wgate": (2 * ihd, d),
-                    p + "attn.indexer.compressor.ape": (cfg.csa_ratio, 2 * ihd),
-                    p + "attn.indexer.compressor.norm": (ihd,),
-                }
-            )
+    if cfg.mlp_layer_types[i] == HASH_MOE:
+        shapes[p + "moe.tid2eid"] = (cfg.vocab_size, cfg.num_experts_per_tok)
+    else:
+        shapes[p + "moe.bias"] = (cfg.n_routed_experts,)
+    kind = cfg.layer_types[i]
+    if kind in (CSA, HCA):
+        ratio = cfg.compress_ratio(i)
+        width = hd * (2 if kind == CSA else 1)
+        shapes.update(
+            {
+                p + "attn.compressor.wkv": (width, d),
+                p + "attn.compressor.wgate": (width, d),
+                p + "attn.compressor.ape": (ratio, width),
+                p + "attn.compressor.norm": (hd,),
+            }
+        )
+    if kind == CSA:
+        ihd, inh = cfg.index_head_dim, cfg.index_n_heads
+        shapes.update(
+            {
+                p + "attn.indexer.wq_b": (inh * ihd, cfg.q_lora_rank),
+                p + "attn.indexer.weights_proj": (inh, d),
+                p + "attn.indexer.compressor.wkv": (2 * ihd, d),
+                p + "attn.indexer.compressor.wgate": (2 * ihd, d),
+                p + "attn.indexer.compressor.ape": (cfg.csa_ratio, 2 * ihd),
+                p + "attn.indexer.compressor.norm": (ihd,),
+            }
+        )
     return shapes

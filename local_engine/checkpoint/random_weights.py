@@ -188,104 +188,123 @@ def bf16_to_float(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def official_tensors(
-    cfg: ModelConfig, seed: int = 0, *, dtype: str = "bfloat16", quantized: bool = True
-) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Yield ``(name, safetensors dtype, raw array)`` of a random checkpoint, layer by layer."""
-    fdt = _FLOAT_NAMES[dtype]
-    rng = np.random.default_rng(seed)
-    d, hd, h = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
-    inter, hc = cfg.moe_intermediate_size, cfg.hc_mult
-    mix = (2 + hc) * hc
+class _Draws:
+    """Random tensors from one generator, in the order they are asked for (the seed's meaning)."""
 
-    def normal(shape: tuple[int, ...], std: float) -> np.ndarray:
-        return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
+    def __init__(self, seed: int, dtype: str, quantized: bool) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.fdt = _FLOAT_NAMES[dtype]
+        self.quantized = quantized
 
-    def linear(shape: tuple[int, int]) -> np.ndarray:
-        return normal(shape, 1.0 / math.sqrt(shape[1]))
+    def normal(self, shape: tuple[int, ...], std: float) -> np.ndarray:
+        return (self.rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
+
+    def linear(self, shape: tuple[int, int]) -> np.ndarray:
+        return self.normal(shape, 1.0 / math.sqrt(shape[1]))
 
     def packed_or_float(
-        name: str, shape: tuple[int, int], fp4: bool
+        self, name: str, shape: tuple[int, int], fp4: bool
     ) -> Iterator[tuple[str, str, np.ndarray]]:
         """FP4 (experts) or FP8 (projections) as the release stores them, else float."""
-        w = linear(shape)
-        if not quantized:
-            yield (f"{name}.weight", *_float_tensor(w, fdt))
+        w = self.linear(shape)
+        if not self.quantized:
+            yield (f"{name}.weight", *_float_tensor(w, self.fdt))
             return
         codes, scales = quantize_fp4_rows(w) if fp4 else quantize_fp8_blocks(w)
         yield f"{name}.weight", ("I8" if fp4 else "F8_E4M3"), codes
         yield f"{name}.scale", "F8_E8M0", scales
 
-    def fp8_or_float(name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
-        return packed_or_float(name, shape, fp4=False)
+    def fp8(self, name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
+        return self.packed_or_float(name, shape, fp4=False)
 
-    def fp4_or_float(name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
-        return packed_or_float(name, shape, fp4=True)
+    def fp4(self, name: str, shape: tuple[int, int]) -> Iterator[tuple[str, str, np.ndarray]]:
+        return self.packed_or_float(name, shape, fp4=True)
 
-    def flt(name: str, arr: np.ndarray) -> tuple[str, str, np.ndarray]:
-        return (name, *_float_tensor(arr, fdt))
+    def flt(self, name: str, arr: np.ndarray) -> tuple[str, str, np.ndarray]:
+        return (name, *_float_tensor(arr, self.fdt))
 
-    def norm(name: str, n: int) -> tuple[str, str, np.ndarray]:
-        return flt(name, 1.0 + normal((n,), 0.1))
+    def norm(self, name: str, n: int) -> tuple[str, str, np.ndarray]:
+        return self.flt(name, 1.0 + self.normal((n,), 0.1))
 
-    yield flt("embed.weight", normal((cfg.vocab_size, d), 1.0))
+
+def official_tensors(
+    cfg: ModelConfig, seed: int = 0, *, dtype: str = "bfloat16", quantized: bool = True
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yield ``(name, safetensors dtype, raw array)`` of a random checkpoint, layer by layer."""
+    r = _Draws(seed, dtype, quantized)
+    d, hc = cfg.hidden_size, cfg.hc_mult
+    yield r.flt("embed.weight", r.normal((cfg.vocab_size, d), 1.0))
     for i in range(cfg.num_hidden_layers):
-        p = f"layers.{i}."
-        yield norm(p + "attn_norm.weight", d)
-        yield norm(p + "ffn_norm.weight", d)
-        for site in ("attn", "ffn"):
-            yield p + f"hc_{site}_fn", "F32", normal((mix, hc * d), 0.05)
-            yield p + f"hc_{site}_base", "F32", normal((mix,), 0.5)
-            yield p + f"hc_{site}_scale", "F32", 1.0 + normal((3,), 0.1)
-        yield from fp8_or_float(p + "attn.wq_a", (cfg.q_lora_rank, d))
-        yield norm(p + "attn.q_norm.weight", cfg.q_lora_rank)
-        yield from fp8_or_float(p + "attn.wq_b", (h * hd, cfg.q_lora_rank))
-        yield from fp8_or_float(p + "attn.wkv", (hd, d))
-        yield norm(p + "attn.kv_norm.weight", hd)
-        yield from fp8_or_float(
-            p + "attn.wo_a", (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups)
-        )
-        yield from fp8_or_float(p + "attn.wo_b", (d, cfg.o_groups * cfg.o_lora_rank))
-        yield p + "attn.attn_sink", "F32", normal((h,), 1.0)
-        kind = cfg.layer_types[i]
-        if kind in (CSA, HCA):
-            width = hd * (2 if kind == CSA else 1)
-            c = p + "attn.compressor."
-            yield flt(c + "wkv.weight", linear((width, d)))
-            yield flt(c + "wgate.weight", linear((width, d)))
-            yield c + "ape", "F32", normal((cfg.compress_ratio(i), width), 0.5)
-            yield norm(c + "norm.weight", hd)
-        if kind == CSA:
-            ihd = cfg.index_head_dim
-            x = p + "attn.indexer."
-            yield from fp8_or_float(x + "wq_b", (cfg.index_n_heads * ihd, cfg.q_lora_rank))
-            yield flt(x + "weights_proj.weight", linear((cfg.index_n_heads, d)))
-            yield flt(x + "compressor.wkv.weight", linear((2 * ihd, d)))
-            yield flt(x + "compressor.wgate.weight", linear((2 * ihd, d)))
-            yield x + "compressor.ape", "F32", normal((cfg.csa_ratio, 2 * ihd), 0.5)
-            yield norm(x + "compressor.norm.weight", ihd)
-        f = p + "ffn."
-        yield flt(f + "gate.weight", linear((cfg.n_routed_experts, d)))
-        if cfg.mlp_layer_types[i] == HASH_MOE:
-            table = np.argsort(
-                rng.random((cfg.vocab_size, cfg.n_routed_experts), dtype=np.float32), axis=1
-            )[:, : cfg.num_experts_per_tok]
-            yield f + "gate.tid2eid", "I32", table.astype(np.int32)
-        else:
-            yield f + "gate.bias", "F32", normal((cfg.n_routed_experts,), 0.1)
-        for e in range(cfg.n_routed_experts):
-            yield from fp4_or_float(f + f"experts.{e}.w1", (inter, d))
-            yield from fp4_or_float(f + f"experts.{e}.w2", (d, inter))
-            yield from fp4_or_float(f + f"experts.{e}.w3", (inter, d))
-        if cfg.n_shared_experts:
-            yield from fp8_or_float(f + "shared_experts.w1", (inter, d))
-            yield from fp8_or_float(f + "shared_experts.w2", (d, inter))
-            yield from fp8_or_float(f + "shared_experts.w3", (inter, d))
-    yield norm("norm.weight", d)
-    yield "hc_head_fn", "F32", normal((hc, hc * d), 0.05)
-    yield "hc_head_base", "F32", normal((hc,), 0.5)
-    yield "hc_head_scale", "F32", 1.0 + normal((1,), 0.1)
-    yield flt("head.weight", linear((cfg.vocab_size, d)))
+        yield from _attention_tensors(cfg, i, r)
+        yield from _ffn_tensors(cfg, i, r)
+    yield r.norm("norm.weight", d)
+    yield "hc_head_fn", "F32", r.normal((hc, hc * d), 0.05)
+    yield "hc_head_base", "F32", r.normal((hc,), 0.5)
+    yield "hc_head_scale", "F32", 1.0 + r.normal((1,), 0.1)
+    yield r.flt("head.weight", r.linear((cfg.vocab_size, d)))
+
+
+def _attention_tensors(
+    cfg: ModelConfig, i: int, r: _Draws
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Layer ``i``'s norms, mHC weights and attention (compressor and indexer where it has them)."""
+    d, hd, h = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
+    hc = cfg.hc_mult
+    mix = (2 + hc) * hc
+    p = f"layers.{i}."
+    yield r.norm(p + "attn_norm.weight", d)
+    yield r.norm(p + "ffn_norm.weight", d)
+    for site in ("attn", "ffn"):
+        yield p + f"hc_{site}_fn", "F32", r.normal((mix, hc * d), 0.05)
+        yield p + f"hc_{site}_base", "F32", r.normal((mix,), 0.5)
+        yield p + f"hc_{site}_scale", "F32", 1.0 + r.normal((3,), 0.1)
+    yield from r.fp8(p + "attn.wq_a", (cfg.q_lora_rank, d))
+    yield r.norm(p + "attn.q_norm.weight", cfg.q_lora_rank)
+    yield from r.fp8(p + "attn.wq_b", (h * hd, cfg.q_lora_rank))
+    yield from r.fp8(p + "attn.wkv", (hd, d))
+    yield r.norm(p + "attn.kv_norm.weight", hd)
+    yield from r.fp8(p + "attn.wo_a", (cfg.o_groups * cfg.o_lora_rank, h * hd // cfg.o_groups))
+    yield from r.fp8(p + "attn.wo_b", (d, cfg.o_groups * cfg.o_lora_rank))
+    yield p + "attn.attn_sink", "F32", r.normal((h,), 1.0)
+    kind = cfg.layer_types[i]
+    if kind in (CSA, HCA):
+        width = hd * (2 if kind == CSA else 1)
+        c = p + "attn.compressor."
+        yield r.flt(c + "wkv.weight", r.linear((width, d)))
+        yield r.flt(c + "wgate.weight", r.linear((width, d)))
+        yield c + "ape", "F32", r.normal((cfg.compress_ratio(i), width), 0.5)
+        yield r.norm(c + "norm.weight", hd)
+    if kind == CSA:
+        ihd = cfg.index_head_dim
+        x = p + "attn.indexer."
+        yield from r.fp8(x + "wq_b", (cfg.index_n_heads * ihd, cfg.q_lora_rank))
+        yield r.flt(x + "weights_proj.weight", r.linear((cfg.index_n_heads, d)))
+        yield r.flt(x + "compressor.wkv.weight", r.linear((2 * ihd, d)))
+        yield r.flt(x + "compressor.wgate.weight", r.linear((2 * ihd, d)))
+        yield x + "compressor.ape", "F32", r.normal((cfg.csa_ratio, 2 * ihd), 0.5)
+        yield r.norm(x + "compressor.norm.weight", ihd)
+
+
+def _ffn_tensors(cfg: ModelConfig, i: int, r: _Draws) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Layer ``i``'s MoE: the gate (bias or hash table), routed and shared experts."""
+    d, inter = cfg.hidden_size, cfg.moe_intermediate_size
+    f = f"layers.{i}.ffn."
+    yield r.flt(f + "gate.weight", r.linear((cfg.n_routed_experts, d)))
+    if cfg.mlp_layer_types[i] == HASH_MOE:
+        table = np.argsort(
+            r.rng.random((cfg.vocab_size, cfg.n_routed_experts), dtype=np.float32), axis=1
+        )[:, : cfg.num_experts_per_tok]
+        yield f + "gate.tid2eid", "I32", table.astype(np.int32)
+    else:
+        yield f + "gate.bias", "F32", r.normal((cfg.n_routed_experts,), 0.1)
+    for e in range(cfg.n_routed_experts):
+        yield from r.fp4(f + f"experts.{e}.w1", (inter, d))
+        yield from r.fp4(f + f"experts.{e}.w2", (d, inter))
+        yield from r.fp4(f + f"experts.{e}.w3", (inter, d))
+    if cfg.n_shared_experts:
+        yield from r.fp8(f + "shared_experts.w1", (inter, d))
+        yield from r.fp8(f + "shared_experts.w2", (d, inter))
+        yield from r.fp8(f + "shared_experts.w3", (inter, d))
 
 
 def _write_shards(

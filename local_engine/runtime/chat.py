@@ -257,12 +257,16 @@ def with_request_tools(
         return out
     first = out[0] if out else None
     if first is not None and _field(first, "role") == "system":
-        base = dict(first) if isinstance(first, Mapping) else {
-            "role": "system",
-            "content": _field(first, "content"),
-            "tools": _field(first, "tools"),
-            "response_format": _field(first, "response_format"),
-        }
+        base = (
+            dict(first)
+            if isinstance(first, Mapping)
+            else {
+                "role": "system",
+                "content": _field(first, "content"),
+                "tools": _field(first, "tools"),
+                "response_format": _field(first, "response_format"),
+            }
+        )
         out = out[1:]
     else:
         base = {"role": "system", "content": ""}

@@ -176,7 +176,6 @@ def render_tool_calls(calls: Sequence[ToolCall], where: str = "tool calls") -> s
     if not calls:
         return ""
     invokes = "\n".join(
-        f'{INVOKE_OPEN}"{call.name}">\n{_parameters(call, where)}\n{INVOKE_CLOSE}'
-        for call in calls
+        f'{INVOKE_OPEN}"{call.name}">\n{_parameters(call, where)}\n{INVOKE_CLOSE}' for call in calls
     )
     return f"{CALLS_SEPARATOR}{BLOCK_OPEN}\n{invokes}\n{BLOCK_CLOSE}"

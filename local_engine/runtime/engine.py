@@ -9,10 +9,12 @@ optional ``progress`` callback (:class:`local_engine.checkpoint.loader.LoadProgr
 cached per process by resolved path: loading an 80 GB model twice would be a disaster, so
 every caller shares one.
 
-``Engine.generate`` renders the messages with the DeepSeek V4 chat encoding, tokenizes, and
-streams ``local_engine.runtime.generate`` events. One generation runs at a time per engine (MLX
-evaluates on one device; interleaving two decode loops would only slow both); a second caller
-waits for the first to finish.
+``Engine.generate`` renders the messages with the DeepSeek V4 chat encoding (tools
+included), tokenizes, and streams ``local_engine.runtime.generate`` events. Generations run
+on the engine's scheduler (``local_engine.runtime.scheduler``): several callers share the
+model a step (one token or prefill chunk) at a time, so a long answer does not starve a
+short one. A ``session`` id keeps that conversation's decode states in RAM between turns
+(``local_engine.cache.sessions``, within ``kv_ram_bytes``, spilled to the disk cache).
 
 ``Engine.use_kv_cache(dir, disk_bytes=, ram_bytes=)`` turns on prefix reuse through the KV
 cache on disk (keyed by ``Engine.fingerprint``) and, with a RAM budget, tiered decode state
@@ -24,9 +26,7 @@ before it is saved instead and the turn's end is not.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import sys
 import threading
 import time
@@ -37,11 +37,19 @@ from typing import TYPE_CHECKING, Any
 
 from local_engine.errors import CheckpointError, EngineError
 from local_engine.runtime.chat import ChatEncodingError, render_prompt
-from local_engine.runtime.generate import Event, GenerationParams, PrefillProgress, stream_generate
+from local_engine.runtime.generate import (
+    Event,
+    GenerationParams,
+    PrefillProgress,
+    StateCache,
+    generation_steps,
+)
+from local_engine.runtime.scheduler import Scheduler
 from local_engine.runtime.tokenizer import ASSISTANT, THINK_END, THINK_START, Tokenizer
 
 if TYPE_CHECKING:
     from local_engine.cache.prefix_cache import PrefixCache
+    from local_engine.cache.sessions import LiveSessions
     from local_engine.checkpoint.loader import LoadCallback
 
 GIB = 1024**3
@@ -120,35 +128,16 @@ class EngineInfo:
         }
 
 
-def _safetensors_files(model_dir: Path) -> list[Path]:
-    return sorted(p for p in model_dir.glob("*.safetensors") if p.is_file())
-
-
-def _header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (8-byte little-endian length, then JSON)."""
-    try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > 100 * 1024**2:
-                raise ValueError(f"header length {length} is implausible")
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    return header
-
-
 def checkpoint_bytes_by_dtype(model_dir: str | Path) -> dict[str, int]:
     """Bytes of tensor data per safetensors dtype, read from headers only (no weights)."""
+    # Imported here: the reader needs numpy, and importing this module must not.
+    from local_engine.checkpoint.safetensors import read_header, shard_files
+
     totals: dict[str, int] = {}
-    for file in _safetensors_files(Path(model_dir)):
-        for name, meta in _header(file).items():
-            if name == "__metadata__" or not isinstance(meta, dict):
-                continue
-            start, end = meta.get("data_offsets", (0, 0))
-            dtype = str(meta.get("dtype", "?"))
-            totals[dtype] = totals.get(dtype, 0) + int(end) - int(start)
+    for file in shard_files(Path(model_dir)):
+        infos, _ = read_header(file)
+        for info in infos.values():
+            totals[info.dtype] = totals.get(info.dtype, 0) + info.end - info.start
     return totals
 
 
@@ -223,8 +212,10 @@ def _preflight(model_dir: Path) -> Any:
         raise CheckpointError(f"model directory {model_dir} does not exist")
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is a file; pass the model directory instead")
+    from local_engine.checkpoint.safetensors import shard_files
+
     config = load_config(model_dir)  # missing config.json, unknown model_type
-    if not _safetensors_files(model_dir):
+    if not shard_files(model_dir):
         raise CheckpointError(
             f"{model_dir} has no *.safetensors weight files; convert or download the model "
             "there, or create a test model with `ds4router engine init-random`"
@@ -248,7 +239,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.config = config
         self.graph = graph
-        self._generate_lock = threading.Lock()
+        self.scheduler = Scheduler()
+        self._sessions: LiveSessions | None = None
         # The KV cache on disk (prefix reuse) and the RAM budget of the decode state
         # (tiered long context); both off until ``use_kv_cache``.
         self.prefix_cache: PrefixCache | None = None
@@ -404,7 +396,10 @@ class Engine:
         self._tier_dir = root / "tier"
 
     def flush_kv_cache(self, timeout: float | None = None) -> bool:
-        """Wait until queued snapshots are on disk (e.g. before the process exits)."""
+        """Spill live sessions and wait until queued snapshots are on disk (e.g. before the
+        process exits)."""
+        if self._sessions is not None:
+            self._sessions.flush()
         cache = self.prefix_cache
         return True if cache is None else cache.flush(timeout)
 
@@ -439,7 +434,11 @@ class Engine:
     def encode_messages(self, messages: Sequence[Any], params: GenerationParams) -> list[int]:
         """Prompt ids for ``messages`` as ``generate`` would feed them."""
         prompt = render_prompt(
-            messages, thinking=params.thinking, reasoning_effort=params.reasoning_effort
+            messages,
+            thinking=params.thinking,
+            reasoning_effort=params.reasoning_effort,
+            tools=params.tools,
+            response_format=params.response_format,
         )
         if not prompt.endswith((ASSISTANT + THINK_END, ASSISTANT + THINK_START)):
             # E.g. a conversation ending with an assistant turn: the prompt would end after
@@ -456,16 +455,21 @@ class Engine:
         *,
         cancel: threading.Event | None = None,
         on_prefill_progress: PrefillProgress | None = None,
+        session: str | None = None,
     ) -> Iterator[Event]:
         """Stream events for a reply to ``messages``.
 
-        Encoding errors (tools, bad roles) are raised here, before the first event;
-        generation starts when the iterator is first advanced.
+        Encoding errors (bad tools, bad roles) are raised here, before the first event;
+        generation starts when the iterator is first advanced. ``session`` (a conversation
+        or agent id) keeps its decode states in RAM for its next turn.
         """
         params = params or GenerationParams()
         started = time.perf_counter()
         prompt_ids = self.encode_messages(messages, params)
-        return self._run(prompt_ids, params, cancel, on_prefill_progress, started)
+        keeps_reasoning = bool(params.tools) or any(_has_tools(m) for m in messages)
+        return self._run(
+            prompt_ids, params, cancel, on_prefill_progress, started, session, keeps_reasoning
+        )
 
     def generate_ids(
         self,
@@ -474,11 +478,26 @@ class Engine:
         *,
         cancel: threading.Event | None = None,
         on_prefill_progress: PrefillProgress | None = None,
+        session: str | None = None,
     ) -> Iterator[Event]:
         """Like ``generate`` for an already tokenized prompt (benchmarks, raw completions)."""
         params = params or GenerationParams()
         started = time.perf_counter()
-        return self._run(list(prompt_ids), params, cancel, on_prefill_progress, started)
+        return self._run(
+            list(prompt_ids), params, cancel, on_prefill_progress, started, session, False
+        )
+
+    @property
+    def sessions(self) -> LiveSessions:
+        """Live sessions' decode states in RAM (within ``kv_ram_bytes``), spilling to the
+        disk cache when there is one."""
+        from local_engine.cache.sessions import DEFAULT_SESSION_RAM_BYTES, LiveSessions
+
+        budget = DEFAULT_SESSION_RAM_BYTES if self.kv_ram_bytes is None else self.kv_ram_bytes
+        if self._sessions is None:
+            self._sessions = LiveSessions(budget, self.prefix_cache)
+        self._sessions.ram_bytes, self._sessions.disk = budget, self.prefix_cache
+        return self._sessions
 
     def _run(
         self,
@@ -487,31 +506,47 @@ class Engine:
         cancel: threading.Event | None,
         on_prefill_progress: PrefillProgress | None,
         started: float,
+        session: str | None,
+        keeps_reasoning: bool,
     ) -> Iterator[Event]:
         eos = self.config.eos_token_id
         eos_ids = tuple(eos) if isinstance(eos, tuple) else (() if eos is None else (int(eos),))
         # Thinking mode: the next turn re-renders this prompt's closing <think> as </think>
-        # (earlier reasoning is dropped), so the state just before it is the reusable one.
-        # For the same reason a thinking turn's end is never a prefix of the next prompt.
+        # (earlier reasoning is dropped), so the state just before it is the reusable one,
+        # and a thinking turn's end is never a prefix of the next prompt -- unless the
+        # conversation has tools: then the official encoding keeps every turn's reasoning.
         think_start = self.tokenizer.special.think_start
         thinking_close = params.thinking and bool(prompt_ids) and prompt_ids[-1] == think_start
-        save_points = (len(prompt_ids) - 1,) if thinking_close else ()
-        with self._generate_lock:
-            yield from stream_generate(
+        save_points = (len(prompt_ids) - 1,) if thinking_close and not keeps_reasoning else ()
+        state_cache: StateCache | None = (
+            self.sessions.session(session) if session is not None else self.prefix_cache
+        )
+
+        def start(cancelled: Any) -> Iterator[Event | None]:
+            return generation_steps(
                 self.model,
                 self.tokenizer,
                 prompt_ids,
                 params,
                 eos_token_ids=eos_ids,
                 context_limit=self.context_limit,
-                cancel=cancel,
+                cancel=cancelled,
                 on_prefill_progress=on_prefill_progress,
                 started_at=started,
-                prefix_cache=self.prefix_cache,
+                prefix_cache=state_cache,
                 make_cache=self.make_cache,
                 save_points=save_points,
-                save_turn_end=not params.thinking,
+                save_turn_end=not params.thinking or keeps_reasoning,
             )
+
+        return self.scheduler.run(start, cancel)
+
+
+def _has_tools(message: Any) -> bool:
+    tools = (
+        message.get("tools") if isinstance(message, Mapping) else getattr(message, "tools", None)
+    )
+    return bool(tools)
 
 
 def _model_parameters(model: Any) -> int:

@@ -143,6 +143,13 @@ class MlxLmEngine:
 
     def encode_messages(self, messages: Sequence[Any], params: GenerationParams) -> list[int]:
         """Prompt ids: the model's own chat template, ending with the assistant's turn."""
+        if params.tools or any(m.get("tools") or m.get("tool_calls") for m in messages):
+            from local_engine.runtime.chat import ChatEncodingError
+
+            raise ChatEncodingError(
+                f"{self.model_type} models run without tool calling here (only DeepSeek V4 "
+                "renders and parses tools); route this request to a cloud model or drop the tools"
+            )
         plain = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
         return self.tokenizer.encode(self.template.render(plain))
 
@@ -153,6 +160,7 @@ class MlxLmEngine:
         *,
         cancel: threading.Event | None = None,
         on_prefill_progress: Any = None,
+        session: str | None = None,  # no decode states are kept for these models
     ) -> Iterator[Event]:
         from mlx_lm.models.cache import make_prompt_cache
 

@@ -13,7 +13,10 @@ tests; their helpers are in ``load_support.py``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +133,39 @@ def fresh_sharded(sharded_checkpoint: Path, tmp_path: Path) -> Iterator[Path]:
 def held_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hold]:
     """The next load is held at shard ``load_support.HOLD_AT_SHARD`` until released."""
     yield from hold_at_shard(monkeypatch)
+
+
+# --- the demo model, pulled for real once per run ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pulled_demo(request: pytest.FixtureRequest) -> Path:
+    """The demo GGUF, pulled by the real command into pytest's cache dir (kept across runs,
+    so a CI run fetches it once)."""
+    from ds4router.demo_model import DEMO
+
+    home = request.config.cache.mkdir("ds4router-demo-home")
+    env = {
+        **os.environ,
+        "DS4ROUTER_HOME": str(home),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ds4router", "models", "pull", "demo"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path.name == DEMO.file_name and path.stat().st_size == DEMO.file_size
+    return path
+
+
+@pytest.fixture
+def demo_here(pulled_demo: Path, ds4router_home: Path) -> Path:
+    """This test's (fresh) ds4router home with the demo model in it, as after a pull."""
+    from ds4router.demo_model import demo_file
+
+    target = demo_file()
+    target.parent.mkdir(parents=True)
+    target.symlink_to(pulled_demo)
+    return target

@@ -8,11 +8,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from scripted import ScriptedBackend
+
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig
 from ds4router.sessions.session import BackendUnavailable, Session
+from ds4router.targets import (
+    LocalEngine,
+    Sendable,
+)
 from pricing.ledger import Ledger, LedgerRow
 
 
@@ -20,8 +25,8 @@ def factory(local: ScriptedBackend | None) -> Any:
     """Local: the scripted backend (None: unavailable). Cloud: the real backend, with
     retries that back off in milliseconds."""
 
-    def make(target: str, model: str, loaded: LoadedConfig) -> Any:
-        if target == "local":
+    def make(target: Sendable, loaded: LoadedConfig) -> Any:
+        if isinstance(target, LocalEngine):
             if local is None:
                 raise BackendUnavailable("no local engine in this test")
             return local

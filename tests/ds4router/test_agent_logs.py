@@ -79,11 +79,15 @@ def test_estimate_from_claude_code_prints_the_month_and_the_crossover(
     assert first.startswith(f"claude-code logs {root} (1 files), {MONTH}: 3 requests")
     assert "2 streamed or repeated entries folded" in first
     table = "\n".join(rest)
-    assert "local wins above (out tok/month)" in table
+    assert "local wins above" in table and "if owned" in table
     assert "anthropic/claude-sonnet-4-5" in table and "local:m3-max-q2" in table
+    # Every bundled local profile is priced; the crossovers are the chosen profile's.
+    ultra = next(line for line in rest if "local:m3-ultra-q2" in line)
+    assert "crossovers: m3-max-q2" in ultra
     sonnet = next(line for line in rest if "anthropic/claude-sonnet-4-5 " in line)
-    crossover = sonnet.split()[-1]
+    crossover, if_owned = sonnet.split()[-2:]
     assert crossover == "never" or crossover.replace(",", "").isdigit()
+    assert if_owned in ("always", "never")
 
     code, out, err = run(capsys, "estimate", "--from-claude-code", str(root), "--format", "json")
     assert code == 0, err

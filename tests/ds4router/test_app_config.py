@@ -12,6 +12,7 @@ from ds4router.cli import cli
 from ds4router.config import load_config, validate_file
 from ds4router.errors import ConfigError
 from ds4router.routing.levels import PrivacyLevel
+from ds4router.targets import CloudModel
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "examples" / "acme-billing.yaml"
@@ -29,7 +30,7 @@ def test_the_design_example_validates_as_written() -> None:
         "hard-thinking",
         "routine-local",
     ]
-    assert config.routes[1].to == "cloud:anthropic/claude-opus-4-7"
+    assert config.routes[1].to == CloudModel("anthropic/claude-opus-4-7")
     assert config.privacy.paths[0].level is PrivacyLevel.SECRET
     assert config.budget.monthly_usd == 40
     assert config.cloud.models[1].api_key_env == "TEAM_KEY"

@@ -20,9 +20,12 @@ from cli_support import run
 
 from ds4router import cli, paths
 from ds4router.backends import local
-from ds4router.backends.events import Failed, TextDelta, Usage
 from ds4router.config.loader import load_config
-from ds4router.sessions.session import Priced, Routed, Session
+from ds4router.events import Failed, Priced, Routed, TextDelta, TokenUsage
+from ds4router.sessions.session import Session
+from ds4router.targets import (
+    LocalEngine,
+)
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.tokenizer import Tokenizer
@@ -167,10 +170,10 @@ async def test_cancelling_a_local_answer_records_the_partial_usage(
                 session.cancel()
     finally:
         session.close()
-    assert isinstance(events[0], Routed) and events[0].decision.target == "local"
+    assert isinstance(events[0], Routed) and events[0].decision.target == LocalEngine()
     failure = next(e for e in events if isinstance(e, Failed))
     assert failure.kind == "cancelled" and failure.after_tokens
-    usage = next(e for e in events if isinstance(e, Usage))
+    usage = next(e for e in events if isinstance(e, TokenUsage))
     priced = events[-1]
     assert isinstance(priced, Priced) and priced.status == "cancelled"
     assert 3 <= usage.output_tokens < 50 and priced.output_tokens == usage.output_tokens

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cli_support import run
+from cli_support import cloud_project, run
 from openai_server import OpenAIServer, error, ok
+from scripted import ScriptedBackend
 
-import ds4router.sessions.session as session_module
+import ds4router.sessions.backend_pool as pool_module
 from ds4router import cli, paths
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.sessions.history import History
-from ds4router.sessions.session import money
+from ds4router.sessions.turn_costs import money
+from ds4router.targets import LocalEngine, Sendable
 from pricing.catalog import PriceCatalog
 from pricing.ledger import Ledger, LedgerRow
 
@@ -46,21 +46,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_project(tmp_path: Path, server: OpenAIServer, **extra: Any) -> Path:
-    directory = tmp_path / "acme"
-    directory.mkdir(exist_ok=True)
-    data: dict[str, Any] = {
-        "project": "acme",
-        "default": f"cloud:{MODEL}",
-        "cloud": {
-            "models": [{"name": MODEL, "api_base": server.base_url, "api_key_env": KEY_ENV}],
-            "timeouts": {"connect_s": 2, "first_token_s": 5, "total_s": 20},
-            "retries": 0,
-        },
-        "local": {"power": {"source": "configured"}},
-    }
-    data.update(extra)
-    (directory / ".ds4router.yaml").write_text(yaml.safe_dump(data))
-    return directory
+    return cloud_project(tmp_path, server.base_url, KEY_ENV, MODEL, **extra)
 
 
 @pytest.fixture
@@ -146,12 +132,12 @@ def test_a_github_token_is_served_locally_when_the_local_backend_is_there(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     local = ScriptedBackend()
-    real = session_module.backend_for
+    real = pool_module.backend_for
 
-    def with_local(target: str, model: str, loaded: Any) -> Any:
-        return local if target == "local" else real(target, model, loaded)
+    def with_local(target: Sendable, loaded: Any) -> Any:
+        return local if target == LocalEngine() else real(target, loaded)
 
-    monkeypatch.setattr(session_module, "backend_for", with_local)
+    monkeypatch.setattr(pool_module, "backend_for", with_local)
     code, out, err = run(capsys, "ask", f"is {GH} valid?", "--project", str(project_dir), "--json")
     assert code == 0, err
     data = json.loads(out)

@@ -13,18 +13,10 @@ from typing import Any
 import pytest
 from openai_server import OpenAIServer, Reply, error, no_usage, ok
 
-from ds4router.backends import (
-    Backend,
-    BackendRequest,
-    Done,
-    Event,
-    Failed,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-)
+from ds4router.backends import Backend, BackendRequest
 from ds4router.backends.cloud import KEYLESS_PLACEHOLDER, CloudBackend, load_litellm
 from ds4router.config.schema import CloudConfig, CloudModel, CloudTimeouts
+from ds4router.events import BackendEvent, Done, Failed, ReasoningDelta, TextDelta, TokenUsage
 
 KEY_ENV = "DS4_TEST_GATEWAY_KEY"
 KEY = "sk-test-4f9c2e7a1b0d83c6"
@@ -64,17 +56,17 @@ def make_backend(
     return CloudBackend(config, **fast)
 
 
-async def collect(backend: CloudBackend, **request: Any) -> list[Event]:
+async def collect(backend: CloudBackend, **request: Any) -> list[BackendEvent]:
     fields: dict[str, Any] = {"messages": MESSAGES, "model": MODEL}
     fields.update(request)
     return [event async for event in backend.stream(BackendRequest(**fields))]
 
 
-def text_of(events: list[Event]) -> str:
+def text_of(events: list[BackendEvent]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
-def last_failure(events: list[Event]) -> Failed:
+def last_failure(events: list[BackendEvent]) -> Failed:
     assert isinstance(events[-1], Failed), events
     return events[-1]
 
@@ -112,7 +104,7 @@ async def test_streams_text_reasoning_and_provider_usage(openai_server: OpenAISe
         TextDelta("!"),
     ]
     assert events[-2:] == [
-        Usage(
+        TokenUsage(
             input_tokens=20,
             cached_input_tokens=8,
             cache_write_tokens=0,
@@ -149,7 +141,7 @@ async def test_missing_usage_is_counted_locally_and_marked_estimated(
     events = await collect(make_backend(openai_server))
 
     usage = events[-2]
-    assert isinstance(usage, Usage)
+    assert isinstance(usage, TokenUsage)
     assert usage.estimated is True
     litellm = load_litellm()
     assert usage.input_tokens == litellm.token_counter(model=MODEL, messages=MESSAGES)
@@ -293,7 +285,7 @@ async def test_failure_after_tokens_is_never_retried_and_keeps_usage(
     assert time.monotonic() - started < 3
     assert text_of(events) == "Hello, "
     usage = events[-2]
-    assert isinstance(usage, Usage) and usage.estimated and usage.output_tokens > 0
+    assert isinstance(usage, TokenUsage) and usage.estimated and usage.output_tokens > 0
     failure = last_failure(events)
     assert (failure.kind, failure.after_tokens) == (kind, True)
     assert openai_server.count == 1
@@ -368,7 +360,7 @@ async def test_connect_timeout_is_applied(openai_server: OpenAIServer) -> None:
 async def test_cancel_mid_stream_stops_at_once(openai_server: OpenAIServer) -> None:
     openai_server.script(ok(*[f"w{i} " for i in range(40)], chunk_delay_s=0.1))
     backend = make_backend(openai_server)
-    events: list[Event] = []
+    events: list[BackendEvent] = []
     started = time.monotonic()
     async for event in backend.stream(BackendRequest(messages=MESSAGES, model=MODEL)):
         events.append(event)
@@ -380,7 +372,7 @@ async def test_cancel_mid_stream_stops_at_once(openai_server: OpenAIServer) -> N
     failure = last_failure(events)
     assert (failure.kind, failure.retryable, failure.after_tokens) == ("cancelled", False, True)
     usage = events[-2]
-    assert isinstance(usage, Usage) and usage.estimated
+    assert isinstance(usage, TokenUsage) and usage.estimated
     assert len([e for e in events if isinstance(e, TextDelta)]) < 10
     assert openai_server.count == 1
 

@@ -18,10 +18,10 @@ from cli_support import run
 from openai_server import OpenAIServer
 from session_support import collect, factory, ledger_rows
 
-from ds4router.backends.events import Notice
 from ds4router.config.loader import load_config
 from ds4router.config.schema import CloudModel
 from ds4router.errors import ConfigError
+from ds4router.events import Notice, Priced
 from ds4router.sessions.context_window import (
     CONFIG_SOURCE,
     MAP_SOURCE,
@@ -29,7 +29,7 @@ from ds4router.sessions.context_window import (
     conservative_tokens,
     prompt_budget,
 )
-from ds4router.sessions.session import Priced, Session
+from ds4router.sessions.session import Session
 from pricing.catalog import PriceCatalog
 
 KEY_ENV = "DS4_GATEWAY_TEST_KEY"

@@ -129,3 +129,43 @@ def test_path_globs_match_the_given_and_the_resolved_path(tmp_path: Path) -> Non
         files = load_attachments("look", [name], tmp_path, cwd=tmp_path)
         result = classify_privacy("look", files, config)
         assert result.level is PrivacyLevel.SECRET, name
+
+
+def test_attachments_are_read_in_any_encoding_and_inside_archives(tmp_path: Path) -> None:
+    import gzip
+    import io
+    import zipfile
+
+    from ds4router.routing.classify import load_attachments
+
+    env = f"DB_PASSWORD=Vq7#mT2!pLx9\nGH={GH}\n"
+    (tmp_path / "utf16.env").write_bytes(env.encode("utf-16"))
+    (tmp_path / "utf32.env").write_bytes(env.encode("utf-32"))
+    (tmp_path / "env.gz").write_bytes(gzip.compress(env.encode()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("conf/.env", env.encode("utf-16"))
+    (tmp_path / "bundle.zip").write_bytes(buffer.getvalue())
+    public = CONFIG.model_copy(update={"default": PrivacyLevel.PUBLIC})
+    for name in ("utf16.env", "utf32.env", "env.gz", "bundle.zip"):
+        (attachment,) = load_attachments("look", [name], tmp_path, cwd=tmp_path)
+        assert not attachment.unreadable, name
+        result = classify_privacy("look", [attachment], public)
+        assert result.level is PrivacyLevel.SECRET, name
+        assert {f.finding.kind for f in result.findings} >= {"github_token"}, name
+
+
+def test_unreadable_attachments_are_never_public(tmp_path: Path) -> None:
+    from ds4router.routing.classify import load_attachments
+
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8 + b"\x00token=" + GH.encode())
+    (tmp_path / "broken.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    public = CONFIG.model_copy(update={"default": PrivacyLevel.PUBLIC})
+    for name in ("blob.bin", "broken.gz"):
+        (attachment,) = load_attachments("look", [name], tmp_path, cwd=tmp_path)
+        assert attachment.unreadable, name
+        result = classify_privacy("look", [attachment], public)
+        assert result.level >= PrivacyLevel.CONFIDENTIAL, name
+    (blob,) = load_attachments("look", ["blob.bin"], tmp_path, cwd=tmp_path)
+    # The printable strings of a binary are still scanned.
+    assert classify_privacy("look", [blob], public).level is PrivacyLevel.SECRET

@@ -3,42 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cli_support import run
 
 from ds4router.demo_model import DEMO, LABEL, MODEL_ID, demo_file, installed_demo
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def pulled_demo(request: pytest.FixtureRequest) -> Path:
-    """The demo GGUF, pulled by the real command into pytest's cache dir (kept across runs,
-    so a CI run fetches it once)."""
-    home = request.config.cache.mkdir("ds4router-demo-home")
-    env = {**os.environ, "DS4ROUTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "ds4router", "models", "pull", "demo"],
-        env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    path = Path(done.stdout.strip().splitlines()[-1])
-    assert path.name == DEMO.file_name and path.stat().st_size == DEMO.file_size
-    return path
-
-
-@pytest.fixture
-def demo_here(pulled_demo: Path, ds4router_home: Path) -> Path:
-    """This test's (fresh) ds4router home with the demo model in it, as after a pull."""
-    target = demo_file()
-    target.parent.mkdir(parents=True)
-    target.symlink_to(pulled_demo)
-    return target
 
 
 def test_a_fresh_project_answers_locally_with_the_demo_model(
@@ -82,3 +52,33 @@ def test_a_damaged_file_is_not_used(
 def test_an_unknown_model_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run(capsys, "models", "pull", "llama-70b")
     assert code == 2 and "known: demo" in err
+
+
+def test_the_gguf_llama_forward_matches_transformers_on_the_demo_model(pulled_demo: Path) -> None:
+    """Our reading of the GGUF (names, quantization, interleaved RoPE, tokenizer, template)
+    against transformers' own GGUF loader: same prompt ids, same next-token logits."""
+    import mlx.core as mx
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from local_engine.runtime.generate import GenerationParams
+    from local_engine.runtime.mlx_lm_engine import MlxLmEngine
+
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    engine = MlxLmEngine.load(pulled_demo)
+    ids = engine.encode_messages(chat, GenerationParams())
+    where = {
+        "pretrained_model_name_or_path": str(pulled_demo.parent),
+        "gguf_file": pulled_demo.name,
+    }
+    reference = AutoTokenizer.from_pretrained(**where).apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True
+    )
+    assert ids == list(getattr(reference, "input_ids", reference))
+    ours = np.array(engine.model(mx.array([ids]))[0, -1].astype(mx.float32))
+    model = AutoModelForCausalLM.from_pretrained(**where, torch_dtype=torch.float32)
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0, -1].numpy()
+    assert np.abs(ours - theirs).max() < 0.05  # measured 0.0079 (float32 vs dequantized)
+    assert int(ours.argmax()) == int(theirs.argmax())

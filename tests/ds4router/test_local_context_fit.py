@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ds4router.backends.events import Failed, Notice
 from ds4router.config.loader import load_config
+from ds4router.events import Failed, Notice, Priced
 from ds4router.sessions.context_window import prompt_budget
-from ds4router.sessions.session import Priced, Session
+from ds4router.sessions.session import Session
 from local_engine.checkpoint.random_weights import write_random_checkpoint
 
 WINDOW = 1024
@@ -57,7 +57,11 @@ async def test_the_local_engine_gets_a_conversation_it_can_hold(
             cid = session.conversation_id
             failures = [e for e in events if isinstance(e, Failed)]
             assert not failures, failures[0].message
-            trimmed += [e.dropped_turns for e in events if isinstance(e, Notice)]
+            trimmed += [
+                e.dropped_turns
+                for e in events
+                if isinstance(e, Notice) and e.kind == "context_trimmed"
+            ]
             priced = events[-1]
             assert isinstance(priced, Priced) and priced.status == "ok"
             assert priced.route == "local" and not priced.usage_estimated

@@ -25,13 +25,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scripted import ScriptedBackend
 
 import local_engine.runtime.tokenizer as engine_tokenizer
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import Failed, Notice, TextDelta
 from ds4router.backends.local import LocalBackend
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, load_config
+from ds4router.events import Failed, Notice, Priced, TextDelta
 from ds4router.sessions import local_tokens
 from ds4router.sessions.context_window import (
     ContextTooLong,
@@ -42,7 +42,8 @@ from ds4router.sessions.context_window import (
     split_turns,
 )
 from ds4router.sessions.local_tokens import LocalTokenizerUnavailable, local_counter
-from ds4router.sessions.session import Priced, Session
+from ds4router.sessions.session import Session
+from ds4router.targets import LocalEngine, Sendable
 from local_engine.checkpoint.random_weights import official_config, write_random_checkpoint
 from local_engine.runtime.chat import render_prompt
 from local_engine.runtime.tokenizer import Tokenizer, bundled_tokenizer_path
@@ -100,8 +101,8 @@ class Engine:
         self.requests: list[BackendRequest] = []
         self.session = Session(loaded, backend_factory=self._make)
 
-    def _make(self, target: str, model: str, loaded: LoadedConfig) -> Any:
-        assert target == "local"
+    def _make(self, target: Sendable, loaded: LoadedConfig) -> Any:
+        assert target == LocalEngine()
         backend = LocalBackend.from_config(loaded)
         stream = backend.stream
 
@@ -412,9 +413,7 @@ async def test_without_a_tokenizer_the_window_is_counted_by_estimate_and_says_so
     monkeypatch.setattr(engine_tokenizer, "BUNDLED_PACKAGE", "ds4_no_such_tokenizer_package")
     directory = model_dir(tmp_path, "no-tokenizer")
     local = ScriptedBackend()
-    session = Session(
-        project(tmp_path, directory), backend_factory=lambda target, model, loaded: local
-    )
+    session = Session(project(tmp_path, directory), backend_factory=lambda target, loaded: local)
     cid: str | None = None
     notices: list[Notice] = []
     try:

@@ -18,6 +18,12 @@ from ds4router.routing.privacy import classify_privacy
 from ds4router.routing.request import Attachment, Request
 from ds4router.routing.router import RouterState, decide
 from ds4router.routing.tasks import classify_task
+from ds4router.targets import (
+    CloudModel,
+    LocalEngine,
+    Refuse,
+    explicit_target,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = validate_file(REPO / "configs" / "examples" / "acme-billing.yaml")
@@ -120,23 +126,23 @@ def test_project_can_add_features_and_tasks() -> None:
 def test_first_match_wins_with_trace_of_earlier_rules() -> None:
     _, decision = route("/task architecture design the sharding")
     assert (decision.target, decision.model, decision.rule) == (
-        "cloud",
+        CloudModel("anthropic/claude-opus-4-7"),
         "anthropic/claude-opus-4-7",
         "hard-thinking",
     )
     assert decision.trace[0].rule == "private-stays-local" and not decision.trace[0].matched
     assert "privacy internal not in [confidential, secret]" in decision.trace[0].why
-    assert decision.fallbacks == ("local",)
+    assert decision.fallbacks == (LocalEngine(),)
 
 
 def test_default_and_refuse_targets() -> None:
     _, decision = route("hello there")
-    assert (decision.target, decision.rule) == ("local", "default")
+    assert (decision.target, decision.rule) == (LocalEngine(), "default")
     refusing = with_defaults(
         routes=[{"name": "no-batch", "when": {"task": ["batch"]}, "to": "refuse"}]
     )
     _, decision = route("/task batch go", refusing)
-    assert decision.target == "refuse" and decision.rule == "no-batch" and decision.fix
+    assert decision.target == Refuse() and decision.rule == "no-batch" and decision.fix
 
 
 def test_size_budget_and_health_conditions() -> None:
@@ -150,27 +156,30 @@ def test_size_budget_and_health_conditions() -> None:
     assert route("short", cfg)[1].rule == "small"
     over = RouterState(over_budget=True, budget_spent_usd=41.0, budget_cap_usd=40.0)
     decision = route("short", cfg, over)[1]
-    assert decision.target == "local" and decision.rule == "budget"
+    assert decision.target == LocalEngine() and decision.rule == "budget"
     assert "$41.00 of $40.00" in decision.reasons[-1]
     offline = RouterState(cloud_available=False, cloud_detail="offline")
     decision = route("short", cfg, offline)[1]
-    assert decision.target == "local" and decision.rule == "fallback"
+    assert decision.target == LocalEngine() and decision.rule == "fallback"
 
 
 def test_local_unavailable_falls_back_to_cloud_only_when_privacy_allows() -> None:
     down = RouterState(local_available=False, local_detail="not configured")
     decision = route("/task tests write tests", EXAMPLE, down)[1]
-    assert (decision.target, decision.model) == ("cloud", "deepseek/deepseek-v4-flash")
+    assert (decision.target, decision.model) == (
+        CloudModel("deepseek/deepseek-v4-flash"),
+        "deepseek/deepseek-v4-flash",
+    )
     request, decision = route(f"/task tests write tests for {GH}", EXAMPLE, down)
-    assert decision.target == "refuse"
+    assert decision.target == Refuse()
     assert "cloud_max_privacy" in (decision.fix or "")
     assert all(GH not in r for r in decision.reasons)
 
 
 def test_explicit_model_is_still_bound_by_privacy() -> None:
-    request = classify(Request(f"fix {GH}", model="openai/gpt-4.1"), EXAMPLE)
+    request = classify(Request(f"fix {GH}", model=explicit_target("openai/gpt-4.1")), EXAMPLE)
     decision = decide(request, EXAMPLE, RouterState())
-    assert decision.target == "local" and decision.rule == "privacy"
+    assert decision.target == LocalEngine() and decision.rule == "privacy"
 
 
 # --- the privacy invariant, as a property ---
@@ -253,12 +262,62 @@ def test_property_secrets_and_pii_above_the_limit_never_get_a_cloud_target(
         },
     )
     text = f"{tag}{before} {sensitive} {after}"
-    request = classify(Request(text, model=explicit), config)
+    request = classify(
+        Request(text, model=None if explicit is None else explicit_target(explicit)), config
+    )
     assert request.privacy.level > cloud_max  # the detector saw it whatever surrounds it
     state = RouterState(over_budget=over_budget, local_available=local_ok, cloud_available=cloud_ok)
     decision = decide(request, config, state)
-    assert decision.target != "cloud"
-    assert not any(f.startswith("cloud:") for f in decision.fallbacks)
+    assert not isinstance(decision.target, CloudModel)
+    assert not any(isinstance(f, CloudModel) for f in decision.fallbacks)
     assert all(sensitive not in reason for reason in decision.reasons)
-    if decision.target == "refuse" and not local_ok:
+    if decision.target == Refuse() and not local_ok:
         assert decision.fix
+
+
+@settings(
+    max_examples=_SEARCH or 200,
+    deadline=None,
+    derandomize=not _SEARCH,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    rules=st.lists(rule, max_size=4),
+    default=targets,
+    cloud_fallback=st.one_of(st.none(), targets),
+    cloud_max=st.sampled_from([PrivacyLevel.PUBLIC, PrivacyLevel.INTERNAL]),
+    project_default=st.sampled_from(LEVELS),
+    local_ok=st.booleans(),
+    sensitive=st.sampled_from(SECRETS + PII),
+    before=st.text(max_size=30),
+    tag=st.sampled_from(["", "#public ", "#confidential ", "#secret "]),
+    secret_path=st.booleans(),
+)
+def test_property_redaction_never_lowers_below_paths_tags_or_the_default(
+    rules, default, cloud_fallback, cloud_max, project_default, local_ok, sensitive, before,
+    tag, secret_path,
+) -> None:  # fmt: skip
+    names = set()
+    rules = [r for r in rules if not (r["name"] in names or names.add(r["name"]))]
+    config = with_defaults(
+        routes=rules,
+        default=default,
+        fallback={"cloud_unavailable": cloud_fallback, "local_unavailable": "cloud:x/y"},
+        privacy={
+            "default": project_default.value,
+            "cloud_max_privacy": cloud_max.value,
+            "on_detected": "redact",
+            "paths": [{"glob": "vault/**", "level": "secret"}],
+        },
+    )
+    files = (Attachment("vault/a.txt" if secret_path else "docs/a.txt", "notes"),)
+    request = classify(Request(f"{tag}{before} {sensitive}", files), config)
+    decision = decide(request, config, RouterState(local_available=local_ok))
+    floor = PrivacyLevel.SECRET if secret_path else project_default
+    if tag.strip("# "):
+        floor = max(floor, PrivacyLevel(tag.strip("# ")))
+    chain = (decision.target, *decision.fallbacks)
+    if any(isinstance(t, CloudModel) for t in chain):
+        assert decision.redact and decision.redactions >= 1
+        assert floor <= cloud_max and request.privacy.floor <= cloud_max
+    assert all(sensitive not in reason for reason in decision.reasons)

@@ -16,26 +16,37 @@ from typing import Any
 import pytest
 import yaml
 from openai_server import OpenAIServer, Reply, error, ok
+from scripted import ScriptedBackend, ScriptedReply, reply
 from session_support import collect, factory, ledger_rows
 
 from ds4router import paths
 from ds4router.backends.cloud import CloudBackend
-from ds4router.backends.events import Done, Failed, TextDelta, Usage
 from ds4router.backends.health import Health
-from ds4router.backends.scripted import ScriptedBackend, ScriptedReply, reply
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
-from ds4router.routing.levels import PrivacyLevel
-from ds4router.routing.router import LOCAL_MODEL, Decision
-from ds4router.sessions.history import History
-from ds4router.sessions.session import (
-    BackendUnavailable,
+from ds4router.events import (
+    Done,
+    Failed,
     FallbackTaken,
     Priced,
     Refused,
     Routed,
+    TextDelta,
+    TokenUsage,
+)
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.router import Decision
+from ds4router.sessions.history import History
+from ds4router.sessions.session import (
+    BackendUnavailable,
     Session,
     backend_for,
     compose_prompt,
+)
+from ds4router.targets import (
+    LOCAL_MODEL,
+    CloudModel,
+    LocalEngine,
+    Refuse,
 )
 from pricing.catalog import PriceCatalog
 from pricing.ledger import Ledger, LedgerRow
@@ -90,8 +101,8 @@ async def test_cloud_answer_is_streamed_priced_and_written_once(
     session = Session(loaded, backend_factory=factory(ScriptedBackend()))
     events = await collect(session, "hello #internal /task explain")
 
-    assert isinstance(events[0], Routed) and events[0].decision.target == "cloud"
-    assert [type(e) for e in events[-3:]] == [Usage, Done, Priced]
+    assert isinstance(events[0], Routed) and events[0].decision.target == CloudModel(MODEL)
+    assert [type(e) for e in events[-3:]] == [TokenUsage, Done, Priced]
     assert text_of(events) == "Hello, world!"
     # Tags are for the router: the model gets the text without them.
     body = openai_server.requests[-1].body
@@ -192,7 +203,7 @@ async def test_secret_is_served_locally_and_nothing_reaches_the_server(
     assert openai_server.count == 0
     routed = events[0]
     assert isinstance(routed, Routed)
-    assert (routed.decision.target, routed.decision.privacy) == ("local", PrivacyLevel.SECRET)
+    assert (routed.decision.target, routed.decision.privacy) == (LocalEngine(), PrivacyLevel.SECRET)
     assert text_of(events) == "Hello from the local engine."
     assert GH in local.requests[0].messages[-1]["content"]
     priced = events[-1]
@@ -211,7 +222,7 @@ async def test_secret_with_no_local_engine_is_refused_and_recorded(
     assert openai_server.count == 0
     assert [type(e) for e in events] == [Refused, Priced]
     refused = events[0].decision
-    assert refused.target == "refuse" and refused.fix
+    assert refused.target == Refuse() and refused.fix
     assert any("cloud_max_privacy" in reason for reason in refused.reasons)
     assert events[1].route == "refused" and events[1].cost_usd == 0.0
     row = ledger_rows()[0]
@@ -247,37 +258,37 @@ async def test_a_secret_never_falls_back_to_the_cloud_when_local_fails(
     local.script(reply(fail_kind="unavailable", fail_message="engine crashed"))
     events = await collect(session, "plain question")
     taken = [e for e in events if isinstance(e, FallbackTaken)]
-    assert [(t.from_target, t.to_target) for t in taken] == [("local", f"cloud:{MODEL}")]
+    assert [(t.from_target, t.to_target) for t in taken] == [(LocalEngine(), CloudModel(MODEL))]
     assert openai_server.count == 1 and text_of(events) == "Hello, world!"
 
 
 async def test_a_cloud_decision_above_the_limit_is_refused_even_if_the_router_erred(
     tmp_path: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ds4router.sessions.session as session_module
+    import ds4router.sessions.plan as plan_module
 
-    real_decide = session_module.decide
+    real_decide = plan_module.decide
 
     def careless(request: Any, config: Any, state: Any) -> Decision:
         decision = real_decide(request, config, state)
         return Decision(
-            target="cloud",
+            target=CloudModel(MODEL),
             model=MODEL,
             rule="buggy",
             privacy=decision.privacy,
             task=decision.task,
             reasons=("a buggy router",),
-            fallbacks=(f"cloud:{MODEL}",),
+            fallbacks=(CloudModel(MODEL),),
         )
 
-    monkeypatch.setattr(session_module, "decide", careless)
+    monkeypatch.setattr(plan_module, "decide", careless)
     session = Session(project(tmp_path, openai_server.base_url), backend_factory=factory(None))
     events = await collect(session, f"token {GH}")
     assert openai_server.count == 0
     assert isinstance(events[0], Refused)
     assert "refusing to send it" in events[0].decision.reasons[-1]
     _, decision = session.preview(f"token {GH}")
-    assert decision.target == "refuse"
+    assert decision.target == Refuse()
 
 
 async def test_an_earlier_secret_keeps_the_conversation_off_the_cloud(
@@ -291,12 +302,14 @@ async def test_an_earlier_secret_keeps_the_conversation_off_the_cloud(
 
     assert openai_server.count == 0
     routed = events[0]
-    assert routed.decision.target == "local" and routed.decision.privacy == PrivacyLevel.SECRET
+    assert (
+        routed.decision.target == LocalEngine() and routed.decision.privacy == PrivacyLevel.SECRET
+    )
     assert any("earlier messages" in c.source for c in routed.request.privacy.contributions)
-    assert session.preview("another one")[1].target == "local"
+    assert session.preview("another one")[1].target == LocalEngine()
     # A new conversation starts afresh.
     events = await collect(session, "unrelated question")
-    assert events[0].decision.target == "cloud" and openai_server.count == 1
+    assert events[0].decision.target == CloudModel(MODEL) and openai_server.count == 1
 
 
 # --- fallback and failures ------------------------------------------------------------------
@@ -312,7 +325,7 @@ async def test_429_before_the_first_token_is_retried_then_falls_back_to_local(
 
     assert openai_server.count == 2  # the request and one retry (cloud.retries: 1)
     (taken,) = [e for e in events if isinstance(e, FallbackTaken)]
-    assert (taken.from_target, taken.to_target) == (f"cloud:{MODEL}", "local")
+    assert (taken.from_target, taken.to_target) == (CloudModel(MODEL), LocalEngine())
     assert "rate" in taken.reason.lower() or "429" in taken.reason
     assert not any(isinstance(e, Failed) for e in events)
     assert text_of(events) == "Hello from the local engine."
@@ -375,12 +388,12 @@ async def test_offline_cloud_falls_back_at_once_without_a_request(tmp_path: Path
 
     routed = events[0]
     assert isinstance(routed, Routed)
-    assert (routed.decision.target, routed.decision.rule) == ("local", "fallback")
+    assert (routed.decision.target, routed.decision.rule) == (LocalEngine(), "fallback")
     assert any("cloud unavailable" in r and "cannot reach" in r for r in routed.decision.reasons)
     assert not any(isinstance(e, FallbackTaken) for e in events)
     assert len(local.requests) == 1
     # The preview knows it too now, without dialing.
-    assert session.preview("hello")[1].target == "local"
+    assert session.preview("hello")[1].target == LocalEngine()
 
 
 async def test_over_budget_routes_cloud_requests_to_local(
@@ -405,13 +418,13 @@ async def test_over_budget_routes_cloud_requests_to_local(
     session = Session(loaded, backend_factory=factory(local))
     events = await collect(session, "hello")
     routed = events[0]
-    assert (routed.decision.target, routed.decision.rule) == ("local", "budget")
+    assert (routed.decision.target, routed.decision.rule) == (LocalEngine(), "budget")
     assert openai_server.count == 0 and len(local.requests) == 1
 
     # Under the cap the same request goes to the cloud.
     other = project(tmp_path, openai_server.base_url, {"budget": {"monthly_usd": 1.0}})
     events = await collect(Session(other, backend_factory=factory(local)), "hello")
-    assert events[0].decision.target == "cloud" and openai_server.count == 1
+    assert events[0].decision.target == CloudModel(MODEL) and openai_server.count == 1
 
 
 # --- cancellation ------------------------------------------------------------------------
@@ -598,8 +611,8 @@ def test_default_factory_reports_the_local_engine_unavailable_with_the_reason(
 ) -> None:
     loaded = project(tmp_path, "http://127.0.0.1:9/v1")
     with pytest.raises(BackendUnavailable, match="local.engine.model_path"):
-        backend_for("local", LOCAL_MODEL, loaded)
-    assert isinstance(backend_for("cloud", MODEL, loaded), CloudBackend)
+        backend_for(LocalEngine(), loaded)
+    assert isinstance(backend_for(CloudModel(MODEL), loaded), CloudBackend)
 
 
 def test_preview_routes_without_sending_or_writing(
@@ -608,9 +621,11 @@ def test_preview_routes_without_sending_or_writing(
     local = ScriptedBackend(health=Health("loading", "engine loading"))
     session = Session(project(tmp_path, openai_server.base_url), backend_factory=factory(local))
     classified, decision = session.preview("hello")
-    assert decision.target == "cloud" and classified.privacy.level == PrivacyLevel.INTERNAL
+    assert (
+        decision.target == CloudModel(MODEL) and classified.privacy.level == PrivacyLevel.INTERNAL
+    )
     classified, decision = session.preview(f"key {GH}")
-    assert decision.target == "refuse"  # local is loading: a secret has nowhere to go
+    assert decision.target == Refuse()  # local is loading: a secret has nowhere to go
     assert any("engine loading" in r for r in decision.reasons)
     assert openai_server.count == 0 and local.requests == []
     assert not paths.database_path().exists()

@@ -19,16 +19,21 @@ import pytest
 import yaml
 from cli_support import run
 from openai_server import OpenAIServer, Reply, ok
+from scripted import ScriptedBackend
 from session_support import collect, factory, ledger_rows
 
 from ds4router import cli, paths
-from ds4router.backends.events import Failed, Notice, TextDelta
-from ds4router.backends.scripted import ScriptedBackend
 from ds4router.config.loader import LoadedConfig, deep_merge, load_config
+from ds4router.events import Failed, FallbackTaken, Notice, Priced, Routed, TextDelta
 from ds4router.routing.levels import PrivacyLevel
 from ds4router.sessions.context_window import conservative_tokens, prompt_budget
 from ds4router.sessions.history import History
-from ds4router.sessions.session import FallbackTaken, Priced, Routed, Session
+from ds4router.sessions.session import Session
+from ds4router.targets import (
+    CloudModel,
+    LocalEngine,
+)
+from ds4router.token_count import count
 from local_engine.checkpoint.random_weights import official_config
 
 KEY_ENV = "DS4_CONTEXT_TEST_KEY"
@@ -138,7 +143,10 @@ async def test_a_message_too_long_for_the_window_is_refused_and_nothing_is_sent(
     failure = events[-2]
     assert isinstance(failure, Failed) and failure.kind == "context_window"
     assert not failure.after_tokens
-    assert "nothing was sent" in failure.message and "5,008 tokens" in failure.message
+    # Counted by gpt-4's own tokenizer (LiteLLM's), not estimated.
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}])
+    assert exact.exact and exact.method == "litellm"
+    assert "nothing was sent" in failure.message and f"{exact.tokens:,} tokens" in failure.message
     assert "8,192 tokens" in failure.message and "4,096 kept for the answer" in failure.message
     priced = events[-1]
     assert isinstance(priced, Priced) and priced.status == "error"
@@ -208,6 +216,9 @@ async def test_an_unknown_window_sends_everything_and_says_so(
 # --- privacy: classified on the whole conversation ----------------------------------------------
 
 
+SAID = "[github_token: 40 chars redacted]"
+
+
 async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     tmp_path: Path, openai_server: OpenAIServer
 ) -> None:
@@ -222,29 +233,31 @@ async def test_leaving_turns_out_never_makes_a_request_look_less_private(
     loaded = project(tmp_path, openai_server.base_url, overrides)
     session = Session(loaded, backend_factory=factory(local))
     events = await collect(session, f"is {GH} still a valid token?")
-    assert events[0].decision.target == "local"
+    assert events[0].decision.target == LocalEngine()
     cid = session.conversation_id
     routed: list[Routed] = []
     for i in range(4):
         events = await collect(session, words(500, f"q{i}:"), conversation_id=cid)
         routed.append(events[0])
         notices = [e for e in events if isinstance(e, Notice)]
-        if any(GH in m["content"] for m in local.requests[-1].messages):
+        # History keeps the redacted text: the earlier turn reaches the model as its preview.
+        assert all(GH not in m["content"] for m in local.requests[-1].messages)
+        if any(SAID in m["content"] for m in local.requests[-1].messages):
             assert not notices
         else:
             assert notices and notices[0].kind == "context_trimmed"
 
     # The secret turn was left out of the last requests the model saw...
-    assert all(GH not in m["content"] for m in local.requests[-1].messages)
-    assert any(GH in m["content"] for m in local.requests[1].messages)
+    assert all(SAID not in m["content"] for m in local.requests[-1].messages)
+    assert any(SAID in m["content"] for m in local.requests[1].messages)
     # ...yet every follow-up was classified on the whole conversation: secret, local.
     for event in routed:
-        assert event.decision.target == "local"
+        assert event.decision.target == LocalEngine()
         assert event.request.privacy.level == PrivacyLevel.SECRET
         assert event.decision.privacy == PrivacyLevel.SECRET
     assert openai_server.count == 0
     assert [r.privacy for r in ledger_rows()] == ["secret"] * 5
-    assert session.preview("and one more", [])[1].target == "local"
+    assert session.preview("and one more", [])[1].target == LocalEngine()
 
 
 # --- estimated usage ----------------------------------------------------------------------------
@@ -306,6 +319,7 @@ def test_ask_explains_a_message_too_long_for_the_model(
     directory = project_dir(tmp_path, openai_server.base_url)
     code, out, err = run(capsys, "ask", words(5000), "--project", str(directory))
     assert code == 1 and out == ""
-    assert "context_window" in err and "5,008 tokens" in err and "8,192 tokens" in err
+    exact = count(CloudModel("openai/gpt-4"), [{"role": "user", "content": words(5000)}]).tokens
+    assert "context_window" in err and f"{exact:,} tokens" in err and "8,192 tokens" in err
     assert "Traceback" not in err
     assert openai_server.count == 0

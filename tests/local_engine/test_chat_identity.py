@@ -28,9 +28,7 @@ CASES: list[dict[str, Any]] = json.loads(
 def test_the_corpus_exercises_tools_in_both_modes() -> None:
     with_tools = [c for c in CASES if any(m.get("tools") for m in c["messages"])]
     with_calls = [c for c in CASES if any(m.get("tool_calls") for m in c["messages"])]
-    several = [
-        c for c in CASES if any(len(m.get("tool_calls") or ()) > 1 for m in c["messages"])
-    ]
+    several = [c for c in CASES if any(len(m.get("tool_calls") or ()) > 1 for m in c["messages"])]
     assert len(CASES) >= 400
     assert len(with_tools) > 200 and len(with_calls) > 300 and len(several) > 250
     assert {c["thinking"] for c in with_tools} == {True, False}

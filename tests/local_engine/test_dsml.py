@@ -21,12 +21,13 @@ from local_engine.runtime.dsml_parser import (
 
 # Text the model may write: anything but the DSML token itself (the official parser refuses
 # it inside content too) and the characters that would end a name.
-TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="｜"), max_size=30
-)
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="｜"), max_size=30)
 NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
     max_leaves=8,
@@ -62,7 +63,9 @@ def test_a_rendered_call_block_has_the_official_shape() -> None:
 
 
 @given(content=TEXT, spec=CALLS)
-def test_render_then_parse_round_trips(content: str, spec: list[tuple[str, dict[str, Any]]]) -> None:
+def test_render_then_parse_round_trips(
+    content: str, spec: list[tuple[str, dict[str, Any]]]
+) -> None:
     calls = _calls(spec)
     parsed = parse_answer(content + render_tool_calls(calls))
     assert parsed.error is None
@@ -82,7 +85,9 @@ def test_any_split_of_the_stream_gives_the_same_calls_and_deltas(
     # Each call's deltas concatenate to its final arguments, between its start and end.
     for call in whole.calls:
         index = int(call.id.rsplit("_", 1)[1])
-        starts = [i for i, x in enumerate(items) if isinstance(x, ToolCallStart) and x.index == index]
+        starts = [
+            i for i, x in enumerate(items) if isinstance(x, ToolCallStart) and x.index == index
+        ]
         ends = [i for i, x in enumerate(items) if isinstance(x, ToolCallEnd) and x.index == index]
         deltas = [x.arguments for x in items if isinstance(x, ToolCallDelta) and x.index == index]
         assert len(starts) == 1 and len(ends) == 1 and starts[0] < ends[0]
@@ -115,14 +120,37 @@ def test_a_truncated_block_reports_an_error_and_keeps_finished_calls(
     assert parsed.calls == complete[: len(parsed.calls)]
 
 
-@given(st.text(max_size=200) | st.lists(st.sampled_from(
-    [f"<{DSML}tool_calls>", f"<{DSML}invoke name=", '"f">', f"<{DSML}parameter name=",
-     '"a" string="false">', '"b" string="true">', f"</{DSML}parameter>", f"</{DSML}invoke>",
-     f"</{DSML}tool_calls>", "\n", "1", "{", "x", '"', ">"]), max_size=30).map("".join))
-def test_arbitrary_text_never_raises(text: str) -> None:
+@given(
+    st.text(max_size=200)
+    | st.lists(
+        st.sampled_from(
+            [
+                f"<{DSML}tool_calls>",
+                f"<{DSML}invoke name=",
+                '"f">',
+                f"<{DSML}parameter name=",
+                '"a" string="false">',
+                '"b" string="true">',
+                f"</{DSML}parameter>",
+                f"</{DSML}invoke>",
+                f"</{DSML}tool_calls>",
+                "\n",
+                "1",
+                "{",
+                "x",
+                '"',
+                ">",
+            ]
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_arbitrary_text_never_raises_and_every_call_it_reports_is_valid(text: str) -> None:
     parsed = parse_answer(text)
-    if parsed.error is None:
-        assert parsed.calls or f"<{DSML}tool_calls>" not in text
+    for call in parsed.calls:
+        assert isinstance(call.parsed_arguments(), dict)  # whole JSON objects only
+    if f"<{DSML}tool_calls>" not in text:
+        assert parsed == collect([text]) and parsed.error is None  # plain text untouched
 
 
 def test_malformed_dsml_is_one_clear_error_and_the_rest_is_text() -> None:

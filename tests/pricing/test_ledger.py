@@ -236,7 +236,9 @@ def test_other_components_migrate_their_own_tables_in_the_same_file(tmp_path: Pa
     assert apply_migrations(conn, "history", steps) == 2
     assert apply_migrations(conn, "history", steps) == 2  # nothing left to run
     assert schema_version(conn, "history") == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(LEDGER_MIGRATIONS)  # still the ledger's
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(
+        LEDGER_MIGRATIONS
+    )  # still the ledger's
     with pytest.raises(sqlite3.IntegrityError):  # foreign keys are enforced
         conn.execute("INSERT INTO messages (conversation_id, body) VALUES ('nope', 'x')")
     conn.close()

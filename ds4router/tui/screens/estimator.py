@@ -1,8 +1,12 @@
 """The Estimator screen: a month of tokens priced on many models and on local hardware.
 
 The table comes from ``pricing.estimator`` (computed in a worker thread): the
-monthly cost on each model, USD per 1M output tokens of the mix, and the
-crossover — the output tokens a month above which local hardware costs less.
+monthly cost on each model, USD per 1M output tokens of the mix, and the two
+crossovers — the output tokens a month above which local hardware costs less,
+amortised, and whether it does with the hardware owned anyway (electricity only).
+Below it, the plot of monthly cost against output tokens a month for the local
+lines and the chosen cloud models (``pricing.estimate_plot``'s curves, drawn by
+textual-plotext: Plotext's terminal plots as a Textual widget).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
+from textual_plotext import PlotextPlot
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import count, money
 from ds4router.tui.threads import ui_call
 
@@ -139,15 +145,18 @@ class EstimatorScreen(Screen[None]):
                 yield Button("Estimate", id="est-run", variant="primary")
             yield Static("", id="est-summary")
             yield DataTable(id="est-table", cursor_type="row", zebra_stripes=True)
+            yield PlotextPlot(id="est-plot")
         yield Footer()
 
     def on_mount(self) -> None:
+        steady_cursors(self)  # the app's blink setting (off under test) holds here too
         table = self.query_one("#est-table", DataTable)
         table.add_column("model", width=34)
         table.add_column("kind")
         table.add_column("$/month")
         table.add_column("$/1M out")
         table.add_column("local wins above (out tok/month)")
+        table.add_column("if owned")
         table.add_column("note")
         self.action_run()
 
@@ -203,7 +212,8 @@ class EstimatorScreen(Screen[None]):
             summary.append(
                 f"\nlocal {result.profile.name}: {result.profile.tokens_per_second:g} tok/s, "
                 f"hardware {money(local.hardware_usd)}/month + electricity "
-                f"{money(local.electricity_usd)}/month"
+                f"{money(local.electricity_usd)}/month = {money(local.monthly_usd)} amortised, "
+                f"{money(local.electricity_usd)} if the hardware is owned anyway"
             )
             if not local.fits:
                 summary.append("  (exceeds the machine's monthly capacity)", style="yellow")
@@ -221,5 +231,24 @@ class EstimatorScreen(Screen[None]):
                 money(row.monthly_usd),
                 money(row.usd_per_mtok),
                 row.crossover,
+                row.crossover_marginal,
                 row.note,
             )
+        self._plot(result)
+
+    def _plot(self, result: Estimate) -> None:
+        from pricing.estimate_plot import cost_curves
+
+        widget = self.query_one("#est-plot", PlotextPlot)
+        plt = widget.plt
+        plt.clear_data()
+        plt.clear_figure()
+        curves = cost_curves(result)
+        for curve in curves.curves:
+            xs = [x / 1e6 for x, _ in curve.points]
+            ys = [y for _, y in curve.points]
+            plt.plot(xs, ys, label=curve.label, marker="braille")
+        plt.title("$ a month against output tokens a month (millions)")
+        plt.xlim(0, curves.x_max / 1e6)
+        plt.ylim(0, curves.y_max)
+        widget.refresh()

@@ -32,6 +32,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from ds4router.tui.clock import steady_cursors
 from ds4router.tui.format import column_chart, count, money, short_model
 from ds4router.tui.threads import ui_call
 from pricing.report_render import ESTIMATE_MARK, marked, share
@@ -109,8 +110,12 @@ def totals_text(report: MonthReport) -> Text:
     text.append(f"local {money(report.local_usd)}", style="bold green")
     ref = ", ".join(short_model(m) for m in report.reference_models)
     saved = marked(money(total.savings_usd), total.tokens_estimated)
+    if not total.saving_known:
+        saved = "-"  # nothing was priced both ways
     text.append(f" · saved {saved}" + (f" vs {ref}" if ref else ""))
     text.append(f" · {total.requests} requests")
+    if total.failed:
+        text.append(f" · {total.failed} failed", style="yellow")
     if total.unpriced_requests:
         text.append(f" · {total.unpriced_requests} unpriced", style="yellow")
     if total.tokens_estimated:
@@ -121,6 +126,22 @@ def totals_text(report: MonthReport) -> Text:
         style = "bold red" if budget.over_budget else ""
         text.append(f" · budget {money(budget.monthly_usd)}{share}", style=style)
     return text
+
+
+def totals_tooltip(report: MonthReport) -> str:
+    """The requests by outcome (refusals and failures apart from ok), the saving's basis
+    and what the estimate mark means."""
+    total = report.total
+    plural = "request" if total.requests == 1 else "requests"
+    lines = [f"{total.requests:,} {plural}: {total.outcomes()}"]
+    if total.saving_known:
+        lines.append(
+            f"saved over the {total.compared_requests:,} requests priced both ways "
+            f"(reference {money(total.compared_reference_usd)} vs "
+            f"{money(total.compared_cost_usd)})"
+        )
+    words = estimated_words(report)
+    return "\n".join([*lines, words] if words else lines)
 
 
 def estimated_words(report: MonthReport) -> str:
@@ -217,6 +238,7 @@ class ReportScreen(Screen[None]):
         return f"ds4router-report-{self.month}.{fmt}"
 
     def on_mount(self) -> None:
+        steady_cursors(self)
         for name in TABLES:
             table = self.query_one(f"#table-{name}", DataTable)
             table.add_columns(name, *FIGURE_COLUMNS)
@@ -250,7 +272,7 @@ class ReportScreen(Screen[None]):
         )
         totals = self.query_one("#report-totals", Static)
         totals.update(totals_text(report))
-        totals.tooltip = estimated_words(report) or None
+        totals.tooltip = totals_tooltip(report)
         self.query_one("#report-chart", Static).update(chart_text(report))
         groups = {
             "model": report.by_model,

@@ -18,7 +18,11 @@ from ds4router.tui.files import ProjectFiles, mention_before_cursor, replace_men
 
 
 class PromptArea(TextArea):
-    """The editor; hands completion keys to its composer while suggestions show."""
+    """The editor; hands completion keys to its composer while suggestions show.
+
+    The keys of the ``send`` and ``newline`` bindings (after the keymap) are taken here,
+    before TextArea would insert a line break for Enter.
+    """
 
     async def _on_key(self, event: events.Key) -> None:
         composer = self.parent
@@ -26,7 +30,26 @@ class PromptArea(TextArea):
             event.prevent_default()
             event.stop()
             return
+        if event.key in binding_keys(self.app, "newline"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        if event.key in binding_keys(self.app, "send"):
+            event.prevent_default()
+            event.stop()
+            await self.app.run_action("send")
+            return
         await super()._on_key(event)
+
+
+def binding_keys(app: object, binding_id: str) -> set[str]:
+    """The keys bound to ``binding_id`` now: the app's keymap, else the default."""
+    from ds4router.tui.actions import ACTIONS
+
+    keymap: dict[str, str] = getattr(app, "_keymap", {}) or {}
+    default = next((a.keys for a in ACTIONS if a.id == binding_id), "")
+    return {k.strip() for k in keymap.get(binding_id, default).split(",") if k.strip()}
 
 
 class Composer(Vertical):
@@ -51,7 +74,7 @@ class Composer(Vertical):
             soft_wrap=True,
             show_line_numbers=False,
             tab_behavior="focus",
-            placeholder="Ask… (#secret, /task NAME, @path)  ·  Ctrl+S sends",
+            placeholder="Ask… (#secret, /task NAME, @path)  ·  Enter sends, Shift+Enter new line",
         )
 
     def on_mount(self) -> None:

@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from ds4router.routing.explain import target_kind
 from ds4router.tui.format import badge_parts, history_stats_line, stats_line
 
 
@@ -120,7 +121,7 @@ class AssistantMessage(Vertical):
     def set_route(self, decision: Any, request: Any = None) -> None:
         self.decision, self.request = decision, request
         parts = badge_parts(
-            decision.target,
+            target_kind(decision),
             decision.model,
             decision.rule,
             str(decision.privacy),
@@ -217,7 +218,7 @@ class AssistantMessage(Vertical):
         if (
             decision is not None
             and route in ("local", "cloud")
-            and (route != decision.target or priced.model != decision.model)
+            and (route != target_kind(decision) or priced.model != decision.model)
         ):
             # A fallback answered: the badge names who did, and says so.
             parts = badge_parts(

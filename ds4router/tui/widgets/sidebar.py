@@ -7,7 +7,6 @@ what the mark means, in the text report's words.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +25,10 @@ _UNSET = object()
 
 
 def _kv_activity() -> Any:
-    """This process's KV cache counters, or None before the engine used a cache.
+    """This process's KV cache counters, or None before the engine used a cache."""
+    from ds4router.backends.engine_port import kv_activity
 
-    Never imports the engine: before it ran, there is nothing to show.
-    """
-    module = sys.modules.get("local_engine.cache.kv_store")
-    return None if module is None else module.activity()
+    return kv_activity()
 
 
 class BudgetBar(Static):
@@ -89,7 +86,15 @@ class Sidebar(Vertical):
         ref = short_model(figures.reference_models[0]) if figures.reference_models else ""
         saved = f"saved {marked(money(figures.savings_usd), figures.savings_estimated)}"
         saved += f" vs {ref}" if ref else ""
-        lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
+        # Only what ran locally: a refused request sent nothing anywhere (counted below).
+        lines = [saved, f"local {money(figures.local_usd)} · {figures.local_requests} req"]
+        apart = [
+            f"{n} {label}"
+            for n, label in ((figures.refused, "refused"), (figures.failed, "failed"))
+            if n
+        ]
+        if apart:
+            lines.append(" · ".join(apart))
         if figures.unpriced:
             lines.append(f"{figures.unpriced} unpriced")
         if figures.estimated:
@@ -137,6 +142,8 @@ class Sidebar(Vertical):
             text.append(f"\n  {status.step}", style="dim")
         self._engine_status = status
         self._kv_seen = kv = _kv_activity()
+        if status.caveat:
+            text.append(f"\n  {status.caveat}", style="bold yellow")
         line = self._kv_line(kv) if status.state == "ready" else None
         if line:
             text.append("\n" + line)

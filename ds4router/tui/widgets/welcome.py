@@ -18,9 +18,14 @@ def welcome_markdown(status: SetupStatus, keys: Mapping[str, str]) -> str:
 **Welcome to ds4router.** Nothing can answer yet: set up either side — or both,
 and private requests stay local while the rest may go to the cloud.
 
+**Try it now:** press **{key("pull_demo")}** to fetch the demo-size model (SmolLM2-135M,
+about 93 MB, runs on any CPU; or `ds4router models pull demo`). Small: fine for trying
+ds4router, not for real work.
+
 **Local engine** — private, no per-token bill. Now: *{status.local_detail}*
 - put a DeepSeek V4 Flash checkpoint (2-bit experts) in a folder
 - in `.ds4router.yaml`: `local: {{engine: {{model_path: ~/models/ds4-flash-q2}}}}`
+- or any MLX model: `local: {{engine: {{kind: mlx-lm, model_path: ~/models/qwen3-4b-4bit}}}}`
 
 **Cloud models** — any model LiteLLM reaches. Now: *{status.cloud_detail}*
 - export your provider's key: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `DEEPSEEK_API_KEY`, …

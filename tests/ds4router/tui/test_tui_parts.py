@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from ds4router.config import load_config
+from ds4router.targets import LocalEngine
 from ds4router.tui.config_watch import ConfigProblem, ConfigWatcher
 from ds4router.tui.files import ProjectFiles, mention_before_cursor, replace_mention
 from ds4router.tui.format import bar, budget_level, column_chart, stats_line
@@ -154,7 +155,7 @@ def test_config_watcher_starts_on_defaults_when_the_file_is_broken(tmp_path: Pat
         ":1: " in watcher.problem.first_line
         and "did you mean 'budget'" in watcher.problem.first_line
     )
-    assert watcher.current.config.default == "local"  # built-in defaults
+    assert watcher.current.config.default == LocalEngine()  # built-in defaults
 
 
 def test_config_watcher_notices_a_project_file_that_appears(tmp_path: Path) -> None:

@@ -22,8 +22,26 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).with_name("dsv4_encoder_cases.json.gz")
-WORDS = ["weather", "Paris", "naïve", "日本語", "x=1", 'say "hi"', "a\\b", "<b>", "{k}", "ok",
-         "línea\nnueva", "tab\there", "emoji 🌍", "", "  spaced  ", "100%", "$HOME", "end."]
+WORDS = [
+    "weather",
+    "Paris",
+    "naïve",
+    "日本語",
+    "x=1",
+    'say "hi"',
+    "a\\b",
+    "<b>",
+    "{k}",
+    "ok",
+    "línea\nnueva",
+    "tab\there",
+    "emoji 🌍",
+    "",
+    "  spaced  ",
+    "100%",
+    "$HOME",
+    "end.",
+]
 
 
 def text(rng: random.Random, most: int = 6) -> str:
@@ -36,7 +54,7 @@ def json_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == "str":
         return text(rng, 4)
     if kind == "int":
-        return rng.randint(-10**6, 10**6)
+        return rng.randint(-(10**6), 10**6)
     if kind == "float":
         return round(rng.uniform(-1e3, 1e3), rng.randint(0, 6))
     if kind == "bool":
@@ -45,11 +63,16 @@ def json_value(rng: random.Random, depth: int = 0) -> Any:
         return None
     if kind == "list":
         return [json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return {f"k{i}_{rng.choice(WORDS)[:4]}": json_value(rng, depth + 1) for i in range(rng.randint(0, 3))}
+    return {
+        f"k{i}_{rng.choice(WORDS)[:4]}": json_value(rng, depth + 1)
+        for i in range(rng.randint(0, 3))
+    }
 
 
 def schema(rng: random.Random, depth: int = 0) -> dict[str, Any]:
-    kind = rng.choice(["string", "integer", "number", "boolean", "array", "object"][: 6 if depth < 2 else 4])
+    kind = rng.choice(
+        ["string", "integer", "number", "boolean", "array", "object"][: 6 if depth < 2 else 4]
+    )
     out: dict[str, Any] = {"type": kind}
     if rng.random() < 0.5:
         out["description"] = text(rng)
@@ -140,10 +163,18 @@ def main() -> None:
         expected = official.encode_messages(
             messages, "thinking" if thinking else "chat", reasoning_effort=effort
         )
-        cases.append({"messages": messages, "thinking": thinking, "reasoning_effort": effort,
-                      "expected": expected})
-    header = {"source": "official encoding_dsv4.py encode_messages (DeepSeek-V4-Flash release)",
-              "regenerate": "python tests/local_engine/data/make_dsv4_cases.py ENCODER [count] [seed]"}
+        cases.append(
+            {
+                "messages": messages,
+                "thinking": thinking,
+                "reasoning_effort": effort,
+                "expected": expected,
+            }
+        )
+    header = {
+        "source": "official encoding_dsv4.py encode_messages (DeepSeek-V4-Flash release)",
+        "regenerate": "python tests/local_engine/data/make_dsv4_cases.py ENCODER [count] [seed]",
+    }
     data = json.dumps({**header, "cases": cases}, ensure_ascii=False, indent=0) + "\n"
     OUT.write_bytes(gzip.compress(data.encode("utf-8"), mtime=0))
     print(f"{len(cases)} cases -> {OUT}")

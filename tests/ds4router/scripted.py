@@ -1,12 +1,10 @@
-"""A scripted in-process backend: a TEST DOUBLE, never used by the application itself.
+"""A scripted in-process backend: a test double, kept with the tests so the app cannot import it.
 
 ``ScriptedBackend`` implements the ``Backend`` protocol by playing back replies
 a test wrote in advance (text pieces, reasoning, usage, a failure before or
 after some tokens, a delay between pieces). It stands in for the engine's
-``LocalBackend`` in session tests until that lands, and lets a test make the
-local side fail on purpose. Nothing on the production path imports this module:
-``ds4router.sessions.session.backend_for`` never returns it; tests hand it to
-``Session(backend_factory=...)`` themselves.
+``LocalBackend`` in session tests and lets a test make the local side fail on
+purpose; tests hand it to ``Session(backend_factory=...)`` themselves.
 
 Every request it receives is kept in ``requests``, so a test can check exactly
 what a model would have been sent.
@@ -21,18 +19,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ds4router.backends.base import BackendRequest
-from ds4router.backends.events import (
+from ds4router.backends.flights import Flight, Flights
+from ds4router.backends.health import Health
+from ds4router.events import (
+    BackendEvent,
     Done,
     ErrorKind,
-    Event,
     Failed,
     ReasoningDelta,
     TextDelta,
-    Usage,
+    TokenUsage,
     failed,
 )
-from ds4router.backends.flights import Flight, Flights
-from ds4router.backends.health import Health
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class ScriptedReply:
     text: tuple[str, ...] = ("Hello", " from", " the", " local", " engine.")
     reasoning: tuple[str, ...] = ()
     finish_reason: str = "stop"
-    usage: Usage | None = None
+    usage: TokenUsage | None = None
     fail_kind: ErrorKind | None = None
     fail_message: str = "scripted failure"
     fail_after: int = 0
@@ -97,7 +95,7 @@ class ScriptedBackend:
             self.cancel_calls += 1
         self._flights.cancel_all()
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendEvent]:
         # Registered before the first await, so a cancel() issued on this loop
         # after stream() started always reaches it.
         with self._flights.track() as flight:
@@ -109,7 +107,7 @@ class ScriptedBackend:
 
     async def _play(
         self, script: ScriptedReply, request: BackendRequest, flight: Flight
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[BackendEvent]:
         sent: list[str] = []
         reasoning: list[str] = []
         if script.hang_s and await _cancelled_during(flight, script.hang_s):
@@ -154,9 +152,9 @@ async def _cancelled_during(flight: Flight, seconds: float) -> bool:
     return True
 
 
-def _count(request: BackendRequest, sent: list[str], reasoning: list[str]) -> Usage:
+def _count(request: BackendRequest, sent: list[str], reasoning: list[str]) -> TokenUsage:
     chars = sum(len(str(m.get("content", ""))) for m in request.messages)
-    return Usage(
+    return TokenUsage(
         input_tokens=max(1, chars // 4),
         output_tokens=len(sent) + len(reasoning),
         reasoning_tokens=len(reasoning),
