@@ -251,7 +251,7 @@ def test_models_health_and_count_tokens(project: Path, openai_server: OpenAIServ
         counted = ant.messages.count_tokens(
             model="ds4router/auto", messages=[{"role": "user", "content": "count these words"}]
         )
-        health = httpx.get(f"{live.url}/health").json()
+        health = httpx.get(f"{live.url}/health", timeout=60).json()
     assert names[:2] == ["ds4router/auto", "local"] and MODEL in names
     assert counted.input_tokens > 0
     assert health["status"] == "ok" and health["local"] == {"busy": False, "queued": 0}
@@ -307,6 +307,7 @@ def test_reply_shapes_survive_what_the_fake_cloud_sends(openai_server: OpenAISer
     response = httpx.post(
         f"{openai_server.base_url}/chat/completions",
         json={"model": "m", "messages": [], "stream": True},
+        timeout=60,
     )
     pieces = [
         json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
