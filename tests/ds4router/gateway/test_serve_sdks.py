@@ -318,3 +318,32 @@ def test_reply_shapes_survive_what_the_fake_cloud_sends(openai_server: OpenAISer
         if p["choices"]
     )
     assert args == '{"a": 1}' and isinstance(Reply(), Reply)
+
+
+def test_the_month_report_breaks_agents_requests_down_by_client(
+    project: Path, openai_server: OpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_support import run
+
+    openai_server.script(ok("a"), ok("b"), ok("c"))
+    with live_gateway(project) as live:
+        oai, _ = clients(live.url)
+        for agent in ("claude-cli", "claude-cli", "codex"):
+            oai.chat.completions.create(
+                model="ds4router/auto",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-ds4router-client": agent},
+            )
+        with pytest.raises(openai.PermissionDeniedError):
+            oai.chat.completions.create(
+                model="ds4router/auto",
+                messages=[{"role": "user", "content": SECRET}],
+                extra_headers={"x-ds4router-client": "codex"},
+            )
+    code, out, _ = run(capsys, "report", "--format", "json")
+    assert code == 0
+    by_client = {c["client"]: c for c in json.loads(out)["by_client"]}
+    assert (by_client["claude-cli"]["requests"], by_client["claude-cli"]["ok"]) == (2, 2)
+    assert (by_client["codex"]["requests"], by_client["codex"]["refused"]) == (2, 1)
+    code, out, _ = run(capsys, "report")
+    assert code == 0 and "By client" in out and "claude-cli" in out
