@@ -27,9 +27,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ds4router.commands.engine_cmd",
         "The local DeepSeek V4 Flash engine: info, generate, init-random, ...",
     ),
+    "init": ("ds4router.commands.init_cmd", "Write a commented .ds4router.yaml for a project."),
+    "doctor": ("ds4router.commands.doctor", "What can answer now, what is missing, how to fix it."),
     "models": ("ds4router.commands.models_cmd", "Local models: pull the demo model, list."),
     "tui": ("ds4router.commands.tui_cmd", "Open the interactive chat (same as plain ds4router)."),
     "report": ("ds4router.commands.report", "Monthly cost report (table, csv, json, md, html)."),
+    "serve": (
+        "ds4router.commands.serve",
+        "Serve OpenAI and Anthropic APIs for coding agents, routed and priced.",
+    ),
     "db": ("ds4router.commands.db_cmd", "The database: check it, or repair it (with a backup)."),
     "estimate": (
         "ds4router.commands.estimate",
@@ -72,16 +78,21 @@ class LazyGroup(click.Group):
     default=None,
     help="Project directory (default: walk up from the working directory).",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Also run the agents' gateway (ds4router serve) in the app; F12 shows its traffic.",
+)
 @click.version_option(__version__, prog_name="ds4router")
 @click.pass_context
-def cli(ctx: click.Context, project: str | None) -> None:
+def cli(ctx: click.Context, project: str | None, serve: bool) -> None:
     """ds4router: local DeepSeek V4 Flash + cloud models, routed by privacy and task, priced."""
     ctx.ensure_object(dict)
     ctx.obj["project"] = project
     if ctx.invoked_subcommand is None:
         from ds4router.commands.tui_cmd import run_tui
 
-        run_tui(project)
+        run_tui(project, serve=serve)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -5,8 +5,9 @@ stream: zero or more ``TextDelta``/``ReasoningDelta`` and tool-call events
 (``ToolCallStart``, its ``ToolCallDelta`` pieces, then ``ToolCallDone`` -- or
 ``ToolCallInvalid`` when the model's call could not be read), then a ``TokenUsage`` (when
 anything was produced or the provider reported it), then exactly one of ``Done``
-or ``Failed``. ``Failed.after_tokens`` says whether text already reached the user:
-only a failure before any token may fall back to another backend.
+or ``Failed``; a ``Notice`` line may come at any point (the local backend says so when
+the weights are random). ``Failed.after_tokens`` says whether text already reached the
+user: only a failure before any token may fall back to another backend.
 
 A session (:mod:`ds4router.sessions`) wraps that stream in a :data:`SessionEvent`
 stream, the one every front end consumes (``ask``, the TUI, the gateway):
@@ -143,7 +144,27 @@ class Failed:
             )
 
 
-BackendEvent = TextDelta | ReasoningDelta | ToolCallEvent | TokenUsage | Done | Failed
+NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line for the user about how a request was sent; not part of the answer.
+
+    ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
+    ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
+    not known, so the whole conversation was sent as it is (``window`` None).
+    ``random_weights``: the local model's weights are random (a test checkpoint).
+    """
+
+    kind: NoticeKind
+    message: str
+    model: str
+    dropped_turns: int = 0
+    window: int | None = None
+
+
+BackendEvent = TextDelta | ReasoningDelta | ToolCallEvent | TokenUsage | Done | Failed | Notice
 
 
 def failed(kind: ErrorKind, message: str, *, after_tokens: bool = False) -> Failed:
@@ -178,25 +199,6 @@ class FallbackTaken:
     reason: str
 
 
-NoticeKind = Literal["context_trimmed", "context_unknown", "random_weights"]
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A line for the user about how a request was sent; not part of the answer.
-
-    ``context_trimmed``: ``dropped_turns`` earlier turns were left out to fit
-    ``model``'s ``window``-token context. ``context_unknown``: ``model``'s window is
-    not known, so the whole conversation was sent as it is (``window`` None).
-    """
-
-    kind: NoticeKind
-    message: str
-    model: str
-    dropped_turns: int = 0
-    window: int | None = None
-
-
 @dataclass(frozen=True)
 class Priced:
     """Last event, after the ledger row ``ledger_id`` was written.
@@ -228,7 +230,7 @@ class Priced:
     usage_estimated: bool = False
 
 
-SessionEvent = Routed | Refused | FallbackTaken | Notice | BackendEvent | Priced
+SessionEvent = Routed | Refused | FallbackTaken | BackendEvent | Priced
 
 
 __all__ = [

@@ -248,6 +248,19 @@ LEDGER_MIGRATIONS: tuple[Step, ...] = (
     # v6: write-ahead rows (statuses started/interrupted, the writing process), see
     # pricing.ledger_v6.
     lambda conn: migrate_v6(conn, _cube_upsert, CUBE_MEASURES + CUBE_MEASURES_V4),
+    # v7: a cloud request sent with its detector findings replaced by placeholders
+    # (privacy.on_detected: redact), and how many.
+    """
+    ALTER TABLE ledger ADD COLUMN redacted INTEGER NOT NULL DEFAULT 0
+        CHECK (redacted IN (0, 1));
+    ALTER TABLE ledger ADD COLUMN redacted_findings INTEGER NOT NULL DEFAULT 0
+        CHECK (redacted_findings >= 0);
+    """,
+    # v8: the client that sent a request through the gateway (a key's name, an agent).
+    """
+    ALTER TABLE ledger ADD COLUMN client TEXT;
+    CREATE INDEX ledger_month_client ON ledger(month, client);
+    """,
 )
 
 
@@ -307,6 +320,11 @@ class LedgerRow:
     pid: int | None = None
     process_mark: str | None = None
     host: str | None = None
+    # Sent to a cloud model with this many detector findings replaced by placeholders.
+    redacted: bool = False
+    redacted_findings: int = 0
+    # Who sent it through ``ds4router serve`` (None: the TUI or ``ask``).
+    client: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.time, dt.datetime):
@@ -482,6 +500,7 @@ def _from_db(record: Sequence[Any]) -> LedgerRow:
         tzinfo=dt.UTC
     )
     values["usage_estimated"] = bool(values["usage_estimated"])  # SQLite keeps 0/1
+    values["redacted"] = bool(values["redacted"])
     return LedgerRow(**values)
 
 

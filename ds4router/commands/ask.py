@@ -23,12 +23,14 @@ from ds4router.errors import Ds4RouterError
 from ds4router.targets import Target, explicit_target
 
 if TYPE_CHECKING:
+    from ds4router.config.loader import LoadedConfig
     from ds4router.events import Failed, Priced, SessionEvent
     from ds4router.routing.router import Decision
     from ds4router.sessions.session import Session
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 @click.command("ask")
@@ -65,12 +67,23 @@ def command(
     try:
         if conversation_id is not None:
             conversation_id = _resolve_conversation(session, conversation_id)
-        target = None if model is None else explicit_target(model)
+        target = None if model is None else _known_target(loaded, model)
         outcome = asyncio.run(_ask(session, body, files, target, conversation_id, as_json))
     finally:
         session.close()
     if outcome:
         sys.exit(outcome)
+
+
+def _known_target(loaded: LoadedConfig, model: str) -> Target:
+    """The target ``--model`` names; a name nothing can serve is a usage error (exit 2)."""
+    from ds4router.model_names import catalog_names, configured_names, unknown_model
+
+    target = explicit_target(model)
+    problem = unknown_model(target, configured_names(loaded), catalog_names())
+    if problem is not None:
+        raise Ds4RouterError(problem)
+    return target
 
 
 def _resolve_conversation(session: Session, prefix: str) -> str:
@@ -111,10 +124,20 @@ async def _ask(
         elif main is not None:
             main.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        pass
+    terminated = False
+
+    def terminate() -> None:
+        # SIGTERM (a service manager, `kill`): end like a Ctrl-C, so the request is
+        # recorded as cancelled with what it used, then exit 143.
+        nonlocal terminated
+        terminated = True
+        interrupt()
+
+    for number, handler in ((signal.SIGINT, interrupt), (signal.SIGTERM, terminate)):
+        try:
+            loop.add_signal_handler(number, handler)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            pass
     out = Output(as_json)
     try:
         async for event in session.send(
@@ -126,11 +149,13 @@ async def _ask(
         click.echo("Cancelled.", err=True)
         return EXIT_CANCELLED
     finally:
-        try:
-            loop.remove_signal_handler(signal.SIGINT)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    return out.finish()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(number)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    status = out.finish()
+    return EXIT_TERMINATED if terminated else status
 
 
 class Output:
@@ -161,6 +186,10 @@ class Output:
             Routed,
             TextDelta,
             TokenUsage,
+            ToolCallDelta,
+            ToolCallDone,
+            ToolCallInvalid,
+            ToolCallStart,
         )
         from ds4router.routing.explain import badge
 
@@ -189,6 +218,8 @@ class Output:
                 self.priced = event
             case TokenUsage():
                 pass  # the ``Priced`` event carries what it cost
+            case ToolCallStart() | ToolCallDelta() | ToolCallDone() | ToolCallInvalid():
+                pass  # ask offers the model no tools; an agent's calls go through ``serve``
             case _:
                 assert_never(event)
 

@@ -87,6 +87,8 @@ class DetectorLevels(Strict):
 class PrivacyConfig(Strict):
     default: PrivacyLevel = PrivacyLevel.INTERNAL
     cloud_max_privacy: PrivacyLevel = PrivacyLevel.INTERNAL
+    # The most a `trust: on_prem` server (a team's vLLM/SGLang inside its network) may get.
+    on_prem_max_privacy: PrivacyLevel = PrivacyLevel.CONFIDENTIAL
     allow_downgrade: bool = False
     paths: list[PathRule] = Field(default_factory=list)
     detectors: DetectorLevels = Field(default_factory=DetectorLevels)
@@ -207,8 +209,25 @@ class HardwareConfig(Strict):
     inference_share: float = Field(default=1.0, ge=0, le=1)
 
 
+class ServerConfig(Strict):
+    """An OpenAI-compatible server (ds4 server, llama.cpp, Ollama, LM Studio, mlx_lm.server,
+    vLLM), targeted as ``local:<name>``. On loopback it is local for the privacy invariant;
+    elsewhere it is a cloud target unless ``trust: on_prem`` (capped by
+    ``privacy.on_prem_max_privacy``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    api_base: str = Field(
+        pattern=r"^(https?://|unix://)", description="e.g. http://127.0.0.1:8080/v1"
+    )
+    model: str = Field(min_length=1, description="the model name the server expects")
+    api_key_env: str | None = None
+    power: float | None = Field(default=None, ge=0, description="watts; default local.power")
+    trust: Literal["on_prem"] | None = None
+
+
 class LocalConfig(Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    servers: list[ServerConfig] = Field(default_factory=list)
     power: PowerConfig = Field(default_factory=PowerConfig)
     electricity_usd_per_kwh: float = Field(default=0.17, ge=0)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
@@ -230,6 +249,20 @@ class ClassifierConfig(Strict):
     tasks: dict[str, TaskSpec] = Field(default_factory=dict)
 
 
+class ServeKey(Strict):
+    """A key agents present to ``ds4router serve``, held in an environment variable."""
+
+    name: str = Field(min_length=1, description="the client's name in the ledger")
+    key_env: str = Field(min_length=1, description="environment variable holding the key")
+    project: str | None = Field(default=None, description="project directory for this key")
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535, description="0: any free port")
+    keys: list[ServeKey] = Field(default_factory=list)
+
+
 class Config(Strict):
     project: str | None = None
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
@@ -243,6 +276,7 @@ class Config(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     history: Literal["on", "off"] = "on"
     keymap: dict[str, str] = Field(default_factory=dict)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @field_validator("history", mode="before")
     @classmethod

@@ -41,6 +41,8 @@ def decision_dict(decision: Decision, request: Classified) -> dict[str, Any]:
         "reasons": list(decision.reasons),
         "fallbacks": [str(target) for target in decision.fallbacks],
         "fix": decision.fix,
+        "redacted": decision.redact,
+        "redactions": decision.redactions,
         "findings": [f.to_dict() for f in privacy.findings],
         "privacy_contributions": [
             {"source": c.source, "level": str(c.level)} for c in privacy.contributions
@@ -123,6 +125,12 @@ def explain_renderable(decision: Decision, request: Classified) -> Any:
         steps.append(
             f"fallback if it fails before the first token: "
             f"{', '.join(str(t) for t in decision.fallbacks)}\n"
+        )
+    if decision.redact:
+        steps.append(
+            f"redacted for the cloud: {decision.redactions} finding(s) replaced by placeholders "
+            "(privacy.on_detected: redact)\n",
+            style="cyan",
         )
     if decision.fix:
         steps.append(f"to allow it: {decision.fix}\n", style="yellow")

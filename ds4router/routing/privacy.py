@@ -24,6 +24,7 @@ from ds4router.config.schema import PrivacyConfig
 from ds4router.routing.detectors import Finding, redact_text, scan
 from ds4router.routing.levels import PrivacyLevel, max_level
 from ds4router.routing.request import Attachment, privacy_tags
+from ds4router.routing.scan.findings import fingerprint, replace_findings
 from ds4router.routing.scan.pieces import Piece, PieceKind
 
 
@@ -55,6 +56,25 @@ class PrivacyResult:
     contributions: tuple[Contribution, ...]
     findings: tuple[FileFinding, ...]
     notes: tuple[str, ...] = ()
+    # The level from everything but the detectors (default, tags, paths, unreadable
+    # content, earlier turns): what redaction can lower the level to, never below.
+    without_findings: PrivacyLevel | None = None
+
+    @property
+    def floor(self) -> PrivacyLevel:
+        return self.level if self.without_findings is None else self.without_findings
+
+
+def redaction_applies(privacy: PrivacyResult, config: PrivacyConfig) -> bool:
+    """``privacy.on_detected: redact`` and the level is above the cloud limit only because
+    of detector findings: a cloud target may get the request with them replaced."""
+    limit = config.cloud_max_privacy
+    return (
+        config.on_detected == "redact"
+        and bool(privacy.findings)
+        and privacy.level > limit
+        and privacy.floor <= limit
+    )
 
 
 def glob_match(path: str, pattern: str) -> bool:
@@ -139,6 +159,7 @@ def classify_conversation(
         tags_from = "\n".join(p.text for p in pieces if p.kind is PieceKind.USER)
     base = _tags(tags_from, config, contributions, notes)
     contributions.extend(_path_contributions(paths, config))
+    floor = max_level(*(c.level for c in contributions[1:]), base)  # before any detector
     findings: list[FileFinding] = []
     levels = {"secret": config.detectors.secrets, "pii": config.detectors.pii}
     allow = tuple(config.allowlist)
@@ -152,6 +173,7 @@ def classify_conversation(
                     config.unreadable,
                 )
             )
+            floor = max(floor, config.unreadable)
         if not piece.text:
             continue
         for finding in _scan_cached(piece.text, allow, off):
@@ -161,7 +183,7 @@ def classify_conversation(
                 Contribution(f"detector {finding.kind} ({place})", levels[finding.category])
             )
     level = max_level(*(c.level for c in contributions[1:]), base)
-    return PrivacyResult(level, tuple(contributions), tuple(findings), tuple(notes))
+    return PrivacyResult(level, tuple(contributions), tuple(findings), tuple(notes), floor)
 
 
 def _tags(
@@ -227,3 +249,17 @@ def findings_level(findings: Sequence[Finding], config: PrivacyConfig) -> Privac
     secret, so the conversation after it stays as private as the answer."""
     levels = {"secret": config.detectors.secrets, "pii": config.detectors.pii}
     return max((levels[f.category] for f in findings), default=None)
+
+
+def redact_for_cloud(text: str, config: PrivacyConfig, salt: str) -> tuple[str, int]:
+    """``text`` with every finding replaced by a stable placeholder (``[REDACTED github_token
+    1a2b3c4d]``: the same secret gets the same placeholder for the same ``salt``, the
+    conversation), and how many were replaced."""
+    found = findings_in(text, config)
+    if not found:
+        return text, 0
+
+    def placeholder(finding: Finding) -> str:
+        return f"[REDACTED {finding.kind} {fingerprint(finding.text, salt)}]"
+
+    return replace_findings(text, found, placeholder), len(found)

@@ -16,8 +16,9 @@ from typing import assert_never
 
 from ds4router.config.schema import Config, RouteRule
 from ds4router.routing.levels import PrivacyLevel
-from ds4router.routing.privacy import PrivacyResult
+from ds4router.routing.privacy import PrivacyResult, redaction_applies
 from ds4router.routing.tasks import TaskResult
+from ds4router.servers import may_send, server_limit
 from ds4router.targets import (
     LOCAL_MODEL,
     CloudModel,
@@ -72,6 +73,10 @@ class Decision:
     fallbacks: tuple[Sendable, ...] = ()  # targets to try if this one fails before any token
     trace: tuple[RuleTrace, ...] = field(default=())
     fix: str | None = None  # for `refuse`: the change that would allow the request
+    # privacy.on_detected: redact applies: a cloud target gets the request with each
+    # finding replaced by a placeholder (``redactions`` of them); local gets it whole.
+    redact: bool = False
+    redactions: int = 0
 
     @property
     def chain(self) -> tuple[Sendable, ...]:
@@ -146,7 +151,11 @@ def match_rule(rule: RouteRule, request: Classified, state: RouterState) -> tupl
 def decide(request: Classified, config: Config, state: RouterState) -> Decision:
     level = request.privacy.level
     limit = config.privacy.cloud_max_privacy
-    cloud_allowed = level <= limit
+    redact = redaction_applies(request.privacy, config.privacy)
+    # With redaction the cloud sees no finding: the level it is judged by is the floor
+    # (paths, default, tags), which redaction never lowers.
+    judged = request.privacy.floor if redact else level
+    cloud_allowed = judged <= limit
     reasons: list[str] = []
     trace: list[RuleTrace] = []
 
@@ -186,7 +195,14 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         rule_name = "fallback"
 
     # 4. The privacy invariant, whatever happened above.
-    target, rule_name, fix = _enforce(target, rule_name, level, limit, state, reasons)
+    target, rule_name, fix = _enforce(target, rule_name, level, judged, state, reasons, config)
+    count = len(request.privacy.findings)
+    fallbacks = _fallbacks(target, config, level, cloud_allowed)
+    if redact and any(map(leaves_machine, (target, *fallbacks))):
+        reasons.append(
+            f"privacy {level} comes only from {count} detector finding(s): a cloud model gets "
+            f"them replaced by placeholders (privacy.on_detected: redact), leaving {judged}"
+        )
     return Decision(
         target=target,
         model=model_of(target, local_model_id(config)),
@@ -194,9 +210,11 @@ def decide(request: Classified, config: Config, state: RouterState) -> Decision:
         privacy=level,
         task=request.task.task,
         reasons=tuple(reasons),
-        fallbacks=_fallbacks(target, config, cloud_allowed),
+        fallbacks=fallbacks,
         trace=tuple(trace),
         fix=fix,
+        redact=redact,
+        redactions=count if redact else 0,
     )
 
 
@@ -219,35 +237,34 @@ def _enforce(
     target: Target,
     rule_name: str | None,
     level: PrivacyLevel,
-    limit: PrivacyLevel,
+    judged: PrivacyLevel,
     state: RouterState,
     reasons: list[str],
+    config: Config,
 ) -> tuple[Target, str | None, str | None]:
-    """The privacy invariant and the local engine's availability: (target, rule, fix)."""
+    """The privacy invariant and the local engine's availability: (target, rule, fix).
+
+    ``judged`` is the level a cloud model is judged by (the floor when detector findings
+    will be redacted for it); a server gets the request unredacted, so ``level`` counts."""
+    limit = config.privacy.cloud_max_privacy
     match target:
-        case CloudModel() if level > limit:
+        case LocalServer(name=name) if not may_send(target, level, config):
             why = (
-                f"privacy {level} is above cloud_max_privacy {limit}: it never leaves this machine"
+                f"privacy {level} is above what {target} may receive "
+                f"({server_limit(config, name)}: it is not on this machine)"
             )
-            if state.local_available:
-                reasons.append(f"{why} -> local")
-                return LocalEngine(), "privacy", None
-            reasons.append(
-                f"{why}, and the local engine is unavailable{_detail(state.local_detail)}"
+            return _keep_on_machine(why, level, state, reasons)
+        case CloudModel() if judged > limit:
+            why = (
+                f"privacy {judged} is above cloud_max_privacy {limit}: it never leaves this machine"
             )
-            return Refuse(), "privacy", _privacy_fix(level)
+            return _keep_on_machine(why, judged, state, reasons)
         case LocalEngine() if not state.local_available:
             reasons.append(
                 f"the local engine is unavailable{_detail(state.local_detail)} and no fallback "
                 "applies"
             )
-            if level <= limit:
-                fix = (
-                    "start or configure the local engine (local.engine.model_path), or set "
-                    "fallback.local_unavailable: 'cloud:<model>' in .ds4router.yaml"
-                )
-            else:
-                fix = _privacy_fix(level)
+            fix = _local_fix(config, state) if judged <= limit else _privacy_fix(judged)
             return Refuse(), rule_name, fix
         case Refuse():
             return target, rule_name, "change or remove the rule that refuses, in .ds4router.yaml"
@@ -257,7 +274,20 @@ def _enforce(
             assert_never(target)
 
 
-def _fallbacks(target: Target, config: Config, cloud_allowed: bool) -> tuple[Sendable, ...]:
+def _keep_on_machine(
+    why: str, level: PrivacyLevel, state: RouterState, reasons: list[str]
+) -> tuple[Target, str | None, str | None]:
+    """A target too public for the request: the local engine instead, else a refusal."""
+    if state.local_available:
+        reasons.append(f"{why} -> local")
+        return LocalEngine(), "privacy", None
+    reasons.append(f"{why}, and the local engine is unavailable{_detail(state.local_detail)}")
+    return Refuse(), "privacy", _privacy_fix(level)
+
+
+def _fallbacks(
+    target: Target, config: Config, level: PrivacyLevel, cloud_allowed: bool
+) -> tuple[Sendable, ...]:
     """What to try if the chosen backend fails before any token: never cloud above the limit."""
     candidate: Target | None
     match target:
@@ -273,7 +303,12 @@ def _fallbacks(target: Target, config: Config, cloud_allowed: bool) -> tuple[Sen
         case None | Refuse():
             return ()
         case LocalEngine() | LocalServer() | CloudModel() if candidate != target:
-            return (candidate,) if cloud_allowed or not leaves_machine(candidate) else ()
+            allowed = (
+                cloud_allowed
+                if isinstance(candidate, CloudModel)
+                else may_send(candidate, level, config)
+            )
+            return (candidate,) if allowed else ()
         case _:
             return ()
 
@@ -286,6 +321,26 @@ def _budget_words(state: RouterState) -> str:
     if state.budget_spent_usd is None or state.budget_cap_usd is None:
         return ""
     return f" (${state.budget_spent_usd:.2f} of ${state.budget_cap_usd:.2f})"
+
+
+def _local_fix(config: Config, state: RouterState) -> str:
+    """What would let a request the local engine cannot serve run: only changes that can
+    work with this config (no cloud fallback to suggest when no cloud model can answer)."""
+    local = (
+        "run `ds4router models pull demo` (a demo-size model) or set local.engine.model_path"
+        if not config.local.engine.model_path
+        else f"make the model at {config.local.engine.model_path} loadable"
+    )
+    cloud = [m.name for m in config.cloud.models]
+    if cloud and state.cloud_available:
+        return (
+            f"{local}, or send it to the cloud when local is down: "
+            f"fallback.local_unavailable: 'cloud:{cloud[0]}' in .ds4router.yaml"
+        )
+    return (
+        f"{local}; or add a cloud model (cloud.models with its api_key_env, and the key "
+        "exported) and a route to it"
+    )
 
 
 def _privacy_fix(level: PrivacyLevel) -> str:

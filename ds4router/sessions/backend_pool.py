@@ -41,8 +41,13 @@ def backend_for(target: Sendable, loaded: LoadedConfig) -> Backend:
 
             return CloudBackend(loaded.config.cloud)
         case LocalServer(name=name):
-            # The first-run work adds the servers' configuration and backend.
-            raise BackendUnavailable(f"no local server named {name!r} is configured")
+            from ds4router.backends.server import ServerBackend
+            from ds4router.servers import server_named
+
+            server = server_named(loaded.config, name)
+            if server is None:
+                raise BackendUnavailable(f"no local server named {name!r} in local.servers")
+            return ServerBackend(server, loaded.config.cloud)
         case LocalEngine():
             return _local_engine_backend(loaded)
         case _:

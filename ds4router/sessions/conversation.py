@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ds4router.events import Failed, Notice, failed
 from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.privacy import redact_for_cloud
 from ds4router.routing.request import strip_tags
 from ds4router.routing.scan.pieces import Piece, PieceKind
 from ds4router.sessions.context_window import (
@@ -23,8 +24,11 @@ from ds4router.sessions.context_window import (
     ContextTooLong,
     fit_messages,
 )
+from ds4router.targets import Sendable, leaves_machine
 
 if TYPE_CHECKING:
+    from ds4router.config.schema import PrivacyConfig
+    from ds4router.routing.router import Decision
     from ds4router.sessions.history import Message
 
 
@@ -101,6 +105,38 @@ def chat_messages(context: Sequence[ContextTurn], prompt: str) -> list[dict[str,
     return messages
 
 
+def decision_redacts(decision: Decision, target: Sendable) -> bool:
+    """Whether this attempt's messages must be redacted: a cloud target of a decision that
+    ``privacy.on_detected: redact`` applies to."""
+    return decision.redact and leaves_machine(target)
+
+
+def redact_messages(messages: Any, config: PrivacyConfig, salt: str) -> tuple[Any, int]:
+    """``messages`` (or tool definitions: any JSON-shaped value) with each finding in every
+    string replaced by a stable placeholder (same secret, same placeholder within the
+    conversation ``salt``); and how many were replaced."""
+    match messages:
+        case str():
+            return redact_for_cloud(messages, config, salt)
+        case dict():
+            out: dict[Any, Any] = {}
+            total = 0
+            for key, value in messages.items():
+                out[key], n = redact_messages(value, config, salt)
+                total += n
+            return out, total
+        case list() | tuple():
+            items = []
+            total = 0
+            for value in messages:
+                redacted, n = redact_messages(value, config, salt)
+                items.append(redacted)
+                total += n
+            return type(messages)(items), total
+        case _:
+            return messages, 0
+
+
 def context_pieces(context: Sequence[ContextTurn]) -> list[Piece]:
     """The earlier exchanges as pieces to scan: a follow-up carries them to the model too."""
     pieces: list[Piece] = []
@@ -143,6 +179,8 @@ __all__ = [
     "ContextTurn",
     "chat_messages",
     "context_pieces",
+    "decision_redacts",
+    "redact_messages",
     "context_turns",
     "fit_conversation",
 ]

@@ -28,21 +28,34 @@ window, :mod:`ds4router.sessions.runner`) can never make it look less private.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ds4router.config.schema import Config
 from ds4router.routing.classify import classify
-from ds4router.routing.privacy import Contribution
+from ds4router.routing.levels import PrivacyLevel
+from ds4router.routing.privacy import Contribution, redaction_applies
 from ds4router.routing.request import Attachment, Request, strip_tags
 from ds4router.routing.router import Classified, Decision, RouterState, decide
 from ds4router.routing.scan.pieces import pieces_from_chat
+from ds4router.servers import may_send
 from ds4router.sessions.conversation import ContextTurn, chat_messages, context_pieces
-from ds4router.targets import LocalEngine, Refuse, Target, leaves_machine
+from ds4router.targets import CloudModel, LocalEngine, Refuse, Target
 from ds4router.token_count import context_count, count
 
 ChatMessage = Mapping[str, Any]
+
+
+class Reasoning(enum.Enum):
+    """How hard the client asked the model to think (OpenAI ``reasoning_effort``, Anthropic
+    ``thinking``); each backend maps it to what it has (:func:`reasoning_options`)."""
+
+    OFF = "off"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,18 @@ class Exchange:
     system: str | None = None
     tools: tuple[ChatMessage, ...] = ()
     model: Target | None = None
+    # What the client asked of the answer (None: the backend's default).
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    tool_choice: Any = None
+    reasoning: Reasoning | None = None
+    # The gateway's caller (a key name, the agent's User-Agent); the ledger row keeps it.
+    client: str | None = None
+    # When the newest message is not the user's (an agent's tool results), the text the
+    # task classifier reads: the last user message of the conversation.
+    task_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,7 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
         pieces += pieces_from_chat(
             list(exchange.messages), tools=list(exchange.tools) or None, system=exchange.system
         )
-    request = Request(exchange.text, exchange.attachments, exchange.model)
+    request = Request(exchange.text or exchange.task_text, exchange.attachments, exchange.model)
     classified = classify(request, config, pieces)
     privacy = classified.privacy
     level = max((t.privacy for t in exchange.context), default=None)
@@ -119,6 +144,8 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
         privacy = replace(
             privacy,
             level=max(level, privacy.level),
+            # An earlier turn's stored level may not come from findings: never redacted away.
+            without_findings=max(level, privacy.floor),
             contributions=(
                 *privacy.contributions,
                 Contribution("earlier messages of this conversation", level),
@@ -135,16 +162,33 @@ def classify_exchange(exchange: Exchange, config: Config) -> Classified:
 
 
 def cloud_allowed(classified: Classified, decision: Decision, config: Config) -> bool:
-    """Whether the request may leave the machine: its level is within the cloud ceiling."""
+    """Whether the request may leave the machine: its level is within the cloud ceiling, or,
+    with ``privacy.on_detected: redact``, the level without the findings it will not see."""
     level = max(classified.privacy.level, decision.privacy)
+    if decision.redact and redaction_applies(classified.privacy, config.privacy):
+        level = classified.privacy.floor
     return level <= config.privacy.cloud_max_privacy
+
+
+def request_level(classified: Classified, decision: Decision) -> PrivacyLevel:
+    return max(classified.privacy.level, decision.privacy)
+
+
+def target_allowed(
+    target: Target, classified: Classified, decision: Decision, config: Config
+) -> bool:
+    """May ``target`` receive this request? A cloud model by :func:`cloud_allowed` (it gets
+    the redacted text); any other target by ``servers.may_send`` on the full level (a
+    server gets the text as it is: on loopback anything, elsewhere within its ceiling)."""
+    if isinstance(target, CloudModel):
+        return cloud_allowed(classified, decision, config)
+    return may_send(target, request_level(classified, decision), config)
 
 
 def enforce_privacy(decision: Decision, classified: Classified, config: Config) -> Decision:
     """The privacy invariant, again: a cloud target above the limit becomes a refusal and
     cloud fallbacks above it are dropped, so no bug in the router can leak."""
-    allowed = cloud_allowed(classified, decision, config)
-    if leaves_machine(decision.target) and not allowed:
+    if not target_allowed(decision.target, classified, decision, config):
         limit = config.privacy.cloud_max_privacy
         level = max(classified.privacy.level, decision.privacy)
         return replace(
@@ -160,7 +204,7 @@ def enforce_privacy(decision: Decision, classified: Classified, config: Config) 
             ),
             fix=decision.fix or "report this: the router chose a cloud target above the limit",
         )
-    safe = tuple(t for t in decision.fallbacks if allowed or not leaves_machine(t))
+    safe = tuple(t for t in decision.fallbacks if target_allowed(t, classified, decision, config))
     return decision if safe == decision.fallbacks else replace(decision, fallbacks=safe)
 
 
@@ -182,6 +226,8 @@ def conversation_messages(exchange: Exchange, prompt: str) -> tuple[ChatMessage,
     if exchange.system is not None:
         head.append({"role": "system", "content": exchange.system})
     head += [dict(m) for m in exchange.messages]
+    if exchange.messages and not prompt:
+        return tuple(head)  # the conversation ends with the agent's tool results
     return (*head, *chat_messages(exchange.context, prompt))
 
 
@@ -191,6 +237,8 @@ __all__ = [
     "Plan",
     "classify_exchange",
     "cloud_allowed",
+    "request_level",
+    "target_allowed",
     "compose_prompt",
     "conversation_messages",
     "enforce_privacy",

@@ -5,8 +5,10 @@
 (:func:`ds4router.sessions.turn_costs.record_turn`), writes exactly one ledger row
 (``ok``, ``error`` with the usage so far, ``cancelled``, or ``refused``), keeps the
 exchange in the conversation and returns the ``Priced`` event. ``begin`` runs before
-the runner sends anything, so a write-ahead ledger (a ``started`` row before the
-first byte leaves) belongs there, and ``finish`` completes that row.
+the runner sends anything and writes the write-ahead record
+(:mod:`ds4router.sessions.journal`: a ``started`` ledger row and, with history on,
+the redacted message with a ``started`` answer), ``progress`` keeps it current as
+tokens stream, and ``finish`` completes it in place.
 
 The conversation is kept in the history database, or in memory only with
 ``history: off``; ``context(conversation_id)`` reads back the earlier exchanges a
@@ -26,7 +28,13 @@ from pathlib import Path
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
 from ds4router.events import Priced, failed
-from ds4router.routing.privacy import findings_in, findings_level, redact_at_rest
+from ds4router.routing.privacy import (
+    findings_in,
+    findings_level,
+    redact_at_rest,
+    redaction_applies,
+)
+from ds4router.sessions import journal
 from ds4router.sessions.conversation import ContextTurn, context_turns
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.plan import Plan
@@ -40,8 +48,9 @@ from pricing.ledger import Ledger
 class Recorder:
     """The ledger and history of one project's requests; safe from any thread."""
 
-    def __init__(self, loaded: LoadedConfig, db_path: Path) -> None:
+    def __init__(self, loaded: LoadedConfig, db_path: Path, *, keep_history: bool = True) -> None:
         self.loaded = loaded
+        self.keep_history = keep_history
         self.config = loaded.config
         self.project = loaded.project_name
         self.db_path = db_path
@@ -56,7 +65,7 @@ class Recorder:
 
     @property
     def history_enabled(self) -> bool:
-        return self.config.history == "on"
+        return self.keep_history and self.config.history == "on"
 
     # --- the conversation -------------------------------------------------------------------
 
@@ -76,7 +85,7 @@ class Recorder:
     def begin(self, plan: Plan) -> Turn:
         """The request's record, before anything is sent."""
         exchange = plan.exchange
-        return Turn(
+        turn = Turn(
             text=exchange.text,
             prompt=plan.prompt,
             attachments=exchange.attachments,
@@ -84,7 +93,29 @@ class Recorder:
             classified=plan.classified,
             decision=plan.decision,
             time=dt.datetime.now(dt.UTC),
+            client=exchange.client,
         )
+        if not plan.refused:
+            # Written before the first byte leaves: a row that cannot be written stops here.
+            catalog, _ = self.catalog()
+            with self._lock:
+                history = self._history_db() if self.history_enabled else None
+                turn.journal = journal.begin(
+                    turn,
+                    self._ledger_db(),
+                    history,
+                    project=self.project,
+                    config=self.config,
+                    catalog=catalog,
+                )
+        return turn
+
+    def progress(self, turn: Turn) -> None:
+        """The answer so far into the write-ahead row (every few stream pieces)."""
+        assert turn.journal is not None
+        with self._lock:
+            history = self._history if self.history_enabled else None
+            journal.progress(turn.journal, turn, self._ledger_db(), history, self.config)
 
     def finish(self, turn: Turn, abandoned: bool = False) -> Priced:
         """Price the turn, write its ledger row and history; the ``Priced`` event.
@@ -120,7 +151,14 @@ class Recorder:
 
     def _remember(self, turn: Turn, attempt: Attempt | None, priced: Priced) -> None:
         """Keep the exchange in the conversation (history, or memory when history is off)."""
+        privacy = self.config.privacy
         level = turn.classified.privacy.level
+        redacting = redaction_applies(turn.classified.privacy, privacy)
+        if redacting:
+            # privacy.on_detected: redact, and only findings made the turn private: what is
+            # kept (redacted in history; scanned again and redacted for the cloud from
+            # memory) is at the floor, so the turns after it are not held back by it.
+            level = turn.classified.privacy.floor
         answer = "".join(attempt.text) if attempt is not None else None
         if not self.history_enabled:
             if self._memory_id != turn.conversation_id:
@@ -133,8 +171,8 @@ class Recorder:
         # Nothing detected is written to disk: history keeps the redacted text of the
         # prompt and of the answer (scanned too), and the answer's findings raise the
         # level stored with it, so the conversation after it stays as private.
-        privacy = self.config.privacy
-        reply_level = max(level, findings_level(findings_in(answer, privacy), privacy) or level)
+        found = () if redacting else findings_in(answer, privacy)
+        reply_level = max(level, findings_level(found, privacy) or level)
         reasoning = "".join(attempt.reasoning) if attempt is not None else None
         user = Message(
             role="user",
@@ -163,9 +201,12 @@ class Recorder:
         )
         # A title is shown in lists and sidebars: made from the redacted text.
         title = title_from(user.text or "")
-        self._history_db().add_turn(
-            turn.conversation_id, user, reply, project=self.project, title=title
-        )
+        if turn.journal is not None and turn.journal.answer_id is not None:
+            self._history_db().finish(turn.journal.answer_id, reply)
+        else:
+            self._history_db().add_turn(
+                turn.conversation_id, user, reply, project=self.project, title=title
+            )
         if answer:
             self.current = (*self.current, ContextTurn(turn.prompt, answer, reply_level))
 

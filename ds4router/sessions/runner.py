@@ -43,24 +43,26 @@ from ds4router.events import (
     SessionEvent,
     TextDelta,
     TokenUsage,
+    ToolCallDelta,
+    ToolCallStart,
     failed,
 )
 from ds4router.routing.router import local_model_id
+from ds4router.servers import server_watts
 from ds4router.sessions.backend_pool import BackendPool, BackendUnavailable
 from ds4router.sessions.context_window import (
     ContextLimits,
     cloud_limits,
     local_limits,
 )
-from ds4router.sessions.conversation import fit_conversation
-from ds4router.sessions.plan import Plan, cloud_allowed
+from ds4router.sessions.conversation import decision_redacts, fit_conversation, redact_messages
+from ds4router.sessions.plan import Plan, Reasoning, target_allowed
 from ds4router.sessions.turn import Attempt, Turn
 from ds4router.targets import (
     CloudModel,
     LocalEngine,
     LocalServer,
     Sendable,
-    leaves_machine,
     model_of,
 )
 from ds4router.token_count import count
@@ -121,8 +123,11 @@ class Runner:
 
     async def run(self, plan: Plan, turn: Turn) -> AsyncGenerator[SessionEvent, None]:
         """The plan's targets in order, as described in the module docstring."""
-        allowed = cloud_allowed(plan.classified, plan.decision, self.config)
-        targets = [t for t in plan.decision.chain if allowed or not leaves_machine(t)]
+        targets = [
+            t
+            for t in plan.decision.chain
+            if target_allowed(t, plan.classified, plan.decision, self.config)
+        ]
         # Each target's window, read off the loop (the model map is parsed on first use).
         limits = await asyncio.to_thread(self._limits_of, targets)
         pending: tuple[Failed, Sendable] | None = None  # a failure before any token, not shown
@@ -168,11 +173,18 @@ class Runner:
             notice = self._once(notice, turn.conversation_id, model)
             if notice is not None:
                 yield notice
+            tools: Any = [dict(t) for t in plan.tools]
+            if decision_redacts(plan.decision, target):
+                # A cloud model under privacy.on_detected: redact sees placeholders only.
+                salt = turn.conversation_id
+                sent, found = redact_messages(sent, self.config.privacy, salt)
+                tools, in_tools = redact_messages(tools, self.config.privacy, salt)
+                attempt.redactions = found + in_tools
             counted = await asyncio.to_thread(
                 count, target, sent, local_model_path=self.config.local.engine.model_path
             )
             attempt.prompt_tokens = counted.tokens
-            request = _backend_request(plan, sent, model, turn.conversation_id)
+            request = _backend_request(plan, sent, target, model, turn.conversation_id, tools)
             events = self._stream(backend, request, attempt)
             try:
                 async for event in events:
@@ -195,11 +207,18 @@ class Runner:
     ) -> AsyncGenerator[SessionEvent, None]:
         """One backend's events, tracked on ``attempt`` (energy metered for local)."""
         with ExitStack() as stack:
-            if isinstance(attempt.target, LocalEngine):
+            if isinstance(attempt.target, LocalEngine | LocalServer):
                 from pricing.energy import EnergyMeter
 
+                # A server is priced like the engine: its own `power` (configured watts)
+                # when it says, else this machine's; the same hardware amortisation.
                 power = self.config.local.power
-                meter = EnergyMeter(power.watts, power.source, meters=self._meters)
+                watts = server_watts(self.config, attempt.target)
+                meter = (
+                    EnergyMeter(power.watts, power.source, meters=self._meters)
+                    if watts is None
+                    else EnergyMeter(watts, "configured", meters=self._meters)
+                )
                 # Registered first, so it runs after the meter has stopped.
                 stack.callback(lambda: setattr(attempt, "energy", meter.reading))
                 stack.enter_context(meter)
@@ -287,6 +306,8 @@ def _track(attempt: Attempt, event: SessionEvent) -> None:
     match event:
         case TextDelta() | ReasoningDelta():
             attempt.token(event)
+        case ToolCallStart() | ToolCallDelta():
+            attempt.tool(event)
         case TokenUsage():
             attempt.usage = event
         case Done() | Failed():
@@ -306,18 +327,56 @@ def _pile(
 
 
 def _backend_request(
-    plan: Plan, sent: list[dict[str, Any]], model: str, conversation_id: str
+    plan: Plan,
+    sent: list[dict[str, Any]],
+    target: Sendable,
+    model: str,
+    conversation_id: str,
+    tools: list[dict[str, Any]],
 ) -> BackendRequest:
+    exchange = plan.exchange
+    extra: dict[str, Any] = {}
+    if tools and exchange.tool_choice is not None:
+        extra["tool_choice"] = exchange.tool_choice
+    if exchange.reasoning is not None:
+        extra.update(reasoning_options(exchange.reasoning, target))
     return BackendRequest(
         messages=sent,
         model=model,
+        max_tokens=exchange.max_tokens,
+        temperature=exchange.temperature,
+        top_p=exchange.top_p,
+        stop=exchange.stop,
+        extra=extra,
         request_id=uuid.uuid4().hex,
         # A conversation holding a finding keeps the local engine's KV state in RAM only.
         keep_off_disk=bool(plan.classified.privacy.findings),
-        tools=tuple(dict(t) for t in plan.tools),
+        tools=tuple(tools),
         # The local engine keeps this conversation's decode state for its next turn.
         session_id=conversation_id or None,
     )
+
+
+def reasoning_options(reasoning: Reasoning, target: Sendable) -> dict[str, Any]:
+    """The request options that ask ``target`` for ``reasoning``.
+
+    The DeepSeek V4 engine has two modes (chat, thinking) and one effort preamble
+    (``max``): off -> chat; low and medium -> thinking; high -> thinking at ``max``. Cloud
+    models and local servers take OpenAI's ``reasoning_effort`` (LiteLLM maps it to each
+    provider's own knob, Anthropic's thinking budget included, and drops it for models
+    without one)."""
+    match target:
+        case LocalEngine():
+            if reasoning is Reasoning.OFF:
+                return {"thinking": False}
+            if reasoning is Reasoning.HIGH:
+                return {"thinking": True, "reasoning_effort": "max"}
+            return {"thinking": True}
+        case CloudModel() | LocalServer():
+            # Off sends nothing: not every provider knows an effort of "none".
+            return {} if reasoning is Reasoning.OFF else {"reasoning_effort": reasoning.value}
+        case _:
+            assert_never(target)
 
 
 __all__ = ["Runner"]

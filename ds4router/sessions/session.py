@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from typing import Any
 from ds4router import paths
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
-from ds4router.events import Refused, Routed, SessionEvent
+from ds4router.events import ReasoningDelta, Refused, Routed, SessionEvent, TextDelta
 from ds4router.routing.classify import load_attachments
 from ds4router.routing.router import Classified, Decision, RouterState
 from ds4router.sessions import plan as planning
@@ -81,14 +81,19 @@ class Session:
         backend_factory: BackendFactory | None = None,
         db_path: Path | None = None,
         meters: Sequence[Any] | None = None,
+        backends: BackendPool | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.project = loaded.project_name
         self.db_path = Path(db_path) if db_path is not None else paths.database_path()
         self.conversation_id: str | None = None
-        self.backends = BackendPool(loaded, backend_factory)
-        self.recorder = Recorder(loaded, self.db_path)
+        # A gateway shares one pool and one recorder between its requests' sessions: the
+        # backends are per target (the local engine once per process), the database opened
+        # once; its recorder keeps agents' turns out of the history.
+        self.backends = backends if backends is not None else BackendPool(loaded, backend_factory)
+        self.recorder = recorder if recorder is not None else Recorder(loaded, self.db_path)
         self.runner = Runner(
             loaded, self.backends, lambda: self.recorder.catalog()[0], meters=meters
         )
@@ -118,7 +123,7 @@ class Session:
         files: Sequence[str | Path] = (),
         conversation_id: str | None = None,
         model: Target | None = None,
-    ) -> AsyncIterator[SessionEvent]:
+    ) -> AsyncGenerator[SessionEvent, None]:
         """Answer ``text`` (with ``files`` attached) in a conversation (None: a new one);
         ``model``: the target the user chose (None: the rules decide)."""
         if not text.strip() and not files:
@@ -136,7 +141,7 @@ class Session:
         finally:
             await events.aclose()  # a consumer that stops early: the request is still recorded
 
-    async def answer(self, exchange: Exchange) -> AsyncIterator[SessionEvent]:
+    async def answer(self, exchange: Exchange) -> AsyncGenerator[SessionEvent, None]:
         """Answer a whole conversation given at once (``exchange.messages``, ``system``,
         ``tools``); it is recorded under ``exchange.conversation_id`` (empty: a new id)."""
         self.runner.arm()
@@ -180,7 +185,8 @@ class Session:
 
     async def _answer(self, exchange: Exchange) -> AsyncGenerator[SessionEvent, None]:
         planned = await asyncio.to_thread(self.plan, exchange, True)
-        turn = self.recorder.begin(planned)
+        # Off the loop: with a write-ahead row written before anything is sent.
+        turn = await asyncio.to_thread(self.recorder.begin, planned)
         first: SessionEvent = (
             Refused(planned.decision)
             if planned.refused
@@ -191,6 +197,8 @@ class Session:
             yield first
             if not planned.refused:
                 async for event in attempts:
+                    if isinstance(event, TextDelta | ReasoningDelta) and turn.journal:
+                        self.recorder.progress(turn)
                     yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The consumer went away: the request still gets its row, as cancelled.

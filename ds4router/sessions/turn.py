@@ -11,12 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ds4router.events import Done, Failed, ReasoningDelta, TextDelta, TokenUsage
+from ds4router.events import (
+    Done,
+    Failed,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+    ToolCallStart,
+)
 from ds4router.routing.request import Attachment
 from ds4router.routing.router import Classified, Decision
 from ds4router.targets import Sendable
+
+if TYPE_CHECKING:
+    from ds4router.sessions.journal import Begun
 
 
 @dataclass
@@ -31,9 +42,12 @@ class Attempt:
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     usage: TokenUsage | None = None
+    # (id, name, arguments so far) of each tool call the model made, in order.
+    tool_calls: list[list[str]] = field(default_factory=list)
     outcome: Done | Failed | None = None
     energy: Any = None  # pricing.energy.EnergyReading of a local attempt
     prompt_tokens: int | None = None  # estimate of what was sent, after fitting the window
+    redactions: int = 0  # findings replaced by placeholders in what a cloud model was sent
 
     @property
     def has_tokens(self) -> bool:
@@ -43,6 +57,18 @@ class Attempt:
         if self.first_token is None:
             self.first_token = time.monotonic()
         (self.text if isinstance(event, TextDelta) else self.reasoning).append(event.text)
+
+    def tool(self, event: ToolCallStart | ToolCallDelta) -> None:
+        """A tool call counts as the answer starting: nothing is retried after it."""
+        if self.first_token is None:
+            self.first_token = time.monotonic()
+        match event:
+            case ToolCallStart(id=call_id, name=name):
+                self.tool_calls.append([call_id, name, ""])
+            case ToolCallDelta(index=index, arguments=piece) if index < len(self.tool_calls):
+                self.tool_calls[index][2] += piece
+            case _:
+                pass
 
     def end(self, outcome: Done | Failed) -> None:
         self.outcome = outcome
@@ -63,6 +89,9 @@ class Turn:
     attempts: list[Attempt] = field(default_factory=list)
     fell_back: bool = False
     recorded: bool = False
+    client: str | None = None  # who sent it through the gateway (a key name, an agent)
+    # Its write-ahead ledger row and answer, once written (ds4router.sessions.journal).
+    journal: Begun | None = None
 
     @property
     def last(self) -> Attempt | None:

@@ -15,16 +15,17 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ds4router import paths
 from ds4router.backends.endpoints import provider_of
 from ds4router.config.loader import LoadedConfig
-from ds4router.config.schema import Config, LocalConfig
+from ds4router.config.schema import Config
 from ds4router.events import Priced
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from ds4router.targets import CloudModel, route_of
+from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
@@ -107,7 +108,7 @@ def record_turn(
     cf_usd = None if costed.counterfactual is None else costed.counterfactual.total_usd
     cost = costed.cost
     return Priced(
-        ledger_id=ledger.record(costed.row),
+        ledger_id=_write(ledger, turn, replace(costed.row, client=turn.client)),
         route=route,
         model=model,
         rule=rule,
@@ -126,6 +127,14 @@ def record_turn(
         conversation_id=turn.conversation_id,
         usage_estimated=costed.usage.estimated,
     )
+
+
+def _write(ledger: Ledger, turn: Turn, row: LedgerRow) -> int:
+    """The turn's final row: in place of its write-ahead row when it has one."""
+    if turn.journal is None:
+        return ledger.record(row)
+    write_ahead.finish(ledger, turn.journal.ledger_id, row)
+    return turn.journal.ledger_id
 
 
 def _price_attempt(
@@ -176,11 +185,13 @@ def _price_attempt(
             cost=priced,
             provider=provider_of(attempt.model),
             counterfactual=counterfactual,
+            redacted=attempt.redactions > 0,
+            redacted_findings=attempt.redactions,
             **extra,
         )
         detail = _cloud_detail(priced, catalog_error)
         return _Costed(row, priced.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
-    local = _local_cost(attempt, config.local)
+    local = _local_cost(attempt, config)
     if attempt.energy is not None:
         extra["duration_s"] = duration = attempt.energy.seconds
     row = LedgerRow.for_local(
@@ -196,9 +207,14 @@ def _price_attempt(
     return _Costed(row, local.total_usd, detail, usage, counterfactual, ttft, tok_s, duration)
 
 
-def _local_cost(attempt: Attempt, local: LocalConfig) -> LocalCost:
+def _local_cost(attempt: Attempt, config: Config) -> LocalCost:
+    """The engine's cost, or a server's: its own ``power`` when given, else this machine's."""
+    from ds4router.servers import server_watts
+
+    local = config.local
+    watts = server_watts(config, attempt.target)
     model = LocalCostModel(
-        watts=local.power.watts,
+        watts=local.power.watts if watts is None else watts,
         electricity_usd_per_kwh=local.electricity_usd_per_kwh,
         hardware_price_usd=local.hardware.price_usd,
         lifetime_years=local.hardware.lifetime_years,

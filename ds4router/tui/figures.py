@@ -34,6 +34,7 @@ class MonthFigures:
     refused: int = 0  # counted apart from the answered ones
     failed: int = 0  # error, cancelled or interrupted
     cloud_estimated: int = 0  # the cloud ones among them: their cost is an estimate too
+    local_requests: int = 0  # requests the local engine or a local server ran (not refused)
 
     @property
     def spent_estimated(self) -> bool:
@@ -71,4 +72,5 @@ def month_figures(loaded: LoadedConfig, now: dt.datetime, db_path: Path) -> Mont
         refused=report.total.refused,
         failed=report.total.failed,
         cloud_estimated=report.route("cloud").estimated_cloud_requests,
+        local_requests=report.route("local").requests,
     )

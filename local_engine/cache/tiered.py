@@ -95,8 +95,11 @@ class TierPolicy:
             base = None if self.base_dir is None else str(self.base_dir)
             self._owned[0] = Path(tempfile.mkdtemp(prefix=f"tier-{os.getpid()}-", dir=base))
         # mkdtemp's directory is 0700; the spill file, rows of a prompt's state, 0600.
-        fd = os.open(self._owned[0] / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        fh = os.fdopen(fd, "w+b")
+        # open() with an opener, not os.fdopen: the file object keeps its path as .name,
+        # which the disk tier's np.memmap opens.
+        fh = open(  # kept open for the buffer's life; the finalizer closes it
+            self._owned[0] / name, "w+b", opener=lambda path, flags: os.open(path, flags, 0o600)
+        )
         self._owned[1].append(fh)
         return fh
 

@@ -48,6 +48,21 @@ class Reply:
     malformed_after: int | None = None
     disconnect_after: int | None = None
     chunk_delay_s: float = 0.0
+    # (id, name, arguments JSON text) per call; the arguments stream in ``tool_pieces`` parts.
+    tool_calls: tuple[tuple[str, str, str], ...] = ()
+    tool_pieces: int = 3
+
+
+def tool_call(call_id: str, name: str, arguments: str, **kwargs: Any) -> Reply:
+    """A reply that calls ``name`` with ``arguments`` (JSON text), streamed in pieces."""
+    return Reply(
+        text=(), tool_calls=((call_id, name, arguments),), finish_reason="tool_calls", **kwargs
+    )
+
+
+def _pieces(text: str, n: int) -> list[str]:
+    size = max(1, -(-len(text) // max(1, n)))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def ok(*text: str, usage: dict[str, Any] | None = None, **kwargs: Any) -> Reply:
@@ -116,6 +131,7 @@ class OpenAIServer:
 
     def __init__(self, default: Reply | None = None) -> None:
         self.default = default or ok()
+        self.models: list[str] = []  # what GET /v1/models lists
         self._script: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -220,6 +236,17 @@ def _stream_events(reply: Reply, model: str, include_usage: bool) -> Iterator[tu
         yield True, event(_chunk(model, {"reasoning_content": piece}, created=created))
     for piece in reply.text:
         yield True, event(_chunk(model, {"content": piece}, created=created))
+    for index, (call_id, name, arguments) in enumerate(reply.tool_calls):
+        head = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        yield True, event(_chunk(model, {"tool_calls": [head]}, created=created))
+        for piece in _pieces(arguments, reply.tool_pieces):
+            part = {"index": index, "function": {"arguments": piece}}
+            yield True, event(_chunk(model, {"tool_calls": [part]}, created=created))
     yield False, event(_chunk(model, {}, reply.finish_reason, created=created))
     if include_usage and reply.usage is not None:
         usage_chunk = _chunk(model, {}, created=created)
@@ -232,6 +259,8 @@ def _stream_events(reply: Reply, model: str, include_usage: bool) -> Iterator[tu
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Small SSE chunks go out at once (no Nagle wait for the client's delayed ACK).
+        disable_nagle_algorithm = True
         # A stuck client must not pin a thread forever.
         timeout = 60
 
@@ -267,7 +296,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             server._record(RecordedRequest("GET", self.path, self._headers(), None, time.time()))
             if self.path.rstrip("/").endswith("/models"):
-                self._send_json(200, {"object": "list", "data": []})
+                listed = [{"id": name, "object": "model"} for name in server.models]
+                self._send_json(200, {"object": "list", "data": listed})
             else:
                 self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
 
@@ -297,6 +327,11 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.text)}
             if reply.reasoning:
                 message["reasoning_content"] = "".join(reply.reasoning)
+            if reply.tool_calls:
+                message["tool_calls"] = [
+                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                    for i, n, a in reply.tool_calls
+                ]
             obj: dict[str, Any] = {
                 "id": "chatcmpl-test",
                 "object": "chat.completion",

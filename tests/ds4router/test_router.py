@@ -273,3 +273,51 @@ def test_property_secrets_and_pii_above_the_limit_never_get_a_cloud_target(
     assert all(sensitive not in reason for reason in decision.reasons)
     if decision.target == Refuse() and not local_ok:
         assert decision.fix
+
+
+@settings(
+    max_examples=_SEARCH or 200,
+    deadline=None,
+    derandomize=not _SEARCH,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    rules=st.lists(rule, max_size=4),
+    default=targets,
+    cloud_fallback=st.one_of(st.none(), targets),
+    cloud_max=st.sampled_from([PrivacyLevel.PUBLIC, PrivacyLevel.INTERNAL]),
+    project_default=st.sampled_from(LEVELS),
+    local_ok=st.booleans(),
+    sensitive=st.sampled_from(SECRETS + PII),
+    before=st.text(max_size=30),
+    tag=st.sampled_from(["", "#public ", "#confidential ", "#secret "]),
+    secret_path=st.booleans(),
+)
+def test_property_redaction_never_lowers_below_paths_tags_or_the_default(
+    rules, default, cloud_fallback, cloud_max, project_default, local_ok, sensitive, before,
+    tag, secret_path,
+) -> None:  # fmt: skip
+    names = set()
+    rules = [r for r in rules if not (r["name"] in names or names.add(r["name"]))]
+    config = with_defaults(
+        routes=rules,
+        default=default,
+        fallback={"cloud_unavailable": cloud_fallback, "local_unavailable": "cloud:x/y"},
+        privacy={
+            "default": project_default.value,
+            "cloud_max_privacy": cloud_max.value,
+            "on_detected": "redact",
+            "paths": [{"glob": "vault/**", "level": "secret"}],
+        },
+    )
+    files = (Attachment("vault/a.txt" if secret_path else "docs/a.txt", "notes"),)
+    request = classify(Request(f"{tag}{before} {sensitive}", files), config)
+    decision = decide(request, config, RouterState(local_available=local_ok))
+    floor = PrivacyLevel.SECRET if secret_path else project_default
+    if tag.strip("# "):
+        floor = max(floor, PrivacyLevel(tag.strip("# ")))
+    chain = (decision.target, *decision.fallbacks)
+    if any(isinstance(t, CloudModel) for t in chain):
+        assert decision.redact and decision.redactions >= 1
+        assert floor <= cloud_max and request.privacy.floor <= cloud_max
+    assert all(sensitive not in reason for reason in decision.reasons)

@@ -291,7 +291,8 @@ def _national_ids(text: str, lower: str, run: re.Match[str]) -> Iterator[Hit]:
         candidate = text[start:end].strip(" .-/()")
         if len(candidate) < 6 or not _bounded(text, start, end, _WORDISH):
             continue
-        module = next((m for m in modules if _valid(m, candidate)), None)
+        compact = candidate.replace(" ", "")
+        module = next((m for m in modules if _valid(m, candidate) or _valid(m, compact)), None)
         if module is not None:
             yield "national_id", start, end, f"identity number ({module})"
             return
@@ -346,7 +347,7 @@ def _phones(text: str, lower: str, run: re.Match[str]) -> Iterator[Hit]:
         context = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
         if not international and not context and not _us_shape(raw):
             continue
-        if _phone_valid(raw, international):
+        if _phone_valid(raw, international, lenient=context):
             yield "phone", start, end, "phone number (libphonenumber)"
 
 
@@ -358,7 +359,9 @@ def _us_shape(raw: str) -> bool:
     return _US_SHAPE.fullmatch(raw) is not None
 
 
-def _phone_valid(raw: str, international: bool) -> bool:
+def _phone_valid(raw: str, international: bool, lenient: bool = False) -> bool:
+    """Valid for libphonenumber; after a word like "phone" a possible number is enough
+    (numbers reserved for fiction, or newer than the library's data, are still phones)."""
     import phonenumbers  # imported at the first candidate: most text has none
 
     number = "+" + raw[2:] if raw.startswith("00") else raw
@@ -368,5 +371,7 @@ def _phone_valid(raw: str, international: bool) -> bool:
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(parsed):
+            return True
+        if lenient and phonenumbers.is_possible_number(parsed):
             return True
     return False

@@ -111,16 +111,18 @@ _DIGITS = frozenset("0123456789")
 
 
 def runs(text: str, table: bytes, min_len: int) -> Iterator[tuple[int, int]]:
-    """Spans of runs of the characters ``table`` maps to 'a', at least ``min_len`` long."""
+    """Spans of runs of the characters ``table`` maps to 'a' (all others map to ' '), at
+    least ``min_len`` long. ``bytes.find`` for the start and the end of each run: faster
+    than a regex, which would retry at every position inside a run."""
     mapped = text.encode("ascii", "replace").translate(table)  # one byte a code point
-    for match in _run_pattern(min_len).finditer(mapped):
-        yield match.span()
-
-
-@lru_cache(maxsize=8)
-def _run_pattern(min_len: int) -> re.Pattern[bytes]:
-    # A literal run first, so the regex engine searches with its fast literal scan.
-    return re.compile(b"a" * min_len + b"a*")
+    needle = b"a" * min_len
+    pos = mapped.find(needle)
+    while pos != -1:
+        end = mapped.find(b" ", pos + min_len)
+        if end == -1:
+            end = len(mapped)
+        yield pos, end
+        pos = mapped.find(needle, end)
 
 
 class RuleSet:

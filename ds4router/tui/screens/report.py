@@ -132,7 +132,8 @@ def totals_tooltip(report: MonthReport) -> str:
     """The requests by outcome (refusals and failures apart from ok), the saving's basis
     and what the estimate mark means."""
     total = report.total
-    lines = [f"{total.requests:,} requests: {total.outcomes()}"]
+    plural = "request" if total.requests == 1 else "requests"
+    lines = [f"{total.requests:,} {plural}: {total.outcomes()}"]
     if total.saving_known:
         lines.append(
             f"saved over the {total.compared_requests:,} requests priced both ways "

@@ -86,7 +86,8 @@ class Sidebar(Vertical):
         ref = short_model(figures.reference_models[0]) if figures.reference_models else ""
         saved = f"saved {marked(money(figures.savings_usd), figures.savings_estimated)}"
         saved += f" vs {ref}" if ref else ""
-        lines = [saved, f"local {money(figures.local_usd)} · {figures.requests} req"]
+        # Only what ran locally: a refused request sent nothing anywhere (counted below).
+        lines = [saved, f"local {money(figures.local_usd)} · {figures.local_requests} req"]
         apart = [
             f"{n} {label}"
             for n, label in ((figures.refused, "refused"), (figures.failed, "failed"))

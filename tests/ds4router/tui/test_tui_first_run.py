@@ -102,3 +102,19 @@ async def test_the_palette_lists_each_command_once(tmp_path: Path, make_app) -> 
         titles = Counter(c.title for c in app.get_system_commands(app.screen))
         assert titles["Quit"] == 1
         assert [t for t, n in titles.items() if n > 1] == []
+
+
+async def test_a_refused_request_is_not_counted_as_local(tmp_path: Path, make_app) -> None:
+    from tui_support import NOW, record
+
+    from pricing.ledger import LedgerRow
+
+    record([LedgerRow(time=NOW, project="acme", route="refused", rule="privacy", task="chat",
+                      cost_usd=0.0)])  # fmt: skip
+    project = tmp_path / "acme"
+    project.mkdir()
+    app: Ds4RouterApp = make_app(project, check_cloud_health=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, until=lambda: "refused" in str(app.query_one("#savings").render()))
+        lines = str(app.query_one("#savings").render()).splitlines()
+        assert lines[1] == "local $0.00 · 0 req" and "1 refused" in lines

@@ -78,9 +78,11 @@ async def test_estimated_figures_are_marked_and_counted_like_the_text_report(
         assert "cloud ~$0.2250" in totals and "local $0.002100" in totals
         assert "saved ~$0.3129" in totals
         assert "4 requests" in totals and "2 estimated (~)" in totals
-        tip = screen.query_one("#report-totals").tooltip
-        assert tip == (
-            "2 of 4 requests (50%) reported no token usage; their counts were estimated, "
+        tip = str(screen.query_one("#report-totals").tooltip)
+        # The requests by outcome first, the saving's basis, then what the mark means.
+        assert tip.startswith("4 requests: 4 ok\nsaved over the 4 requests priced both ways")
+        assert tip.endswith(
+            "\n2 of 4 requests (50%) reported no token usage; their counts were estimated, "
             "and figures marked ~ include them"
         )
         # The text report says the same of this month.
@@ -109,7 +111,8 @@ async def test_estimated_figures_are_marked_and_counted_like_the_text_report(
         )
         totals = text_of(app, "#report-totals")
         assert "~" not in totals and "estimated" not in totals
-        assert screen.query_one("#report-totals").tooltip is None
+        april_tip = str(screen.query_one("#report-totals").tooltip)
+        assert april_tip.startswith("1 request: 1 ok") and "estimated" not in april_tip
         labels, by_model = table(app, "model")
         assert labels == ["model", "requests", "in tok", "out tok", "cost", "saved"]
         assert by_model["openai/gpt-4.1"] == ["1", "1,000", "100", "$0.9000", "$0.00"]

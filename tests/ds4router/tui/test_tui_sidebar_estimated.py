@@ -70,7 +70,7 @@ async def test_cloud_spend_priced_from_estimates_is_marked(
     # saved: (0.225 + 0.0325 + 0.1075) - (0.0384 + 0.0116 + 0.0021)
     assert savings.splitlines() == [
         "saved ~$0.3129 vs claude-opus-4-7",
-        "local $0.002100 · 3 req",
+        "local $0.002100 · 1 req",  # what ran locally; the cloud ones are not local
         "1 estimated (~)",
     ]
     words = (
@@ -94,7 +94,7 @@ async def test_a_local_estimate_marks_the_savings_but_not_the_spend(
     assert spend == "cloud $0.0384 of $40.00" and spend_tip is None
     assert savings.splitlines() == [
         "saved ~$0.3974 vs claude-opus-4-7",
-        "local $0.004200 · 3 req",
+        "local $0.004200 · 2 req",
         "2 estimated (~)",
     ]
     assert isinstance(savings_tip, str) and savings_tip.startswith("2 of 3 requests (67%)")
