@@ -21,9 +21,6 @@ FUNCTION_LINES = 80
 # Over a limit today, each with the reason it waits. Keys: a module's path, or
 # "path::Qualified.name" for a function.
 EXCEPTIONS: dict[str, str] = {
-    # The chat app: issue 13 part A splits it (its key actions and workers) after the
-    # pipeline it drives has landed.
-    "ds4router/tui/app.py": "issue 13 part A: the TUI app's split",
     # Every open issue appends its migration step to the ledger's steps list; moving the
     # steps to their own module now would conflict with each of them.
     "pricing/ledger.py": "migration steps move out once the open migrations land",
