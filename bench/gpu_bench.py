@@ -83,7 +83,7 @@ def copy_bandwidth(nbytes: int = 4 << 30, reps: int = 10) -> dict[str, Any]:
             torch.cuda.empty_cache()
     except ImportError:
         pass
-    x = mx.random.normal((nbytes // 2,)).astype(mx.bfloat16)
+    x = mx.random.normal((nbytes // 2 // 4096, 4096)).astype(mx.bfloat16)  # int32 sizes
     mx.eval(x)
     times = []
     for _ in range(reps + 1):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pricing.catalog import PriceCatalog
@@ -219,10 +219,13 @@ def estimate(
     *,
     ledger: LedgerUsage | None = None,
     requests: Sequence[tuple[dt.datetime, TokenUsage]] = (),
+    more_profiles: Sequence[LocalProfile] = (),
 ) -> Estimate:
     """Price ``usage`` on each model and on ``profile``; rows sorted by monthly cost.
     ``ledger``: where ``usage`` came from, when it is a month of the ledger;
-    ``requests``: the requests ``usage`` sums (start time, tokens), priced one by one."""
+    ``requests``: the requests ``usage`` sums (start time, tokens), priced one by one;
+    ``more_profiles``: other local profiles to price (rows only; crossovers are
+    ``profile``'s)."""
     if usage.output_tokens <= 0:
         raise PricingError("the usage has no output tokens; nothing to compare")
     local = local_estimate(usage, profile) if profile is not None else None
@@ -267,31 +270,39 @@ def estimate(
             )
         )
     if profile is not None and local is not None:
-        note = (
-            ""
-            if local.fits
-            else (
-                f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
-                f"at {profile.cost_model.hours_per_day:g} h/day"
-            )
-        )
-        rows.append(
-            EstimateRow(
-                model=f"local:{profile.name}",
-                kind="local",
-                monthly_usd=local.monthly_usd,
-                usd_per_mtok=local.monthly_usd / usage.output_tokens * _PER_M,
-                crossover_tokens_per_month=None,
-                crossover="-",
-                note=note,
-            )
-        )
+        rows.append(_local_row(profile, local, usage))
+    crossovers_of = f"crossovers: {profile.name}" if profile is not None else ""
+    for other in more_profiles:  # priced too; the crossovers stay ``profile``'s
+        if profile is not None and other.name == profile.name:
+            continue
+        row = _local_row(other, local_estimate(usage, other), usage)
+        rows.append(replace(row, note=row.note or crossovers_of))
 
     rows.sort(key=lambda r: (r.monthly_usd is None, r.monthly_usd or 0.0, r.model))
     assumptions = _assumptions(catalog, usage, profile, local)
     if ledger is not None:
         assumptions["ledger"] = ledger.as_dict()
     return Estimate(tuple(rows), usage, profile, local, assumptions, tuple(unknown))
+
+
+def _local_row(profile: LocalProfile, local: LocalEstimate, usage: TokenUsage) -> EstimateRow:
+    note = (
+        ""
+        if local.fits
+        else (
+            f"exceeds capacity: {local.capacity_output_tokens:,.0f} output tok/month "
+            f"at {profile.cost_model.hours_per_day:g} h/day"
+        )
+    )
+    return EstimateRow(
+        model=f"local:{profile.name}",
+        kind="local",
+        monthly_usd=local.monthly_usd,
+        usd_per_mtok=local.monthly_usd / usage.output_tokens * _PER_M,
+        crossover_tokens_per_month=None,
+        crossover="-",
+        note=note,
+    )
 
 
 def _monthly_cloud(

@@ -84,19 +84,25 @@ def decode_text(data: bytes, label: str) -> tuple[str, str]:
 def _detect(data: bytes, label: str) -> tuple[str, str]:
     from charset_normalizer import from_bytes  # imported when UTF-8 failed, rarely
 
-    results = from_bytes(data)
-    best = results.best()
-    if best is None:
+    results = list(from_bytes(data))
+    if not results:
         raise _undecodable(label, "no known encoding reads it")
-    text = str(best)
-    if best.encoding.startswith(("utf_16", "utf_32")) and not _mostly_ascii(text):
-        # Without a mark, "UTF-16" is the detector's reading of any bytes with NULs in
-        # them; a real UTF-16 file written by a tool without a BOM is mostly ASCII.
+    # Without a mark, "UTF-16/32" is the detector's reading of any even-length bytes; a
+    # real one from a tool that writes no BOM is mostly ASCII, so it holds NUL bytes.
+    readable = [m for m in results if not _unmarked_wide(m.encoding, str(m), data)]
+    if not readable:
         raise _undecodable(label, "it holds binary data")
+    best = readable[0]
     western = from_bytes(data, cp_isolation=[_PREFERRED]).best()
     if western is not None and western.chaos <= best.chaos + _WESTERN_MARGIN:
         return str(western), western.encoding
-    return text, best.encoding
+    return str(best), best.encoding
+
+
+def _unmarked_wide(encoding: str, text: str, data: bytes) -> bool:
+    return encoding.startswith(("utf_16", "utf_32")) and (
+        b"\x00" not in data or not _mostly_ascii(text)
+    )
 
 
 def _mostly_ascii(text: str) -> bool:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 @click.command("ask")
@@ -123,10 +124,20 @@ async def _ask(
         elif main is not None:
             main.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        pass
+    terminated = False
+
+    def terminate() -> None:
+        # SIGTERM (a service manager, `kill`): end like a Ctrl-C, so the request is
+        # recorded as cancelled with what it used, then exit 143.
+        nonlocal terminated
+        terminated = True
+        interrupt()
+
+    for number, handler in ((signal.SIGINT, interrupt), (signal.SIGTERM, terminate)):
+        try:
+            loop.add_signal_handler(number, handler)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            pass
     out = Output(as_json)
     try:
         async for event in session.send(
@@ -138,11 +149,13 @@ async def _ask(
         click.echo("Cancelled.", err=True)
         return EXIT_CANCELLED
     finally:
-        try:
-            loop.remove_signal_handler(signal.SIGINT)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    return out.finish()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(number)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    status = out.finish()
+    return EXIT_TERMINATED if terminated else status
 
 
 class Output:

@@ -172,6 +172,7 @@ def command(
             profile,
             ledger=from_month,
             requests=logged.timed if logged is not None else (),
+            more_profiles=_all_profiles(configs / "local_profiles") if logged else (),
         )
         if logged is not None:
             result.assumptions["agent_log"] = logged.as_dict()
@@ -213,6 +214,13 @@ def _catalog(sheets_dir: Path, prices: str | None, overrides: dict[str, Any]) ->
         return PriceCatalog.load(sheets_dir, plain, as_of=as_of)
     known = ", ".join(p.stem for p in sheet_files(sheets_dir)) or "none"
     raise Ds4RouterError(f"--prices {prices}: no such file or sheet; sheets: {known}")
+
+
+def _all_profiles(profiles_dir: Path) -> list[Any]:
+    """Every bundled local profile: a real month is priced on each of them."""
+    from pricing.profiles import load_profile, profile_names
+
+    return [load_profile(name, profiles_dir) for name in profile_names(profiles_dir)]
 
 
 def _logged(

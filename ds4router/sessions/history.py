@@ -32,6 +32,7 @@ from typing import Any
 from ds4router.errors import Ds4RouterError
 from pricing.db import apply_migrations, connect, transaction
 from pricing.errors import PricingError
+from pricing.recovery import recover_interrupted
 
 _V1_COLUMNS = (
     "id, conversation_id, role, text, reasoning, content, attachments, privacy, task, route, "
@@ -263,11 +264,10 @@ class History:
     def _recover(self) -> None:
         """Answers left ``started`` by a process that died become ``interrupted`` once
         their ledger row is (``pricing.recovery``, run when the ledger opens)."""
-        has_ledger = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"
-        ).fetchone()
-        if has_ledger is None:
-            return
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(ledger)")}
+        if "process_mark" not in columns:
+            return  # no ledger yet, or one older than write-ahead rows: nothing started
+        recover_interrupted(self.conn)  # opened before the ledger: its rows first
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE messages SET status = 'interrupted', error_kind = 'interrupted', "

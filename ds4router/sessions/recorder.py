@@ -5,8 +5,10 @@
 (:func:`ds4router.sessions.turn_costs.record_turn`), writes exactly one ledger row
 (``ok``, ``error`` with the usage so far, ``cancelled``, or ``refused``), keeps the
 exchange in the conversation and returns the ``Priced`` event. ``begin`` runs before
-the runner sends anything, so a write-ahead ledger (a ``started`` row before the
-first byte leaves) belongs there, and ``finish`` completes that row.
+the runner sends anything and writes the write-ahead record
+(:mod:`ds4router.sessions.journal`: a ``started`` ledger row and, with history on,
+the redacted message with a ``started`` answer), ``progress`` keeps it current as
+tokens stream, and ``finish`` completes it in place.
 
 The conversation is kept in the history database, or in memory only with
 ``history: off``; ``context(conversation_id)`` reads back the earlier exchanges a
@@ -32,6 +34,7 @@ from ds4router.routing.privacy import (
     redact_at_rest,
     redaction_applies,
 )
+from ds4router.sessions import journal
 from ds4router.sessions.conversation import ContextTurn, context_turns
 from ds4router.sessions.history import History, Message, title_from
 from ds4router.sessions.plan import Plan
@@ -82,7 +85,7 @@ class Recorder:
     def begin(self, plan: Plan) -> Turn:
         """The request's record, before anything is sent."""
         exchange = plan.exchange
-        return Turn(
+        turn = Turn(
             text=exchange.text,
             prompt=plan.prompt,
             attachments=exchange.attachments,
@@ -92,6 +95,27 @@ class Recorder:
             time=dt.datetime.now(dt.UTC),
             client=exchange.client,
         )
+        if not plan.refused:
+            # Written before the first byte leaves: a row that cannot be written stops here.
+            catalog, _ = self.catalog()
+            with self._lock:
+                history = self._history_db() if self.history_enabled else None
+                turn.journal = journal.begin(
+                    turn,
+                    self._ledger_db(),
+                    history,
+                    project=self.project,
+                    config=self.config,
+                    catalog=catalog,
+                )
+        return turn
+
+    def progress(self, turn: Turn) -> None:
+        """The answer so far into the write-ahead row (every few stream pieces)."""
+        assert turn.journal is not None
+        with self._lock:
+            history = self._history if self.history_enabled else None
+            journal.progress(turn.journal, turn, self._ledger_db(), history, self.config)
 
     def finish(self, turn: Turn, abandoned: bool = False) -> Priced:
         """Price the turn, write its ledger row and history; the ``Priced`` event.
@@ -177,9 +201,12 @@ class Recorder:
         )
         # A title is shown in lists and sidebars: made from the redacted text.
         title = title_from(user.text or "")
-        self._history_db().add_turn(
-            turn.conversation_id, user, reply, project=self.project, title=title
-        )
+        if turn.journal is not None and turn.journal.answer_id is not None:
+            self._history_db().finish(turn.journal.answer_id, reply)
+        else:
+            self._history_db().add_turn(
+                turn.conversation_id, user, reply, project=self.project, title=title
+            )
         if answer:
             self.current = (*self.current, ContextTurn(turn.prompt, answer, reply_level))
 

@@ -48,7 +48,7 @@ from typing import Any
 from ds4router import paths
 from ds4router.config.loader import LoadedConfig
 from ds4router.errors import Ds4RouterError
-from ds4router.events import Refused, Routed, SessionEvent
+from ds4router.events import ReasoningDelta, Refused, Routed, SessionEvent, TextDelta
 from ds4router.routing.classify import load_attachments
 from ds4router.routing.router import Classified, Decision, RouterState
 from ds4router.sessions import plan as planning
@@ -185,7 +185,8 @@ class Session:
 
     async def _answer(self, exchange: Exchange) -> AsyncGenerator[SessionEvent, None]:
         planned = await asyncio.to_thread(self.plan, exchange, True)
-        turn = self.recorder.begin(planned)
+        # Off the loop: with a write-ahead row written before anything is sent.
+        turn = await asyncio.to_thread(self.recorder.begin, planned)
         first: SessionEvent = (
             Refused(planned.decision)
             if planned.refused
@@ -196,6 +197,8 @@ class Session:
             yield first
             if not planned.refused:
                 async for event in attempts:
+                    if isinstance(event, TextDelta | ReasoningDelta) and turn.journal:
+                        self.recorder.progress(turn)
                     yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The consumer went away: the request still gets its row, as cancelled.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds4router.events import (
     Done,
@@ -25,6 +25,9 @@ from ds4router.events import (
 from ds4router.routing.request import Attachment
 from ds4router.routing.router import Classified, Decision
 from ds4router.targets import Sendable
+
+if TYPE_CHECKING:
+    from ds4router.sessions.journal import Begun
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Turn:
     fell_back: bool = False
     recorded: bool = False
     client: str | None = None  # who sent it through the gateway (a key name, an agent)
+    # Its write-ahead ledger row and answer, once written (ds4router.sessions.journal).
+    journal: Begun | None = None
 
     @property
     def last(self) -> Attempt | None:

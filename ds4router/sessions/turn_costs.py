@@ -25,6 +25,7 @@ from ds4router.config.schema import Config
 from ds4router.events import Priced
 from ds4router.sessions.turn import Attempt, Turn, outcome_status
 from ds4router.targets import CloudModel, route_of
+from pricing import write_ahead
 from pricing.catalog import PriceCatalog
 from pricing.cost import CloudCost, price_request
 from pricing.ledger import Ledger, LedgerRow
@@ -107,7 +108,7 @@ def record_turn(
     cf_usd = None if costed.counterfactual is None else costed.counterfactual.total_usd
     cost = costed.cost
     return Priced(
-        ledger_id=ledger.record(replace(costed.row, client=turn.client)),
+        ledger_id=_write(ledger, turn, replace(costed.row, client=turn.client)),
         route=route,
         model=model,
         rule=rule,
@@ -126,6 +127,14 @@ def record_turn(
         conversation_id=turn.conversation_id,
         usage_estimated=costed.usage.estimated,
     )
+
+
+def _write(ledger: Ledger, turn: Turn, row: LedgerRow) -> int:
+    """The turn's final row: in place of its write-ahead row when it has one."""
+    if turn.journal is None:
+        return ledger.record(row)
+    write_ahead.finish(ledger, turn.journal.ledger_id, row)
+    return turn.journal.ledger_id
 
 
 def _price_attempt(

@@ -2,9 +2,10 @@
 
 The app polls :meth:`ConfigWatcher.changed` on a timer (a few ``stat`` calls)
 and, when it says so, calls :meth:`ConfigWatcher.reload` in a worker thread.
-An invalid file yields a :class:`ConfigProblem` (the loader's message names
-file:line and key) while :attr:`ConfigWatcher.current` stays the last good
-configuration.
+An invalid file, or one that is not text (any encoding ``ds4router.textio``
+reads is read), yields a :class:`ConfigProblem` (the loader's message names
+file:line and key, or the file and why) while :attr:`ConfigWatcher.current`
+stays the last good configuration: the app never exits on one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ds4router.config.loader import (
     read_config_file,
 )
 from ds4router.config.schema import Config
-from ds4router.errors import ConfigError
+from ds4router.errors import ConfigError, Ds4RouterError
 
 Stamp = tuple[tuple[str, float | None, int | None], ...]
 
@@ -108,8 +109,13 @@ class ConfigWatcher:
         self._stamp = self._files_stamp()
         try:
             loaded = load_config(self.project, cwd=self.cwd)
-        except ConfigError as exc:
+        except Ds4RouterError as exc:  # ConfigError, unreadable bytes: the loader's one line
             self.problem = ConfigProblem(str(exc))
+            return self.problem
+        except (OSError, ValueError) as exc:
+            # A file caught mid-write or vanished between stat and read: still not fatal,
+            # the app keeps the last good configuration (the next change reloads again).
+            self.problem = ConfigProblem(f"{self.project_file}: could not be reloaded ({exc})")
             return self.problem
         self.problem = None
         self.current = loaded

@@ -81,6 +81,9 @@ def test_estimate_from_claude_code_prints_the_month_and_the_crossover(
     table = "\n".join(rest)
     assert "local wins above" in table and "if owned" in table
     assert "anthropic/claude-sonnet-4-5" in table and "local:m3-max-q2" in table
+    # Every bundled local profile is priced; the crossovers are the chosen profile's.
+    ultra = next(line for line in rest if "local:m3-ultra-q2" in line)
+    assert "crossovers: m3-max-q2" in ultra
     sonnet = next(line for line in rest if "anthropic/claude-sonnet-4-5 " in line)
     crossover, if_owned = sonnet.split()[-2:]
     assert crossover == "never" or crossover.replace(",", "").isdigit()

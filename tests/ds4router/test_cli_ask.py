@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cli_support import run
+from cli_support import cloud_project, run
 from openai_server import OpenAIServer, error, ok
 from scripted import ScriptedBackend
 
@@ -47,21 +46,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_project(tmp_path: Path, server: OpenAIServer, **extra: Any) -> Path:
-    directory = tmp_path / "acme"
-    directory.mkdir(exist_ok=True)
-    data: dict[str, Any] = {
-        "project": "acme",
-        "default": f"cloud:{MODEL}",
-        "cloud": {
-            "models": [{"name": MODEL, "api_base": server.base_url, "api_key_env": KEY_ENV}],
-            "timeouts": {"connect_s": 2, "first_token_s": 5, "total_s": 20},
-            "retries": 0,
-        },
-        "local": {"power": {"source": "configured"}},
-    }
-    data.update(extra)
-    (directory / ".ds4router.yaml").write_text(yaml.safe_dump(data))
-    return directory
+    return cloud_project(tmp_path, server.base_url, KEY_ENV, MODEL, **extra)
 
 
 @pytest.fixture

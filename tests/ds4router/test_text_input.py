@@ -51,6 +51,8 @@ def ds4(
         ("café crème".encode(), "café crème", "utf-8"),
         ("\ufeffcafé".encode(), "café", "utf-8"),
         ("café au lait\n".encode("latin-1"), "café au lait\n", "cp1252"),
+        # 14 bytes, even: the detector's first guess is BOM-less UTF-16; it is Latin-1.
+        ("project: café\n".encode("latin-1"), "project: café\n", "cp1252"),
         ("name: Zürich\n".encode("latin-1"), "name: Zürich\n", "cp1252"),
         ("Привет мир, как дела".encode("cp1251"), "Привет мир, как дела", "cp1251"),
         ("budget: 5 €".encode("utf-16"), "budget: 5 €", "utf-16-le"),

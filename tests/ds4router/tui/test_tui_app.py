@@ -129,6 +129,30 @@ async def test_invalid_yaml_shows_a_banner_and_edits_apply_without_restart(
         assert app.loaded.project_name == "renamed"
 
 
+async def test_a_config_rewritten_in_latin1_or_binary_keeps_the_app_running(
+    tmp_path: Path, make_app: MakeApp
+) -> None:
+    project = write_project(tmp_path, "project: acme\n")
+    file = project / ".ds4router.yaml"
+    app = make_app(project, check_cloud_health=False, config_poll_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        before = file.stat().st_mtime
+        file.write_bytes("project: café\n".encode("latin-1"))  # one Latin-1 byte
+        os.utime(file, (before + 2, before + 2))
+        await settle(pilot, app, until=lambda: app.loaded.project_name == "café")
+        assert not app.query_one("#banner").display
+
+        file.write_bytes(b"project: x\n\x00\x01\x02\xff\xfe binary")
+        os.utime(file, (before + 4, before + 4))
+        await settle(pilot, app, until=lambda: bool(app.query_one("#banner").display))
+        banner = text_of(app, "#banner")
+        assert f"{file}: not readable as text" in banner
+        assert "last good configuration" in banner
+        assert app.loaded.project_name == "café" and app.is_running
+    assert app.return_code in (None, 0)
+
+
 async def test_keymap_in_config_remaps_a_binding_by_id(tmp_path: Path, make_app: MakeApp) -> None:
     project = write_project(tmp_path, "project: acme\nkeymap: {report: f12, nope: f1}\n")
     app = make_app(project, check_cloud_health=False)
