@@ -78,16 +78,21 @@ class LazyGroup(click.Group):
     default=None,
     help="Project directory (default: walk up from the working directory).",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Also run the agents' gateway (ds4router serve) in the app; F12 shows its traffic.",
+)
 @click.version_option(__version__, prog_name="ds4router")
 @click.pass_context
-def cli(ctx: click.Context, project: str | None) -> None:
+def cli(ctx: click.Context, project: str | None, serve: bool) -> None:
     """ds4router: local DeepSeek V4 Flash + cloud models, routed by privacy and task, priced."""
     ctx.ensure_object(dict)
     ctx.obj["project"] = project
     if ctx.invoked_subcommand is None:
         from ds4router.commands.tui_cmd import run_tui
 
-        run_tui(project)
+        run_tui(project, serve=serve)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -50,15 +50,21 @@ def test_the_architecture_tree_names_every_package_and_subpackage() -> None:
     section = (REPO / "README.md").read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
     tree = section.split("```\n", 2)[1]
     listed: set[str] = set()
-    parents: list[tuple[int, str]] = []
+    modules: set[str] = set()
+    parents: list[str] = []
     for line in tree.splitlines():
         name = line.split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        if name.endswith(".py"):
+            modules.add("/".join([*parents[:depth], name]))
         if not name.endswith("/"):
             continue
-        depth = (len(line) - len(line.lstrip())) // 2
-        parents = parents[:depth]
-        parents.append((depth, name.rstrip("/")))
-        listed.add("/".join(part for _, part in parents))
+        parents = [*parents[:depth], name.rstrip("/")]
+        listed.add("/".join(parents))
+    misplaced = sorted(m for m in modules if not (REPO / m).is_file())
+    assert not misplaced, (
+        f"README's Architecture tree puts these modules under the wrong folder: {misplaced}"
+    )
     packages = {
         init.parent.relative_to(REPO).as_posix()
         for root in ("ds4router", "pricing", "local_engine")

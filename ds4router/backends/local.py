@@ -337,9 +337,11 @@ class LocalBackend:
             session = None if off_disk else request.session_id
             self._generate(engine, messages, params, flight, events, session)
 
-        if hasattr(engine, "scheduler"):
+        if hasattr(engine, "scheduler") and not off_disk:
             # The engine interleaves generations itself (a step each in turn): this one
             # only waits on its queue, on its own thread, after the KV settings applied.
+            # A request kept off disk holds the engine thread instead, so no later request
+            # can turn the disk cache back on before its state was made without it.
             _ENGINE_THREAD.submit(lambda: threading.Thread(target=generate, daemon=True).start())
         else:
             _ENGINE_THREAD.submit(generate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from ds4router.errors import Ds4RouterError
 if TYPE_CHECKING:
     from ds4router.config.loader import LoadedConfig
     from pricing.budget import BudgetState
+    from pricing.clients import ClientTotals
     from pricing.ledger import Ledger
     from pricing.report import MonthReport
 
@@ -58,6 +60,7 @@ def command(
     from ds4router import paths
     from ds4router.config import load_config
     from pricing.budget import budget_for_month
+    from pricing.clients import client_totals
     from pricing.errors import PricingError
     from pricing.ledger import Ledger, check_month
     from pricing.report import build_report_from_rows, render
@@ -80,16 +83,33 @@ def command(
                     budget_cfg.monthly_usd, spent, budget_cfg.warn_at, month, now
                 )
                 report = _month_report(ledger, month, project_name, budget, budget_project, now)
+                clients = client_totals(ledger.conn, month, project_name)
         else:
             # No ledger yet: an empty report, without creating the database.
             budget = budget_for_month(budget_cfg.monthly_usd, 0.0, budget_cfg.warn_at, month, now)
             report = build_report_from_rows(
                 [], month, project_name, budget=budget, budget_project=budget_project, now=now
             )
-        text = render(report, fmt)
+            clients = ()
+        text = _with_clients(render(report, fmt), clients, fmt)
     except PricingError as exc:
         raise Ds4RouterError(str(exc)) from None
     write_output(text, output, f"the {month} report ({fmt})")
+
+
+def _with_clients(text: str, clients: tuple[ClientTotals, ...], fmt: str) -> str:
+    """The report with its by-client breakdown (agents through ``ds4router serve``)."""
+    from pricing.clients import render_clients
+
+    if not clients:
+        return text
+    if fmt == "json":
+        data = json.loads(text)
+        data["by_client"] = [c.as_dict() for c in clients]
+        return json.dumps(data, indent=2)
+    if fmt in ("table", "md"):
+        return text.rstrip("\n") + "\n\n" + render_clients(clients, fmt)
+    return text
 
 
 def _month_report(

@@ -10,7 +10,7 @@ import click
 from ds4router.commands.common import project_option, resolve_project
 
 
-def run_tui(project: str | None) -> None:
+def run_tui(project: str | None, serve: bool = False) -> None:
     """Open the app in ``project`` (a directory; None: walk up from the working directory).
 
     A wrong ``--project`` raises ``Ds4RouterError`` before anything is drawn; an
@@ -18,7 +18,7 @@ def run_tui(project: str | None) -> None:
     """
     from ds4router.tui.app import Ds4RouterApp
 
-    app = Ds4RouterApp(project)
+    app = Ds4RouterApp(project, serve=serve)
     app.run()
 
 

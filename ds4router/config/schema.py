@@ -259,7 +259,7 @@ class ServeKey(Strict):
 
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=8787, ge=1, le=65535)
+    port: int = Field(default=8787, ge=0, le=65535, description="0: any free port")
     keys: list[ServeKey] = Field(default_factory=list)
 
 

@@ -251,7 +251,7 @@ class Gateway:
             input_tokens=priced.input_tokens,
             output_tokens=priced.output_tokens,
             cost_usd=priced.cost_usd,
-            status=priced.status,
+            status="refused" if priced.route == "refused" else priced.status,
             reason=reason,
         )
         self.traffic.append(entry)

@@ -65,6 +65,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("pull_demo", "f1", "pull_demo", "Get the demo model",
                "Fetch the demo-size local model (SmolLM2-135M, ~93 MB) so something answers",
                show=False),
+    ActionSpec("traffic", "f12", "traffic", "Traffic",
+               "Agents' requests through the gateway (ds4router --serve), as they arrive",
+               show=False),
     ActionSpec("reload_config", "f10", "reload_config", "Reload configuration",
                "Read the config files again now", show=False),
 )  # fmt: skip

@@ -108,8 +108,11 @@ class Ds4RouterApp(ConversationsPart, LivePart, ScreensPart, AnswersPart):
         check_cloud_health: bool = True,
         cursor_blink: bool = True,
         config_poll_s: float = 1.0,
+        serve: bool = False,
     ) -> None:
         super().__init__()
+        self.serve = serve
+        self.gateway: Any = None  # ds4router.gateway.thread.GatewayThread once serving
         self.clock = clock
         self.watcher = ConfigWatcher(project, cwd=cwd)
         self.db_path = db_path or paths.database_path()
@@ -177,8 +180,34 @@ class Ds4RouterApp(ConversationsPart, LivePart, ScreensPart, AnswersPart):
         self.set_interval(1.0, self._tick_engine, name="engine-tick")
         # Everything slow starts once the first frame is out.
         self.call_after_refresh(self._boot)
+        if self.serve:
+            self.run_worker(self._start_gateway, thread=True, name="gateway")
+
+    def _start_gateway(self) -> None:
+        """On a worker thread: start ``ds4router --serve``'s gateway, say where it listens."""
+        from ds4router.tui.serving import start_gateway
+
+        try:
+            self.gateway = start_gateway(self.loaded, self.watcher.project_dir, self.db_path)
+        except Ds4RouterError as exc:
+            self.call_from_thread(self.notify, f"gateway: {exc}", severity="error")
+            return
+        url = self.gateway.url
+        self.call_from_thread(
+            self.notify, f"agents: OpenAI base URL {url}/v1, Anthropic {url} (F12: traffic)"
+        )
+
+    def action_traffic(self) -> None:
+        from ds4router.tui.screens.traffic import TrafficScreen
+
+        if self.gateway is None:
+            self.notify("the gateway is not running: start the app with ds4router --serve")
+            return
+        self.push_screen(TrafficScreen(self.gateway.gateway, self.gateway.url))
 
     def on_unmount(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
         for resource in (self.session, self.history):
             close = getattr(resource, "close", None)
             if close is not None:

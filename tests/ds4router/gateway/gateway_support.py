@@ -7,22 +7,19 @@ The local engine is the scripted backend when a test gives one, else unavailable
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import yaml
-from openai_server import OpenAIServer
 from scripted import ScriptedBackend
 from session_support import factory
 
-from ds4router.gateway.app import create_app
 from ds4router.gateway.auth import KeyRing
 from ds4router.gateway.service import Gateway
+from ds4router.gateway.thread import GatewayThread
 
 MODEL = "openai/test-model"
 
@@ -53,53 +50,19 @@ def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 60.0) 
         time.sleep(0.01)
 
 
-class LiveGateway:
-    """uvicorn serving a :class:`Gateway` in a thread; ``url`` once started."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        config = uvicorn.Config(
-            create_app(gateway), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> LiveGateway:
-        self._thread.start()
-        wait_until(lambda: self.server.started or not self._thread.is_alive(), "uvicorn")
-        assert self.server.started, "the gateway did not start"
-        return self
-
-    @property
-    def port(self) -> int:
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-
-
 @contextmanager
 def live_gateway(
     project: Path,
     *,
     local: ScriptedBackend | None = None,
     keys: KeyRing | None = None,
-) -> Iterator[LiveGateway]:
+) -> Iterator[GatewayThread]:
     gateway = Gateway(project, keys=keys or KeyRing(()), backend_factory=factory(local))
-    live = LiveGateway(gateway).start()
+    live = GatewayThread(gateway).start()
     try:
         yield live
     finally:
         live.stop()
 
 
-def cloud(server: OpenAIServer) -> str:
-    return server.base_url
-
-
-__all__ = ["MODEL", "LiveGateway", "live_gateway", "wait_until", "write_project"]
+__all__ = ["MODEL", "live_gateway", "wait_until", "write_project"]

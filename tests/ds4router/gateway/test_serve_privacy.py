@@ -119,7 +119,7 @@ def test_a_credential_anywhere_in_a_request_never_reaches_the_cloud(
         url, body = f"{live.url}/v1/messages", anthropic_body(place, secret, stream)
     else:
         url, body = f"{live.url}/v1/chat/completions", openai_body(place, secret, stream)
-    response = httpx.post(url, json=body, timeout=60)
+    response = httpx.post(url, json=body, timeout=120)
     assert response.status_code == 403, response.text
     error = response.json()["error"]
     assert error["type"] == "privacy_refused"
@@ -135,6 +135,7 @@ def test_the_same_requests_without_the_credential_do_reach_the_cloud(
         for anthropic in (False, True):
             maker = anthropic_body if anthropic else openai_body
             path = "/v1/messages" if anthropic else "/v1/chat/completions"
-            response = httpx.post(f"{live.url}{path}", json=maker(place, "nothing to see", False))
+            body = maker(place, "nothing to see", False)
+            response = httpx.post(f"{live.url}{path}", json=body, timeout=120)
             assert response.status_code == 200, response.text
     assert openai_server.count == 2 * len(PLACES)

@@ -251,7 +251,7 @@ def test_models_health_and_count_tokens(project: Path, openai_server: OpenAIServ
         counted = ant.messages.count_tokens(
             model="ds4router/auto", messages=[{"role": "user", "content": "count these words"}]
         )
-        health = httpx.get(f"{live.url}/health").json()
+        health = httpx.get(f"{live.url}/health", timeout=60).json()
     assert names[:2] == ["ds4router/auto", "local"] and MODEL in names
     assert counted.input_tokens > 0
     assert health["status"] == "ok" and health["local"] == {"busy": False, "queued": 0}
@@ -307,6 +307,7 @@ def test_reply_shapes_survive_what_the_fake_cloud_sends(openai_server: OpenAISer
     response = httpx.post(
         f"{openai_server.base_url}/chat/completions",
         json={"model": "m", "messages": [], "stream": True},
+        timeout=60,
     )
     pieces = [
         json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
@@ -317,3 +318,96 @@ def test_reply_shapes_survive_what_the_fake_cloud_sends(openai_server: OpenAISer
         if p["choices"]
     )
     assert args == '{"a": 1}' and isinstance(Reply(), Reply)
+
+
+def test_the_month_report_breaks_agents_requests_down_by_client(
+    project: Path, openai_server: OpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_support import run
+
+    openai_server.script(ok("a"), ok("b"), ok("c"))
+    with live_gateway(project) as live:
+        oai, _ = clients(live.url)
+        for agent in ("claude-cli", "claude-cli", "codex"):
+            oai.chat.completions.create(
+                model="ds4router/auto",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-ds4router-client": agent},
+            )
+        with pytest.raises(openai.PermissionDeniedError):
+            oai.chat.completions.create(
+                model="ds4router/auto",
+                messages=[{"role": "user", "content": SECRET}],
+                extra_headers={"x-ds4router-client": "codex"},
+            )
+    code, out, _ = run(capsys, "report", "--format", "json")
+    assert code == 0
+    by_client = {c["client"]: c for c in json.loads(out)["by_client"]}
+    assert (by_client["claude-cli"]["requests"], by_client["claude-cli"]["ok"]) == (2, 2)
+    assert (by_client["codex"]["requests"], by_client["codex"]["refused"]) == (2, 1)
+    code, out, _ = run(capsys, "report")
+    assert code == 0 and "By client" in out and "claude-cli" in out
+
+
+def test_local_requests_take_turns_and_carry_their_tools(
+    tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    import threading
+
+    project = write_project(tmp_path / "loc", openai_server.base_url, default="local")
+    local = ScriptedBackend(default=reply("a", "b", "c", "d", delay_s=0.3))
+    tool = {"type": "function", "function": {"name": "grep", "parameters": {"type": "object"}}}
+    answers: list[str] = []
+    with live_gateway(project, local=local) as live:
+        oai, _ = clients(live.url)
+
+        def ask() -> None:
+            answer = oai.chat.completions.create(
+                model="ds4router/auto",
+                messages=[{"role": "user", "content": "find it"}],
+                tools=[tool],
+            )
+            answers.append(answer.choices[0].message.content or "")
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        # One generates, the other waits its turn, and /health says so.
+        wait_until(
+            lambda: (
+                httpx.get(f"{live.url}/health", timeout=60).json()["local"]
+                == {"busy": True, "queued": 1}
+            ),
+            "a queued local request",
+        )
+        for thread in threads:
+            thread.join(timeout=120)
+    assert answers == ["abcd", "abcd"] and openai_server.count == 0
+    assert [r.tools[0]["function"]["name"] for r in local.requests] == ["grep", "grep"]
+
+
+def test_shutting_down_lets_a_stream_in_flight_finish_and_keeps_its_row(
+    project: Path, openai_server: OpenAIServer
+) -> None:
+    import threading
+
+    from ds4router.gateway.service import Gateway
+    from ds4router.gateway.thread import GatewayThread
+
+    openai_server.script(ok(*["word "] * 20, chunk_delay_s=0.05))
+    live = GatewayThread(Gateway(project)).start()
+    oai, _ = clients(live.url)
+    stream = oai.chat.completions.create(
+        model="ds4router/auto", messages=[{"role": "user", "content": "long"}], stream=True
+    )
+    pieces: list[str] = []
+    stopper = threading.Thread(target=live.stop)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+            if len(pieces) == 1:
+                stopper.start()  # shut down while the answer streams
+    stopper.join(timeout=120)
+    assert "".join(pieces) == "word " * 20
+    (row,) = ledger_rows()
+    assert row.status == "ok" and row.route == "cloud"
