@@ -207,6 +207,7 @@ class Gateway:
         events = session.answer(exchange)
         gate: contextlib.AsyncExitStack = contextlib.AsyncExitStack()
         privacy, reason = "", None
+        holding = False  # the local turn is taken once, however often the chain lands there
         try:
             async for event in events:
                 match event:
@@ -218,8 +219,9 @@ class Gateway:
                         self._log(caller, project.loaded, event, privacy, reason)
                     case _:
                         pass
-                if _goes_local(event):
+                if _goes_local(event) and not holding:
                     await gate.enter_async_context(self._gate.turn())
+                    holding = True
                 yield event
         finally:
             await events.aclose()
